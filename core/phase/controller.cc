@@ -1,0 +1,348 @@
+#include "core/phase/controller.h"
+
+#include <algorithm>
+#include <cmath>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace spotter {
+namespace {
+
+double RelChange(double now, double prev) {
+  return prev != 0.0 ? std::abs(now - prev) / std::abs(prev) : 0.0;
+}
+
+}  // namespace
+
+uint64_t ControllerConfig::warmup_end() const {
+  return static_cast<uint64_t>(std::llround(warmup_fraction * static_cast<double>(total_steps)));
+}
+
+absl::Status ControllerConfig::Validate() const {
+  auto bad = [](const char* field, double v, const char* range) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s = %g is out of range: expected %s", field, v, range));
+  };
+  if (total_steps == 0) return bad("total_steps", 0, "> 0");
+  if (steps_per_epoch == 0) return bad("steps_per_epoch", 0, "> 0");
+  if (!(peak_lr > 0.0) || !std::isfinite(peak_lr)) return bad("peak_lr", peak_lr, "a finite value > 0");
+  if (!(base_lr >= 0.0) || !std::isfinite(base_lr)) return bad("base_lr", base_lr, "a finite value >= 0");
+  if (sketch_rows < 1) return bad("sketch_rows", sketch_rows, ">= 1");
+  if (!(warmup_fraction > 0.0 && warmup_fraction < 1.0)) return bad("warmup_fraction", warmup_fraction, "in (0, 1)");
+  if (!(id_drop_threshold > 0.0 && id_drop_threshold < 10.0)) return bad("id_drop_threshold", id_drop_threshold, "in (0, 10)");
+  if (!(rank_fraction_max > 0.0 && rank_fraction_max <= 1.0)) return bad("rank_fraction_max", rank_fraction_max, "in (0, 1]");
+  if (!(plateau_epsilon > 0.0 && plateau_epsilon < 10.0)) return bad("plateau_epsilon", plateau_epsilon, "in (0, 10)");
+  if (window_evals < 1 || window_evals > 1000) return bad("window_evals", window_evals, "in [1, 1000]");
+  if (!(loss_decrease_min >= 0.0 && loss_decrease_min < 10.0)) return bad("loss_decrease_min", loss_decrease_min, "in [0, 10)");
+  if (confirm_evals < 1 || confirm_evals > 1000) return bad("confirm_evals", confirm_evals, "in [1, 1000]");
+  if (!(hysteresis >= 1.0 && hysteresis < 100.0)) return bad("hysteresis", hysteresis, "in [1, 100)");
+  if (!(lr_cut > 0.0 && lr_cut <= 1.0)) return bad("lr_cut", lr_cut, "in (0, 1]");
+  if (!(refine_loss_rate_min >= 0.0 && refine_loss_rate_min < 10.0)) return bad("refine_loss_rate_min", refine_loss_rate_min, "in [0, 10)");
+  if (!(refine_budget_fraction > 0.0 && refine_budget_fraction <= 1.0)) return bad("refine_budget_fraction", refine_budget_fraction, "in (0, 1]");
+  if (!(lr_min >= 0.0) || !std::isfinite(lr_min)) return bad("lr_min", lr_min, "a finite value >= 0");
+  if (val_patience < 1 || val_patience > 100000) return bad("val_patience", val_patience, "in [1, 100000]");
+  if (!(val_min_delta >= 0.0) || !std::isfinite(val_min_delta)) return bad("val_min_delta", val_min_delta, "a finite value >= 0");
+  if (!(kfac_damping > 0.0) || !std::isfinite(kfac_damping)) return bad("kfac_damping", kfac_damping, "a finite value > 0");
+  if (kfac_factor_interval < 1) return bad("kfac_factor_interval", kfac_factor_interval, ">= 1");
+  if (kfac_inverse_interval < 1) return bad("kfac_inverse_interval", kfac_inverse_interval, ">= 1");
+  if (!(noise_std >= 0.0 && noise_std < 100.0)) return bad("noise_std", noise_std, "in [0, 100)");
+  return absl::OkStatus();
+}
+
+PhaseController::PhaseController(const ControllerConfig& config)
+    : config_(config), plan_(InitialPlan()) {}
+
+DirectivePlan PhaseController::InitialPlan() const {
+  DirectivePlan p;
+  p.phase = Phase::kAcquisition;
+  p.lr = {LrSchedule::Kind::kLinear, 0, config_.warmup_end(), config_.base_lr, config_.peak_lr};
+  p.optimizer.kind = OptimizerInstruction::Kind::kKeep;
+  p.noise_std = config_.noise_std;
+  return p;
+}
+
+DirectivePlan PhaseController::PlanFor(Phase to, uint64_t eff) const {
+  const double lr_now = plan_.lr.At(eff);
+  DirectivePlan p;
+  p.phase = to;
+  switch (to) {
+    case Phase::kAcquisition:
+      return InitialPlan();
+    case Phase::kRefinement:
+      p.lr = LrSchedule::Constant(config_.lr_cut * lr_now);
+      p.optimizer = {OptimizerInstruction::Kind::kNaturalGradient, config_.kfac_damping,
+                     config_.kfac_factor_interval, config_.kfac_inverse_interval};
+      return p;
+    case Phase::kPolish:
+      if (lr_now > config_.lr_min && config_.total_steps > eff) {
+        p.lr = {LrSchedule::Kind::kCosine, eff, config_.total_steps, lr_now, config_.lr_min};
+      } else {
+        p.lr = LrSchedule::Constant(lr_now);
+      }
+      p.optimizer = plan_.optimizer;
+      return p;
+    case Phase::kDone:
+      p.lr = LrSchedule::Constant(lr_now);
+      p.optimizer = plan_.optimizer;
+      p.stop = true;
+      return p;
+  }
+  return p;
+}
+
+Decision PhaseController::Enter(Phase to, Cause cause, std::string reason,
+                                Evidence evidence, DirectivePlan plan,
+                                uint64_t effective_step) {
+  Decision d;
+  d.from = phase_;
+  d.to = to;
+  d.cause = cause;
+  d.reason = std::move(reason);
+  d.evidence = std::move(evidence);
+  d.plan = plan;
+  phase_ = to;
+  plan_ = std::move(plan);
+  phase_start_step_ = effective_step;
+  window_.clear();
+  confirm_ = 0;
+  armed_ = false;
+  if (to == Phase::kPolish) {
+    val_seen_ = false;
+    val_stale_ = 0;
+  }
+  return d;
+}
+
+int PhaseController::Count(bool on, bool clearly_off, int count) {
+  // Armed by `on`; once armed, stays armed until `clearly_off`.
+  if (count == 0) return on ? 1 : 0;
+  return clearly_off ? 0 : count + 1;
+}
+
+PhaseController::Smoothed PhaseController::Smooth() const {
+  Smoothed s;
+  const size_t w = static_cast<size_t>(config_.window_evals);
+  if (window_.size() < 2 * w) return s;
+  double step_now = 0, step_prev = 0;
+  int loss_now_n = 0, loss_prev_n = 0;
+  for (size_t i = 0; i < 2 * w; ++i) {
+    const Observation& o = window_[window_.size() - 2 * w + i];
+    const bool recent = i >= w;
+    (recent ? s.rank_now : s.rank_prev) += o.effective_rank;
+    (recent ? s.pr_now : s.pr_prev) += o.participation_ratio;
+    (recent ? step_now : step_prev) += static_cast<double>(o.step);
+    if (std::isfinite(o.loss)) {
+      (recent ? s.loss_now : s.loss_prev) += o.loss;
+      ++(recent ? loss_now_n : loss_prev_n);
+    }
+    if (recent && o.rank_censored) s.censored = true;
+  }
+  const double wd = static_cast<double>(w);
+  s.rank_now /= wd;
+  s.rank_prev /= wd;
+  s.pr_now /= wd;
+  s.pr_prev /= wd;
+  s.loss_known = loss_now_n > 0 && loss_prev_n > 0;
+  if (s.loss_known) {
+    s.loss_now /= loss_now_n;
+    s.loss_prev /= loss_prev_n;
+  }
+  s.epochs = (step_now - step_prev) / wd / static_cast<double>(config_.steps_per_epoch);
+  s.ready = s.epochs > 0.0;
+  return s;
+}
+
+std::optional<Decision> PhaseController::OnEvaluation(const Observation& obs,
+                                                      uint64_t eff) {
+  if (phase_ == Phase::kDone) return std::nullopt;
+  window_.push_back(obs);
+  while (window_.size() > 2 * static_cast<size_t>(config_.window_evals)) window_.pop_front();
+  if (held_) return std::nullopt;
+  const ControllerConfig& c = config_;
+
+  if (obs.step >= c.total_steps) {
+    return Enter(Phase::kDone, Cause::kAutomatic,
+                 absl::StrFormat("planned steps reached: step %d >= total_steps %d",
+                                 obs.step, c.total_steps),
+                 {{"step", static_cast<double>(obs.step)},
+                  {"total_steps", static_cast<double>(c.total_steps)}},
+                 PlanFor(Phase::kDone, eff), eff);
+  }
+  const uint64_t dwell = obs.step > phase_start_step_ ? obs.step - phase_start_step_ : 0;
+
+  if (phase_ == Phase::kRefinement) {
+    const auto budget = static_cast<uint64_t>(
+        std::llround(c.refine_budget_fraction * static_cast<double>(c.total_steps)));
+    if (obs.step >= budget) {
+      return Enter(Phase::kPolish, Cause::kAutomatic,
+                   absl::StrFormat("refinement budget reached: step %d >= %.2f x %d",
+                                   obs.step, c.refine_budget_fraction, c.total_steps),
+                   {{"step", static_cast<double>(obs.step)},
+                    {"refine_budget_fraction", c.refine_budget_fraction},
+                    {"total_steps", static_cast<double>(c.total_steps)}},
+                   PlanFor(Phase::kPolish, eff), eff);
+    }
+  }
+  if (phase_ != Phase::kAcquisition && phase_ != Phase::kRefinement) return std::nullopt;
+
+  const Smoothed s = Smooth();
+  const bool gates = s.ready && dwell >= c.min_dwell_steps &&
+                     (phase_ != Phase::kAcquisition || obs.step >= c.warmup_end());
+  if (!gates) {
+    confirm_ = 0;
+    return std::nullopt;
+  }
+  const double h = c.hysteresis;
+  const double rank_change = RelChange(s.rank_now, s.rank_prev);
+  const double pr_change = RelChange(s.pr_now, s.pr_prev);
+  const double loss_rate =
+      s.loss_known && s.loss_prev != 0.0
+          ? (s.loss_prev - s.loss_now) / std::abs(s.loss_prev) / s.epochs
+          : std::numeric_limits<double>::quiet_NaN();
+  const double window_steps = s.epochs * static_cast<double>(c.steps_per_epoch) *
+                              static_cast<double>(c.window_evals);
+
+  if (phase_ == Phase::kAcquisition) {
+    const double pr_drop = s.pr_prev > 0.0 ? (s.pr_prev - s.pr_now) / s.pr_prev / s.epochs : 0.0;
+    const double rank_fraction = s.rank_now / c.sketch_rows;
+    const bool on = !s.censored && pr_drop < c.id_drop_threshold &&
+                    rank_fraction < c.rank_fraction_max && rank_change < c.plateau_epsilon &&
+                    std::isfinite(loss_rate) && loss_rate > c.loss_decrease_min;
+    const bool off = s.censored || pr_drop > c.id_drop_threshold * h ||
+                     rank_fraction > c.rank_fraction_max * h ||
+                     rank_change > c.plateau_epsilon * h || !std::isfinite(loss_rate) ||
+                     loss_rate < c.loss_decrease_min / h;
+    confirm_ = Count(on, off, confirm_);
+    if (confirm_ < c.confirm_evals) return std::nullopt;
+    DirectivePlan plan = PlanFor(Phase::kRefinement, eff);
+    const double lr_before = plan_.lr.At(eff);
+    return Enter(
+        Phase::kRefinement, Cause::kAutomatic,
+        absl::StrFormat(
+            "Fisher rank plateaued at r90 %.1f (rank fraction %.3f < %.2f, change %.1f%% < "
+            "%.0f%% over %d evals), PR %.1f dropping %.2f%%/epoch < %.1f%%, loss still "
+            "falling %.2f%%/epoch > %.1f%% for %d evals: natural gradient, LR %.4g -> %.4g",
+            s.rank_now, rank_fraction, c.rank_fraction_max, 100 * rank_change,
+            100 * c.plateau_epsilon, c.window_evals, s.pr_now, 100 * pr_drop,
+            100 * c.id_drop_threshold, 100 * loss_rate, 100 * c.loss_decrease_min,
+            confirm_, lr_before, plan.lr.start_lr),
+        {{"effective_rank", s.rank_now},
+         {"rank_fraction", rank_fraction},
+         {"rank_fraction_max", c.rank_fraction_max},
+         {"rank_rel_change", rank_change},
+         {"plateau_epsilon", c.plateau_epsilon},
+         {"participation_ratio", s.pr_now},
+         {"pr_drop_per_epoch", pr_drop},
+         {"id_drop_threshold", c.id_drop_threshold},
+         {"loss", s.loss_now},
+         {"loss_decrease_per_epoch", loss_rate},
+         {"loss_decrease_min", c.loss_decrease_min},
+         {"window_evals", static_cast<double>(c.window_evals)},
+         {"window_steps", window_steps},
+         {"confirm_evals", static_cast<double>(confirm_)},
+         {"lr_before", lr_before},
+         {"lr_after", plan.lr.start_lr}},
+        plan, eff);
+  }
+
+  // REFINEMENT: the spectrum is stable and natural gradient has slowed down.
+  const bool loss_slow = !std::isfinite(loss_rate) || loss_rate < c.refine_loss_rate_min;
+  const bool on = !s.censored && rank_change < c.plateau_epsilon &&
+                  pr_change < c.plateau_epsilon && loss_slow;
+  const bool off = rank_change > c.plateau_epsilon * h || pr_change > c.plateau_epsilon * h ||
+                   (std::isfinite(loss_rate) && loss_rate > c.refine_loss_rate_min * h);
+  confirm_ = Count(on, off, confirm_);
+  if (confirm_ < c.confirm_evals) return std::nullopt;
+  DirectivePlan plan = PlanFor(Phase::kPolish, eff);
+  return Enter(
+      Phase::kPolish, Cause::kAutomatic,
+      absl::StrFormat(
+          "spectrum stable (r90 change %.1f%%, PR change %.1f%% < %.0f%% over %d evals) and "
+          "loss improvement %.2f%%/epoch < %.1f%% for %d evals: cosine decay %.4g -> %.4g "
+          "until step %d",
+          100 * rank_change, 100 * pr_change, 100 * c.plateau_epsilon, c.window_evals,
+          std::isfinite(loss_rate) ? 100 * loss_rate : 0.0, 100 * c.refine_loss_rate_min,
+          confirm_, plan.lr.start_lr, plan.lr.end_lr, c.total_steps),
+      {{"effective_rank", s.rank_now},
+       {"rank_rel_change", rank_change},
+       {"participation_ratio", s.pr_now},
+       {"pr_rel_change", pr_change},
+       {"plateau_epsilon", c.plateau_epsilon},
+       {"loss", s.loss_now},
+       {"loss_improvement_per_epoch", loss_rate},
+       {"refine_loss_rate_min", c.refine_loss_rate_min},
+       {"window_evals", static_cast<double>(c.window_evals)},
+       {"window_steps", window_steps},
+       {"confirm_evals", static_cast<double>(confirm_)}},
+      plan, eff);
+}
+
+std::optional<Decision> PhaseController::OnValidation(uint64_t step, double value,
+                                                      uint64_t eff) {
+  if (phase_ != Phase::kPolish || held_ || !std::isfinite(value)) return std::nullopt;
+  const ControllerConfig& c = config_;
+  if (!val_seen_) {
+    val_seen_ = true;
+    val_best_ = value;
+    val_stale_ = 0;
+    return std::nullopt;
+  }
+  const bool improved = c.val_maximize ? value > val_best_ + c.val_min_delta
+                                       : value < val_best_ - c.val_min_delta;
+  if (improved) {
+    val_best_ = value;
+    val_stale_ = 0;
+    return std::nullopt;
+  }
+  if (++val_stale_ < c.val_patience) return std::nullopt;
+  return Enter(Phase::kDone, Cause::kAutomatic,
+               absl::StrFormat("validation plateaued: best %.6g, %d reports without an "
+                               "improvement of %.3g (last %.6g at step %d): stop",
+                               val_best_, val_stale_, c.val_min_delta, value, step),
+               {{"val_best", val_best_},
+                {"val_last", value},
+                {"val_patience", static_cast<double>(c.val_patience)},
+                {"val_min_delta", c.val_min_delta},
+                {"step", static_cast<double>(step)}},
+               PlanFor(Phase::kDone, eff), eff);
+}
+
+Decision PhaseController::ForcePhase(Phase to, bool hold, const std::string& reason,
+                                     uint64_t eff) {
+  held_ = hold;
+  pinned_ = false;
+  return Enter(to, Cause::kOverride,
+               absl::StrCat("operator forced ", PhaseName(to), hold ? " (held)" : "",
+                            reason.empty() ? "" : ": ", reason),
+               {}, PlanFor(to, eff), eff);
+}
+
+Decision PhaseController::Pin(DirectivePlan plan, const std::string& reason,
+                              uint64_t eff) {
+  if (!pinned_) unpinned_plan_ = plan_;
+  held_ = true;
+  pinned_ = true;
+  plan.phase = plan.stop ? Phase::kDone : phase_;
+  return Enter(plan.phase, Cause::kOverride,
+               absl::StrCat("operator pinned a directive", reason.empty() ? "" : ": ", reason),
+               {}, plan, eff);
+}
+
+std::optional<Decision> PhaseController::Release(const std::string& reason,
+                                                 uint64_t eff) {
+  held_ = false;
+  if (!pinned_) return std::nullopt;
+  pinned_ = false;
+  return Enter(unpinned_plan_.phase, Cause::kRelease,
+               absl::StrCat("operator released the run to automatic control",
+                            reason.empty() ? "" : ": ", reason),
+               {}, unpinned_plan_, eff);
+}
+
+Decision PhaseController::Finish(Cause cause, const std::string& reason, uint64_t eff) {
+  return Enter(Phase::kDone, cause, reason, {}, PlanFor(Phase::kDone, eff), eff);
+}
+
+}  // namespace spotter

@@ -1,0 +1,457 @@
+#include "server/convert.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "absl/strings/str_format.h"
+#include "core/util/status_macros.h"
+#include "google/protobuf/util/message_differencer.h"
+
+namespace spotter {
+namespace {
+
+absl::Status OutOfRange(const char* field, double value, const std::string& range) {
+  return absl::InvalidArgumentError(
+      absl::StrFormat("config.%s = %g is out of range: expected %s", field, value, range));
+}
+
+// Sets a scalar proto field to `value` when it is at its zero default.
+#define SPOTTER_DEFAULT(msg, field, value) \
+  if ((msg)->field() == decltype((msg)->field()){}) (msg)->set_##field(value)
+
+float HalfToFloat(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
+  uint32_t exp = (h >> 10) & 0x1f;
+  uint32_t mant = h & 0x3ff;
+  uint32_t bits;
+  if (exp == 0) {
+    if (mant == 0) {
+      bits = sign;
+    } else {  // subnormal half: normalise
+      exp = 127 - 15 + 1;
+      while ((mant & 0x400) == 0) {
+        mant <<= 1;
+        --exp;
+      }
+      mant &= 0x3ff;
+      bits = sign | (exp << 23) | (mant << 13);
+    }
+  } else if (exp == 0x1f) {
+    bits = sign | 0x7f800000u | (mant << 13);
+  } else {
+    bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+}  // namespace
+
+absl::Status ValidateRunName(const std::string& name) {
+  if (name.empty() || name.size() > 128) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "run name must have 1 to 128 characters, got %d", name.size()));
+  }
+  for (char c : name) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                    (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+    if (!ok) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "run name %s has a character outside [A-Za-z0-9._-]", name));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::RunConfig> ResolveRunConfig(const v1::RunConfig& in,
+                                               const Limits& limits) {
+  v1::RunConfig c = in;
+  // Enums first: unknown values are rejected, not defaulted.
+  if (!v1::ProjectionKind_IsValid(c.projection().kind())) {
+    return OutOfRange("projection.kind", c.projection().kind(), "a ProjectionKind value");
+  }
+  if (!v1::WindowKind_IsValid(c.window())) return OutOfRange("window", c.window(), "a WindowKind value");
+  if (!v1::Mode_IsValid(c.mode())) return OutOfRange("mode", c.mode(), "a Mode value");
+  if (!v1::MetricGoal_IsValid(c.phase().val_goal())) {
+    return OutOfRange("phase.val_goal", c.phase().val_goal(), "a MetricGoal value");
+  }
+
+  if (c.total_steps() == 0) return OutOfRange("total_steps", 0, "> 0 (required)");
+  if (c.total_steps() > (uint64_t{1} << 40)) {
+    return OutOfRange("total_steps", static_cast<double>(c.total_steps()), "<= 2^40");
+  }
+  if (!(c.peak_lr() > 0.0) || !std::isfinite(c.peak_lr())) {
+    return OutOfRange("peak_lr", c.peak_lr(), "a finite value > 0 (required)");
+  }
+  SPOTTER_DEFAULT(c.mutable_projection(), kind, v1::PROJECTION_KIND_COUNT_SKETCH);
+  if (c.sketch_dim() == 0) c.set_sketch_dim(256);
+  if (c.sketch_dim() < 2 || c.sketch_dim() > limits.max_sketch_dim) {
+    return OutOfRange("sketch_dim", c.sketch_dim(),
+                      absl::StrFormat("in [2, %d] (server limit)", limits.max_sketch_dim));
+  }
+  if (c.sketch_rows() == 0) c.set_sketch_rows(std::min<uint32_t>(64, c.sketch_dim()));
+  if (c.sketch_rows() < 2 || c.sketch_rows() > c.sketch_dim() ||
+      c.sketch_rows() > limits.max_sketch_rows) {
+    return OutOfRange("sketch_rows", c.sketch_rows(),
+                      absl::StrFormat("in [2, min(sketch_dim = %d, %d)]", c.sketch_dim(),
+                                      limits.max_sketch_rows));
+  }
+  if (c.window() == v1::WINDOW_KIND_UNSPECIFIED) c.set_window(v1::WINDOW_KIND_EXPONENTIAL);
+  if (c.decay() == 0.0) c.set_decay(0.99);
+  if (!(c.decay() > 0.0 && c.decay() <= 1.0)) return OutOfRange("decay", c.decay(), "in (0, 1]");
+  if (c.window_steps() == 0) c.set_window_steps(200);
+  if (c.window_steps() > (uint64_t{1} << 32)) {
+    return OutOfRange("window_steps", static_cast<double>(c.window_steps()), "in [1, 2^32]");
+  }
+  if (c.eval_every() == 0) c.set_eval_every(10);
+  if (c.eval_every() > 1000000) return OutOfRange("eval_every", c.eval_every(), "in [1, 1000000]");
+  if (c.world_size() == 0) c.set_world_size(1);
+  if (c.world_size() > limits.max_world_size) {
+    return OutOfRange("world_size", c.world_size(),
+                      absl::StrFormat("in [1, %d] (server limit)", limits.max_world_size));
+  }
+  if (c.steps_per_epoch() == 0) c.set_steps_per_epoch(std::max<uint64_t>(1, c.total_steps() / 10));
+  if (!c.has_base_lr()) c.set_base_lr(c.peak_lr() / 10.0);
+  if (c.mode() == v1::MODE_UNSPECIFIED) c.set_mode(v1::MODE_CONTROL);
+
+  v1::PhaseConfig* p = c.mutable_phase();
+  SPOTTER_DEFAULT(p, warmup_fraction, 0.15);
+  SPOTTER_DEFAULT(p, id_drop_threshold, 0.05);
+  SPOTTER_DEFAULT(p, rank_fraction_max, 0.2);
+  SPOTTER_DEFAULT(p, plateau_epsilon, 0.1);
+  SPOTTER_DEFAULT(p, window_evals, 5u);
+  SPOTTER_DEFAULT(p, loss_decrease_min, 0.01);
+  SPOTTER_DEFAULT(p, confirm_evals, 3u);
+  SPOTTER_DEFAULT(p, min_dwell_steps, std::max<uint64_t>(1, c.total_steps() / 20));
+  SPOTTER_DEFAULT(p, lr_cut, 0.5);
+  SPOTTER_DEFAULT(p, refine_loss_rate_min, 0.02);
+  SPOTTER_DEFAULT(p, refine_budget_fraction, 0.75);
+  if (!p->has_lr_min()) p->set_lr_min(c.peak_lr() / 100.0);
+  SPOTTER_DEFAULT(p, val_patience, 5u);
+  SPOTTER_DEFAULT(p, val_min_delta, 1e-4);
+  if (p->val_metric().empty()) p->set_val_metric("val_loss");
+  if (p->val_goal() == v1::METRIC_GOAL_UNSPECIFIED) p->set_val_goal(v1::METRIC_GOAL_MINIMIZE);
+  SPOTTER_DEFAULT(p, kfac_damping, 1e-3);
+  SPOTTER_DEFAULT(p, kfac_factor_interval, 10u);
+  SPOTTER_DEFAULT(p, kfac_inverse_interval, 100u);
+  SPOTTER_DEFAULT(p, delivery_budget_seconds, 2.0);
+  if (!(p->delivery_budget_seconds() > 0.0 && p->delivery_budget_seconds() <= 3600.0)) {
+    return OutOfRange("phase.delivery_budget_seconds", p->delivery_budget_seconds(),
+                      "in (0, 3600]");
+  }
+  const absl::Status s = ToControllerConfig(c).Validate();
+  if (!s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("config.", s.message()));
+  }
+  return c;
+}
+
+std::string ConfigDifference(const v1::RunConfig& a, const v1::RunConfig& b) {
+  v1::RunConfig x = a, y = b;
+  x.clear_labels();
+  y.clear_labels();
+  std::string diff;
+  google::protobuf::util::MessageDifferencer d;
+  d.ReportDifferencesToString(&diff);
+  if (d.Compare(x, y)) return "";
+  return diff.empty() ? "configs differ" : diff;
+}
+
+ControllerConfig ToControllerConfig(const v1::RunConfig& c) {
+  const v1::PhaseConfig& p = c.phase();
+  ControllerConfig o;
+  o.total_steps = c.total_steps();
+  o.steps_per_epoch = c.steps_per_epoch();
+  o.base_lr = c.base_lr();
+  o.peak_lr = c.peak_lr();
+  o.sketch_rows = static_cast<int>(c.sketch_rows());
+  o.warmup_fraction = p.warmup_fraction();
+  o.id_drop_threshold = p.id_drop_threshold();
+  o.rank_fraction_max = p.rank_fraction_max();
+  o.plateau_epsilon = p.plateau_epsilon();
+  o.window_evals = static_cast<int>(std::min<uint32_t>(p.window_evals(), 1u << 30));
+  o.loss_decrease_min = p.loss_decrease_min();
+  o.confirm_evals = static_cast<int>(std::min<uint32_t>(p.confirm_evals(), 1u << 30));
+  o.min_dwell_steps = p.min_dwell_steps();
+  o.lr_cut = p.lr_cut();
+  o.refine_loss_rate_min = p.refine_loss_rate_min();
+  o.refine_budget_fraction = p.refine_budget_fraction();
+  o.lr_min = p.lr_min();
+  o.val_patience = static_cast<int>(std::min<uint32_t>(p.val_patience(), 1u << 30));
+  o.val_min_delta = p.val_min_delta();
+  o.val_maximize = p.val_goal() == v1::METRIC_GOAL_MAXIMIZE;
+  o.kfac_damping = p.kfac_damping();
+  o.kfac_factor_interval = p.kfac_factor_interval();
+  o.kfac_inverse_interval = p.kfac_inverse_interval();
+  o.noise_std = p.noise_std();
+  return o;
+}
+
+WindowOptions ToWindowOptions(const v1::RunConfig& c) {
+  WindowOptions w;
+  w.kind = c.window() == v1::WINDOW_KIND_FIXED ? WindowKind::kFixed : WindowKind::kExponential;
+  w.decay = c.decay();
+  w.window_steps = c.window_steps();
+  return w;
+}
+
+ProjectionKind ToProjectionKind(v1::ProjectionKind kind) {
+  return kind == v1::PROJECTION_KIND_GAUSSIAN ? ProjectionKind::kGaussian
+                                              : ProjectionKind::kCountSketch;
+}
+
+SpectrumOptions ToSpectrumOptions(const v1::RunConfig& c) {
+  SpectrumOptions o;
+  o.sketch_rows = static_cast<int>(c.sketch_rows());
+  o.dim = static_cast<int>(c.sketch_dim());
+  o.projection = ToProjectionKind(c.projection().kind());
+  return o;
+}
+
+const char* RejectReasonLabel(v1::RejectReason reason) {
+  switch (reason) {
+    case v1::REJECT_REASON_MALFORMED: return "malformed";
+    case v1::REJECT_REASON_DIM_MISMATCH: return "dim_mismatch";
+    case v1::REJECT_REASON_NON_FINITE: return "non_finite";
+    case v1::REJECT_REASON_TOO_LARGE: return "too_large";
+    case v1::REJECT_REASON_EMPTY: return "empty";
+    case v1::REJECT_REASON_STEP_BACKWARDS: return "step_backwards";
+    case v1::REJECT_REASON_SEQ_NOT_INCREASING: return "seq_not_increasing";
+    case v1::REJECT_REASON_UNSUPPORTED_ENCODING: return "unsupported_encoding";
+    case v1::REJECT_REASON_RUN_FINISHED: return "run_finished";
+    case v1::REJECT_REASON_NO_HELLO: return "no_hello";
+    case v1::REJECT_REASON_BAD_METRIC: return "bad_metric";
+    case v1::REJECT_REASON_DENORMAL: return "denormal";
+    default: return "unspecified";
+  }
+}
+
+std::optional<Rejection> DecodeSketch(const v1::SketchBatch& b, uint32_t k,
+                                      const Limits& limits, RowMatrixXf* out) {
+  if (b.rows() == 0) {
+    return Rejection{v1::REJECT_REASON_EMPTY, "sketch batch has 0 rows; expected >= 1"};
+  }
+  if (b.cols() != k) {
+    return Rejection{v1::REJECT_REASON_DIM_MISMATCH,
+                     absl::StrFormat("sketch batch has %d columns; the run's sketch_dim is %d",
+                                     b.cols(), k)};
+  }
+  if (b.rows() > limits.max_batch_rows) {
+    return Rejection{v1::REJECT_REASON_TOO_LARGE,
+                     absl::StrFormat("sketch batch has %d rows; the server accepts at most %d",
+                                     b.rows(), limits.max_batch_rows)};
+  }
+  size_t width;
+  switch (b.encoding()) {
+    case v1::ENCODING_UNSPECIFIED:
+    case v1::ENCODING_FLOAT32: width = 4; break;
+    case v1::ENCODING_FLOAT16:
+    case v1::ENCODING_BFLOAT16: width = 2; break;
+    default:
+      return Rejection{v1::REJECT_REASON_UNSUPPORTED_ENCODING,
+                       absl::StrFormat("encoding %d is not supported; expected FLOAT32, "
+                                       "FLOAT16 or BFLOAT16",
+                                       static_cast<int>(b.encoding()))};
+  }
+  const size_t n = static_cast<size_t>(b.rows()) * b.cols();
+  if (b.data().size() != n * width) {
+    return Rejection{v1::REJECT_REASON_MALFORMED,
+                     absl::StrFormat("data has %d bytes; %d rows x %d cols of %d-byte values "
+                                     "need %d",
+                                     b.data().size(), b.rows(), b.cols(), width, n * width)};
+  }
+  if (std::isinf(b.loss()) || std::isinf(b.lr()) || std::isnan(b.lr())) {
+    return Rejection{v1::REJECT_REASON_NON_FINITE,
+                     absl::StrFormat("loss = %g, lr = %g: expected a finite lr and a finite "
+                                     "loss (NaN loss means not given)",
+                                     b.loss(), b.lr())};
+  }
+  out->resize(b.rows(), b.cols());
+  float* dst = out->data();
+  const char* src = b.data().data();
+  if (width == 4) {
+    std::memcpy(dst, src, n * 4);  // little-endian hosts only (x86-64, arm64)
+  } else {
+    for (size_t i = 0; i < n; ++i) {
+      uint16_t h;
+      std::memcpy(&h, src + 2 * i, 2);
+      if (b.encoding() == v1::ENCODING_BFLOAT16) {
+        const uint32_t bits = static_cast<uint32_t>(h) << 16;
+        std::memcpy(dst + i, &bits, 4);
+      } else {
+        dst[i] = HalfToFloat(h);
+      }
+    }
+  }
+  size_t subnormal = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const float v = dst[i];
+    if (!std::isfinite(v)) {
+      return Rejection{v1::REJECT_REASON_NON_FINITE,
+                       absl::StrFormat("value %g at row %d col %d; every value must be finite",
+                                       v, i / b.cols(), i % b.cols())};
+    }
+    if (std::fpclassify(v) == FP_SUBNORMAL) {
+      ++subnormal;
+      dst[i] = 0.0f;  // flushed: they carry no signal and slow the math down
+    }
+  }
+  if (subnormal * 2 > n) {
+    return Rejection{v1::REJECT_REASON_DENORMAL,
+                     absl::StrFormat("%d of %d values are subnormal floats; scale the "
+                                     "gradients up (e.g. by the loss scale) before sketching",
+                                     subnormal, n)};
+  }
+  return std::nullopt;
+}
+
+v1::Phase ToProto(Phase p) {
+  switch (p) {
+    case Phase::kAcquisition: return v1::PHASE_ACQUISITION;
+    case Phase::kRefinement: return v1::PHASE_REFINEMENT;
+    case Phase::kPolish: return v1::PHASE_POLISH;
+    case Phase::kDone: return v1::PHASE_DONE;
+  }
+  return v1::PHASE_UNSPECIFIED;
+}
+
+Phase FromProto(v1::Phase p) {
+  switch (p) {
+    case v1::PHASE_REFINEMENT: return Phase::kRefinement;
+    case v1::PHASE_POLISH: return Phase::kPolish;
+    case v1::PHASE_DONE: return Phase::kDone;
+    default: return Phase::kAcquisition;
+  }
+}
+
+v1::Cause ToProto(Cause c) {
+  switch (c) {
+    case Cause::kAutomatic: return v1::CAUSE_AUTOMATIC;
+    case Cause::kOverride: return v1::CAUSE_OVERRIDE;
+    case Cause::kRelease: return v1::CAUSE_RELEASE;
+    case Cause::kFinish: return v1::CAUSE_FINISH;
+  }
+  return v1::CAUSE_UNSPECIFIED;
+}
+
+void ToProto(absl::Time t, google::protobuf::Timestamp* out) {
+  const int64_t ns = absl::ToUnixNanos(t);
+  out->set_seconds(ns / 1000000000);
+  out->set_nanos(static_cast<int32_t>(ns % 1000000000));
+}
+
+v1::Directive ToProto(const Directive& d) {
+  v1::Directive o;
+  o.set_version(d.version);
+  o.set_effective_step(d.effective_step);
+  o.set_phase(ToProto(d.plan.phase));
+  v1::LrSchedule* lr = o.mutable_lr();
+  switch (d.plan.lr.kind) {
+    case LrSchedule::Kind::kConstant: lr->set_kind(v1::LrSchedule::KIND_CONSTANT); break;
+    case LrSchedule::Kind::kLinear: lr->set_kind(v1::LrSchedule::KIND_LINEAR); break;
+    case LrSchedule::Kind::kCosine: lr->set_kind(v1::LrSchedule::KIND_COSINE); break;
+  }
+  lr->set_start_step(d.plan.lr.start_step);
+  lr->set_end_step(d.plan.lr.end_step);
+  lr->set_start_lr(d.plan.lr.start_lr);
+  lr->set_end_lr(d.plan.lr.end_lr);
+  v1::OptimizerInstruction* opt = o.mutable_optimizer();
+  opt->set_kind(d.plan.optimizer.kind == OptimizerInstruction::Kind::kNaturalGradient
+                    ? v1::OptimizerInstruction::KIND_NATURAL_GRADIENT
+                    : v1::OptimizerInstruction::KIND_KEEP);
+  opt->set_damping(d.plan.optimizer.damping);
+  opt->set_factor_update_interval(d.plan.optimizer.factor_update_interval);
+  opt->set_inverse_update_interval(d.plan.optimizer.inverse_update_interval);
+  o.set_stop(d.plan.stop);
+  o.set_reason(d.reason);
+  o.set_advisory(d.advisory);
+  o.set_cause(ToProto(d.cause));
+  o.set_noise_std(d.plan.noise_std);
+  ToProto(d.issued_at, o.mutable_issued_at());
+  return o;
+}
+
+absl::StatusOr<DirectivePlan> PlanFromProto(const v1::Directive& d) {
+  DirectivePlan p;
+  const v1::LrSchedule& lr = d.lr();
+  switch (lr.kind()) {
+    case v1::LrSchedule::KIND_CONSTANT: p.lr.kind = LrSchedule::Kind::kConstant; break;
+    case v1::LrSchedule::KIND_LINEAR: p.lr.kind = LrSchedule::Kind::kLinear; break;
+    case v1::LrSchedule::KIND_COSINE: p.lr.kind = LrSchedule::Kind::kCosine; break;
+    default:
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "directive.lr.kind = %d: expected CONSTANT, LINEAR or COSINE", lr.kind()));
+  }
+  if (!(lr.start_lr() >= 0.0) || !std::isfinite(lr.start_lr()) || !(lr.end_lr() >= 0.0) ||
+      !std::isfinite(lr.end_lr())) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "directive.lr start_lr = %g, end_lr = %g: expected finite values >= 0",
+        lr.start_lr(), lr.end_lr()));
+  }
+  if (p.lr.kind != LrSchedule::Kind::kConstant && lr.end_step() < lr.start_step()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "directive.lr end_step = %d < start_step = %d", lr.end_step(), lr.start_step()));
+  }
+  p.lr.start_step = lr.start_step();
+  p.lr.end_step = lr.end_step();
+  p.lr.start_lr = lr.start_lr();
+  p.lr.end_lr = p.lr.kind == LrSchedule::Kind::kConstant ? lr.start_lr() : lr.end_lr();
+  const v1::OptimizerInstruction& opt = d.optimizer();
+  if (opt.kind() == v1::OptimizerInstruction::KIND_NATURAL_GRADIENT) {
+    if (!(opt.damping() > 0.0) || !std::isfinite(opt.damping()) ||
+        opt.factor_update_interval() == 0 || opt.inverse_update_interval() == 0) {
+      return absl::InvalidArgumentError(
+          "directive.optimizer: natural gradient needs damping > 0 and update intervals >= 1");
+    }
+    p.optimizer = {OptimizerInstruction::Kind::kNaturalGradient, opt.damping(),
+                   opt.factor_update_interval(), opt.inverse_update_interval()};
+  } else if (opt.kind() == v1::OptimizerInstruction::KIND_KEEP ||
+             opt.kind() == v1::OptimizerInstruction::KIND_UNSPECIFIED) {
+    p.optimizer.kind = OptimizerInstruction::Kind::kKeep;
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("directive.optimizer.kind = %d is unknown", opt.kind()));
+  }
+  if (!(d.noise_std() >= 0.0 && d.noise_std() < 100.0)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("directive.noise_std = %g: expected [0, 100)", d.noise_std()));
+  }
+  p.stop = d.stop();
+  p.noise_std = d.noise_std();
+  return p;
+}
+
+v1::PhaseTransition ToProto(const Transition& t) {
+  v1::PhaseTransition o;
+  o.set_step(t.step);
+  ToProto(t.time, o.mutable_time());
+  o.set_from_phase(ToProto(t.from));
+  o.set_to_phase(ToProto(t.to));
+  o.set_cause(ToProto(t.cause));
+  o.set_reason(t.reason);
+  for (const auto& [k, v] : t.evidence) (*o.mutable_evidence())[k] = v;
+  o.set_directive_version(t.directive_version);
+  return o;
+}
+
+void ToProto(const Estimate& e, v1::Estimate* out) {
+  out->set_value(e.value);
+  out->set_lower(e.lower);
+  out->set_upper(e.upper);
+  out->set_censored(e.censored);
+}
+
+void ToProto(const SpectrumSummary& s, v1::SpectrumSummary* out) {
+  out->set_trace(s.trace);
+  ToProto(s.top_eigenvalue, out->mutable_top_eigenvalue());
+  ToProto(s.effective_rank, out->mutable_effective_rank());
+  ToProto(s.rank_fraction, out->mutable_rank_fraction());
+  ToProto(s.participation_ratio, out->mutable_participation_ratio());
+  out->set_participation_ratio_raw(s.participation_ratio_raw);
+  ToProto(s.stable_rank, out->mutable_stable_rank());
+  for (double v : s.eigenvalues) out->add_eigenvalues(v);
+  out->set_eigenvalue_error(s.eigenvalue_error);
+}
+
+}  // namespace spotter
