@@ -11,6 +11,7 @@
 #include "absl/time/time.h"
 #include "core/phase/controller.h"
 #include "core/phase/directive.h"
+#include "proto/convert/directive.h"
 #include "core/spectrum/moments.h"
 #include "core/spectrum/summary.h"
 #include "core/types.h"
@@ -54,15 +55,6 @@ const char* RejectReasonLabel(v1::RejectReason reason);
 std::optional<Rejection> DecodeSketch(const v1::SketchBatch& batch, uint32_t k,
                                       const Limits& limits, RowMatrixXf* out);
 
-v1::Phase ToProto(Phase p);
-Phase FromProto(v1::Phase p);
-v1::Cause ToProto(Cause c);
-void ToProto(absl::Time t, google::protobuf::Timestamp* out);
-v1::Directive ToProto(const Directive& d);
-// Plan from a proto directive (lr, optimizer, stop, noise_std). INVALID_ARGUMENT
-// when the schedule or optimizer is malformed.
-absl::StatusOr<DirectivePlan> PlanFromProto(const v1::Directive& d);
-v1::PhaseTransition ToProto(const Transition& t);
 void ToProto(const Estimate& e, v1::Estimate* out);
 void ToProto(const SpectrumSummary& s, v1::SpectrumSummary* out);
 

@@ -13,6 +13,9 @@ namespace {
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 // Smoothing of the upload-cadence estimates (EMA weight of a new sample).
 constexpr double kCadenceAlpha = 0.3;
+// The step rate is measured over at least this long, so bursts of uploads
+// (a trainer catching up) do not read as absurd rates.
+constexpr absl::Duration kRateBaseline = absl::Seconds(1);
 }  // namespace
 
 struct RankState {
@@ -35,10 +38,12 @@ struct RankState {
   int connected = 0;
   absl::Time last_seen = absl::InfinitePast();
   bool has_upload = false;
-  absl::Time last_upload_time;
   uint64_t last_upload_step = 0;
-  double rate = 0.0;  // steps per second between uploads (EMA)
-  double gap = 0.0;   // steps between uploads (EMA)
+  absl::Time rate_anchor_time;  // start of the current rate baseline
+  uint64_t rate_anchor_step = 0;
+  double rate = 0.0;  // steps per second, over >= kRateBaseline (EMA)
+  bool rate_known = false;
+  double gap = 0.0;   // steps between consecutive uploads (EMA)
   int cadence_samples = 0;
 };
 
@@ -180,18 +185,26 @@ std::optional<Rejection> Run::Ingest(RankState* rank, const v1::SketchBatch& b,
   rank->rows += b.rows();
   rank->last_seen = now;
   rank->reported_step = std::max(rank->reported_step, b.step());
-  if (rank->has_upload && b.step() > rank->last_upload_step) {
+  if (!rank->has_upload) {
+    rank->has_upload = true;
+    rank->last_upload_step = b.step();
+    rank->rate_anchor_time = now;
+    rank->rate_anchor_step = b.step();
+  } else if (b.step() > rank->last_upload_step) {
     const double ds = static_cast<double>(b.step() - rank->last_upload_step);
-    const double dt = absl::ToDoubleSeconds(now - rank->last_upload_time);
     const double a = rank->cadence_samples == 0 ? 1.0 : kCadenceAlpha;
     rank->gap = (1 - a) * rank->gap + a * ds;
-    if (dt > 0) rank->rate = (1 - a) * rank->rate + a * ds / dt;
     ++rank->cadence_samples;
-  }
-  if (!rank->has_upload || b.step() > rank->last_upload_step) {
-    rank->has_upload = true;
-    rank->last_upload_time = now;
     rank->last_upload_step = b.step();
+    const absl::Duration span = now - rank->rate_anchor_time;
+    if (span >= kRateBaseline) {
+      const double r = static_cast<double>(b.step() - rank->rate_anchor_step) /
+                       absl::ToDoubleSeconds(span);
+      rank->rate = rank->rate_known ? 0.5 * rank->rate + 0.5 * r : r;
+      rank->rate_known = true;
+      rank->rate_anchor_time = now;
+      rank->rate_anchor_step = b.step();
+    }
   }
   max_step_ = std::max(max_step_, b.step());
   if (!std::isnan(b.loss())) {
@@ -334,7 +347,10 @@ void Run::Evaluate() {
     v1::TrajectoryPoint p;
     p.set_step(now_step);
     ToProto(deps_.clock->Now(), p.mutable_time());
-    p.set_phase(ToProto(controller_.phase()));
+    // The phase the trainers are in at this step: the directive in force,
+    // which may trail the controller's decision by the directive's margin.
+    const Directive* in_force = DirectiveInForce(directives_, now_step, /*skip_advisory=*/false);
+    p.set_phase(ToProto(in_force ? in_force->plan.phase : controller_.phase()));
     p.set_loss(loss);
     p.set_lr(last_lr_);
     ToProto(diag->covariance, p.mutable_covariance());
