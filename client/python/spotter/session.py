@@ -1,0 +1,595 @@
+"""spotter.RunSession: one rank's connection to one run.
+
+Architecture (conventions: a request queue, a response thread, a callback):
+
+  training thread            background thread              gRPC's sender
+  ---------------            -----------------              -------------
+  upload_sketch() --+        OpenRun (retried), then        request iterator:
+  report_eval()   --+-> bounded deque of unacked   <----    Hello, wait for
+  note_step()        |   uploads (seq assigned)              Welcome, then every
+  directive_at()  <--+-- directive mailbox    <--- reads     unsent upload, or a
+  lr_at()                 (list, under a lock)     responses Heartbeat when idle
+                                                   Welcome/Ack/Reject/
+                                                   Directive/Diagnostics
+
+* Nothing the training thread calls blocks on the network: uploads are encoded,
+  numbered and appended to a bounded deque; when it is full the oldest queued
+  sketch is dropped (and counted) to make room (``drop="oldest"``), or the new
+  upload is (``drop="newest"``). Evaluation reports are dropped only when the
+  queue holds nothing else.
+* Sequence numbers are per rank, shared by sketches and eval reports, strictly
+  increasing from 1; a dropped upload leaves a gap, which the protocol allows.
+* Acks are cumulative: Ack{seq} removes every queued upload with seq <= seq.
+  Uploads stay queued until acked, so after a reconnect the session replays
+  those above Welcome.last_seq, in order.
+* The stream is reopened with exponential backoff (with jitter) after any
+  transient failure; the run is re-opened with the same config if the server
+  no longer knows it (NOT_FOUND). While disconnected, directive_at() keeps
+  answering from the directives already received (fail-open).
+* Directives are kept in a mailbox read at step boundaries; directive_at(step)
+  is the one in force at that step (highest version with effective_step <=
+  step). Advisory (ADVISE-mode) directives are kept apart: exposed through
+  advice(), never returned by directive_at().
+* close() stops accepting uploads, waits (bounded) for the queue to be acked,
+  half-closes the stream and joins the thread. It is explicit: nothing is
+  done in __del__.
+
+Thread-safety: every public method may be called from any thread.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import math
+import random
+import threading
+import time
+from typing import Callable, Dict, List, Mapping, Optional
+
+import grpc
+import numpy as np
+
+from spotter._proto import pb, pb_grpc
+from spotter.client import DEFAULT_CHANNEL_OPTIONS, ConfigLike, SpotterError, channel, run_config
+from spotter.schedule import Directive, directive_in_force
+
+log = logging.getLogger("spotter")
+
+#: Status codes after which retrying cannot help: the session stops trying and
+#: keeps training under the last directive (``error`` says why).
+PERMANENT_CODES = frozenset({
+    grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.OUT_OF_RANGE,
+})
+
+_ENCODINGS = {"float32": pb.ENCODING_FLOAT32, "float16": pb.ENCODING_FLOAT16,
+              "bfloat16": pb.ENCODING_BFLOAT16}
+
+
+def encode_rows(rows: np.ndarray, encoding: str = "float32") -> bytes:
+    """Row-major little-endian bytes of ``rows`` in ``encoding`` ("float32",
+    "float16", or "bfloat16": the upper half of binary32, rounded to nearest
+    even)."""
+    a = np.ascontiguousarray(rows, dtype="<f4")
+    if encoding == "float32":
+        return a.tobytes()
+    if encoding == "float16":
+        return a.astype("<f2").tobytes()
+    if encoding == "bfloat16":
+        u = a.view("<u4").astype(np.uint64)
+        u = (u + 0x7FFF + ((u >> 16) & 1)) >> 16
+        return u.astype("<u2").tobytes()
+    raise ValueError(f"encoding {encoding!r}: expected one of {sorted(_ENCODINGS)}")
+
+
+@dataclasses.dataclass
+class SessionStats:
+    """Counters of one session (a snapshot; see RunSession.stats())."""
+    enqueued: int = 0          # uploads accepted into the queue (sketches + evals)
+    sent: int = 0              # messages written to a stream, replays included
+    acked: int = 0             # uploads acknowledged (applied, rejected or duplicate)
+    dropped: int = 0           # uploads dropped because the queue was full
+    dropped_closed: int = 0    # uploads refused after close() or the run's end
+    dropped_invalid: int = 0   # uploads refused locally (non-finite values)
+    replayed: int = 0          # uploads re-sent after a reconnect
+    rejected: Dict[str, int] = dataclasses.field(default_factory=dict)  # by reason
+    reconnects: int = 0        # streams opened after the first
+    heartbeats: int = 0
+    directives: int = 0        # distinct directives received (advisory included)
+    diagnostics: int = 0       # trajectory points received
+    queued: int = 0            # uploads waiting to be acked now
+    connected: bool = False
+    last_error: str = ""
+
+
+@dataclasses.dataclass
+class _Upload:
+    seq: int
+    step: int
+    kind: str  # "sketch" or "eval"
+    request: "pb.ConnectRequest"
+    sent: bool = False
+
+
+class RunSession:
+    """Opens (or joins) a run and keeps one Connect stream to it.
+
+    Args:
+      target: spotterd's "host:port".
+      run: run name (1-128 of [A-Za-z0-9._-]).
+      config: the RunConfig (proto, dict, or keyword fields below); every rank
+        must pass the same one (OpenRun is idempotent only for an equal config).
+      rank: this rank, 0 <= rank < config.world_size.
+      projection: the ProjectionSpec the Hello carries; defaults to the config's.
+      queue_size: most unacknowledged uploads held (each is one SketchBatch).
+      drop: "oldest" (evict the oldest queued sketch) or "newest" when full.
+      open_timeout: deadline of the first OpenRun, made in the constructor.
+        Config errors raise SpotterError there; an unreachable server does not
+        (unless require_server): the session keeps retrying in the background.
+      backoff_initial, backoff_max: reconnect backoff bounds, seconds.
+      heartbeat_interval: a Heartbeat is sent after this many idle seconds.
+      welcome_timeout: a stream without a Welcome after this long is reopened.
+      on_directive(Directive), on_diagnostics(TrajectoryPoint): callbacks run on
+        the session's thread; they must be quick and must not call close().
+      token, root_certificates: auth and TLS, as for spotter.Client.
+    """
+
+    def __init__(self, target: str, run: str, config: Optional[ConfigLike] = None, *,
+                 rank: int = 0, projection: Optional["pb.ProjectionSpec"] = None,
+                 queue_size: int = 256, drop: str = "oldest", open_timeout: float = 5.0,
+                 require_server: bool = False, backoff_initial: float = 0.1,
+                 backoff_max: float = 5.0, heartbeat_interval: float = 1.0,
+                 welcome_timeout: float = 10.0,
+                 on_directive: Optional[Callable[[Directive], None]] = None,
+                 on_diagnostics: Optional[Callable[["pb.TrajectoryPoint"], None]] = None,
+                 token: Optional[str] = None, root_certificates: Optional[bytes] = None,
+                 client_name: str = "spotter-python/0.1", **config_fields):
+        if queue_size < 1:
+            raise ValueError("queue_size must be >= 1")
+        if drop not in ("oldest", "newest"):
+            raise ValueError("drop must be 'oldest' or 'newest'")
+        self.target = target
+        self.run = run
+        self.rank = int(rank)
+        self.config = run_config(config, **config_fields)
+        self.projection = projection if projection is not None else self.config.projection
+        self._queue_size = queue_size
+        self._drop = drop
+        self._backoff = (backoff_initial, backoff_max)
+        self._heartbeat_interval = heartbeat_interval
+        self._welcome_timeout = welcome_timeout
+        self._on_directive = on_directive
+        self._on_diagnostics = on_diagnostics
+        self._client_name = client_name
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._channel = channel(target, root_certificates=root_certificates,
+                                options=DEFAULT_CHANNEL_OPTIONS)
+        self._stub = pb_grpc.SpotterServiceStub(self._channel)
+
+        self._cv = threading.Condition()
+        self._pending: "collections.deque[_Upload]" = collections.deque()
+        self._send_idx = 0
+        self._next_seq = 1
+        self._last_step = -1
+        self._step = 0
+        self._conn = 0               # id of the current stream (0: none)
+        self._welcomed = 0           # id of the stream that got its Welcome
+        self._call = None
+        self._half_close = False     # close(): end the request stream
+        self._closing = False
+        self._closed = False
+        self._opened = False
+        self._ever_opened = False
+        self._generation = 0
+        self._last_version = 0       # highest directive version of this generation
+        self._directives: List[Directive] = []
+        self._advice: List[Directive] = []
+        self._ended = False
+        self._error: Optional[SpotterError] = None
+        self._info = None            # RunInfo from OpenRun
+        self._welcome = None
+        self._last_point = None
+        self._stats = SessionStats()
+
+        try:
+            self._open(open_timeout)
+        except SpotterError as e:
+            if require_server or e.code in PERMANENT_CODES:
+                self._channel.close()
+                raise
+            log.warning("spotter: %s; training goes on, retrying in the background", e)
+            self._stats.last_error = str(e)
+        self._thread = threading.Thread(target=self._loop, name=f"spotter-{run}-r{rank}",
+                                        daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ uploads
+    def upload_sketch(self, step: int, rows, *, loss: float = math.nan, lr: float = math.nan,
+                      samples_per_row: int = 1, encoding: str = "float32") -> bool:
+        """Queues one SketchBatch: ``rows`` (m x k array-like of projected
+        gradient samples, m >= 1) taken at optimizer ``step``. loss NaN = not
+        given. Never blocks on the network. Returns False when the upload was
+        refused (closed session, ended run, non-finite values: counted) or the
+        queue was full under drop="newest"; True when queued (under
+        drop="oldest" an older sketch may have been dropped for it).
+        Raises ValueError on a malformed call (not 2-D, step going backwards)."""
+        a = rows.detach().cpu().numpy() if hasattr(rows, "detach") else np.asarray(rows)
+        if a.ndim != 2 or a.shape[0] < 1 or a.shape[1] < 1:
+            raise ValueError(f"rows must be a non-empty 2-D array, got shape {a.shape}")
+        if not np.isfinite(a).all() or not (math.isnan(loss) or math.isfinite(loss)):
+            with self._cv:
+                self._stats.dropped_invalid += 1
+            log.warning("spotter: step %d: non-finite sketch or loss, not uploaded", step)
+            return False
+        msg = pb.ConnectRequest()
+        b = msg.sketch
+        b.step = int(step)
+        b.rows, b.cols = int(a.shape[0]), int(a.shape[1])
+        b.encoding = _ENCODINGS[encoding]
+        b.data = encode_rows(a, encoding)
+        b.loss = float(loss)
+        b.lr = float(lr) if lr is not None else math.nan
+        b.samples_per_row = int(samples_per_row)
+        return self._enqueue(int(step), "sketch", msg)
+
+    def report_eval(self, step: int, metrics: Mapping[str, float]) -> bool:
+        """Queues an EvalReport of validation ``metrics`` at ``step`` (e.g.
+        {"val_loss": 0.3}). Non-finite values are refused (False, counted)."""
+        vals = {str(k): float(v) for k, v in metrics.items()}
+        if not all(math.isfinite(v) for v in vals.values()):
+            with self._cv:
+                self._stats.dropped_invalid += 1
+            log.warning("spotter: step %d: non-finite metric in %s, not reported", step, vals)
+            return False
+        msg = pb.ConnectRequest()
+        msg.eval.step = int(step)
+        msg.eval.metrics.update(vals)
+        return self._enqueue(int(step), "eval", msg)
+
+    def note_step(self, step: int) -> None:
+        """Tells the session the rank's current step (sent in heartbeats, so
+        the server places effective steps ahead of ranks that do not upload)."""
+        self._step = int(step)
+
+    def _enqueue(self, step: int, kind: str, msg) -> bool:
+        with self._cv:
+            if step < self._last_step:
+                raise ValueError(f"step {step} is before the last uploaded step {self._last_step}")
+            if self._closing or self._ended or self._error is not None:
+                self._stats.dropped_closed += 1
+                return False
+            if len(self._pending) >= self._queue_size:
+                victim = None
+                if self._drop == "oldest":
+                    victim = next((i for i, u in enumerate(self._pending) if u.kind == "sketch"), None)
+                    if victim is None and kind == "eval":
+                        victim = 0
+                if victim is None:
+                    self._stats.dropped += 1
+                    return False
+                del self._pending[victim]
+                if victim < self._send_idx:
+                    self._send_idx -= 1
+                self._stats.dropped += 1
+            seq = self._next_seq
+            self._next_seq += 1
+            getattr(msg, "sketch" if kind == "sketch" else "eval").seq = seq
+            self._pending.append(_Upload(seq, step, kind, msg))
+            self._last_step = step
+            self._stats.enqueued += 1
+            self._cv.notify_all()
+            return True
+
+    # ---------------------------------------------------------------- mailbox
+    def directive_at(self, step: int) -> Optional[Directive]:
+        """The (non-advisory) directive in force at ``step``, or None if none
+        has been received. Cheap: meant to be called at every step boundary."""
+        with self._cv:
+            return directive_in_force(self._directives, step)
+
+    def lr_at(self, step: int) -> Optional[float]:
+        """The learning rate the directive in force at ``step`` prescribes, or
+        None when no directive is known (keep the trainer's own LR)."""
+        d = self.directive_at(step)
+        return None if d is None else d.lr.at(step)
+
+    def advice(self) -> Optional[Directive]:
+        """The newest advisory (ADVISE-mode) directive: shown, never applied."""
+        with self._cv:
+            return max(self._advice, key=lambda d: d.key) if self._advice else None
+
+    def directives(self) -> List[Directive]:
+        """Every directive received, advisory ones included, in arrival order."""
+        with self._cv:
+            return sorted(self._directives + self._advice, key=lambda d: d.key)
+
+    def wait_for_directive(self, timeout: float) -> bool:
+        """Blocks up to ``timeout`` seconds until any directive is known. For
+        start-up only (never inside a training step)."""
+        with self._cv:
+            return self._cv.wait_for(lambda: bool(self._directives or self._advice)
+                                     or self._error is not None or self._ended, timeout) and \
+                bool(self._directives or self._advice)
+
+    def flush(self, timeout: float) -> bool:
+        """Blocks up to ``timeout`` seconds until every queued upload is acked.
+        True when the queue is empty."""
+        with self._cv:
+            return self._cv.wait_for(lambda: not self._pending or self._error is not None
+                                     or self._ended, timeout) and not self._pending
+
+    # ------------------------------------------------------------------ state
+    @property
+    def connected(self) -> bool:
+        """True while a stream is open and welcomed."""
+        with self._cv:
+            return self._welcomed != 0 and self._welcomed == self._conn
+
+    @property
+    def ended(self) -> bool:
+        """True once the server ended the run (finished or deleted)."""
+        return self._ended
+
+    @property
+    def error(self) -> Optional[SpotterError]:
+        """A permanent error that stopped the session (it keeps answering
+        directive_at from what it has), or None."""
+        return self._error
+
+    @property
+    def info(self):
+        """The RunInfo of the last successful OpenRun (effective config), or None."""
+        return self._info
+
+    @property
+    def last_point(self):
+        """The last TrajectoryPoint (diagnostics) the server pushed, or None."""
+        return self._last_point
+
+    def stats(self) -> SessionStats:
+        """A snapshot of the counters."""
+        with self._cv:
+            s = dataclasses.replace(self._stats, rejected=dict(self._stats.rejected))
+            s.queued = len(self._pending)
+            s.connected = self._welcomed != 0 and self._welcomed == self._conn
+            return s
+
+    # ------------------------------------------------------------------ close
+    def close(self, timeout: float = 5.0, flush: bool = True) -> None:
+        """Stops uploads, waits up to ``timeout`` seconds for the queue to be
+        acked (when ``flush`` and connected), half-closes the stream and joins
+        the background thread. Idempotent."""
+        deadline = time.monotonic() + timeout
+        with self._cv:
+            if self._closed:
+                return
+            self._closing = True
+            self._cv.notify_all()
+        if flush and self.connected:
+            self.flush(max(0.0, deadline - time.monotonic()))
+        with self._cv:
+            self._half_close = True
+            self._cv.notify_all()
+        self._thread.join(max(0.05, deadline - time.monotonic()))
+        if self._thread.is_alive():
+            with self._cv:
+                call = self._call
+            if call is not None:
+                call.cancel()
+            self._thread.join(2.0)
+        self._channel.close()
+        with self._cv:
+            self._closed = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ------------------------------------------------------------ background
+    def _open(self, timeout: float) -> None:
+        try:
+            resp = self._stub.OpenRun(pb.OpenRunRequest(name=self.run, config=self.config),
+                                      timeout=timeout, metadata=self._metadata)
+        except grpc.RpcError as e:
+            raise SpotterError("OpenRun", e.code(), e.details()) from None
+        with self._cv:
+            if resp.created and self._ever_opened:
+                # The server lost the run (restart without persistence): its
+                # directive versions start again at 1.
+                self._generation += 1
+                self._last_version = 0
+                log.warning("spotter: run %s was re-created by the server; its directives "
+                            "restart (generation %d)", self.run, self._generation)
+            self._opened = self._ever_opened = True
+            self._info = resp.run
+
+    def _wait(self, seconds: float) -> bool:
+        """Sleeps up to ``seconds``; True if the session is closing."""
+        with self._cv:
+            return self._cv.wait_for(lambda: self._half_close, seconds)
+
+    def _loop(self) -> None:
+        backoff = self._backoff[0]
+        first = True
+        while True:
+            with self._cv:
+                if self._half_close or self._error is not None or self._ended:
+                    break
+            if not self._opened:
+                try:
+                    self._open(10.0)
+                except SpotterError as e:
+                    self._note_error(e)
+                    if e.code in PERMANENT_CODES:
+                        self._fail(e)
+                        break
+                    if self._wait(backoff * random.uniform(0.8, 1.2)):
+                        break
+                    backoff = min(backoff * 2, self._backoff[1])
+                    continue
+            with self._cv:
+                self._conn += 1
+                conn = self._conn
+                if not first:
+                    self._stats.reconnects += 1
+                first = False
+            welcomed = False
+            try:
+                call = self._stub.Connect(self._requests(conn), metadata=self._metadata)
+                with self._cv:
+                    self._call = call
+                for resp in call:
+                    welcomed |= self._handle(conn, resp)
+                # The stream ended cleanly: either we half-closed it, or the
+                # server ended the run.
+                with self._cv:
+                    if not self._half_close:
+                        self._ended = True
+                        log.info("spotter: run %s ended on the server", self.run)
+            except grpc.RpcError as e:
+                code = e.code()
+                with self._cv:
+                    closing = self._half_close
+                if not (closing and code == grpc.StatusCode.CANCELLED):
+                    err = SpotterError("Connect", code, e.details())
+                    self._note_error(err)
+                    if code == grpc.StatusCode.NOT_FOUND:
+                        self._opened = False
+                    elif code in PERMANENT_CODES:
+                        self._fail(err)
+            finally:
+                with self._cv:
+                    self._conn_done(conn)
+            if welcomed:
+                backoff = self._backoff[0]
+            if self._wait(backoff * random.uniform(0.8, 1.2)):
+                break
+            backoff = min(backoff * 2, self._backoff[1])
+        with self._cv:
+            self._conn += 1  # ends any request iterator still running
+            self._cv.notify_all()
+
+    def _conn_done(self, conn: int) -> None:
+        if self._conn == conn:
+            self._conn += 1
+        self._call = None
+        self._cv.notify_all()
+
+    def _note_error(self, e: SpotterError) -> None:
+        with self._cv:
+            first = self._stats.last_error != str(e)
+            self._stats.last_error = str(e)
+        if first:
+            log.warning("spotter: %s (fail-open: training continues under the last directive)", e)
+
+    def _fail(self, e: SpotterError) -> None:
+        log.error("spotter: giving up on run %s: %s", self.run, e)
+        with self._cv:
+            self._error = e
+            self._cv.notify_all()
+
+    def _requests(self, conn: int):
+        """The request iterator of stream ``conn`` (run by gRPC's thread)."""
+        with self._cv:
+            hello = pb.ConnectRequest()
+            h = hello.hello
+            h.run = self.run
+            h.rank = self.rank
+            h.projection.CopyFrom(self.projection)
+            h.last_directive_version = self._last_version
+            h.client = self._client_name
+        yield hello
+        deadline = time.monotonic() + self._welcome_timeout
+        with self._cv:
+            ok = self._cv.wait_for(lambda: self._welcomed == conn or self._conn != conn
+                                   or self._half_close, self._welcome_timeout)
+            if not ok or self._conn != conn or self._welcomed != conn:
+                if time.monotonic() >= deadline and self._call is not None:
+                    self._call.cancel()
+                return
+        last_sent = time.monotonic()
+        while True:
+            with self._cv:
+                msg = None
+                while msg is None:
+                    if self._conn != conn:
+                        return
+                    if self._send_idx < len(self._pending):
+                        u = self._pending[self._send_idx]
+                        self._send_idx += 1
+                        if u.sent:
+                            self._stats.replayed += 1
+                        u.sent = True
+                        msg = u.request
+                        break
+                    if self._half_close:
+                        return
+                    idle = time.monotonic() - last_sent
+                    if idle >= self._heartbeat_interval:
+                        msg = pb.ConnectRequest()
+                        msg.heartbeat.step = self._step
+                        self._stats.heartbeats += 1
+                        break
+                    self._cv.wait(self._heartbeat_interval - idle)
+                self._stats.sent += 1
+            last_sent = time.monotonic()
+            yield msg
+
+    def _handle(self, conn: int, resp) -> bool:
+        """Applies one server message; True if it was the Welcome."""
+        which = resp.WhichOneof("msg")
+        callback = None
+        with self._cv:
+            if which == "welcome":
+                w = resp.welcome
+                self._welcome = w
+                while self._pending and self._pending[0].seq <= w.last_seq:
+                    self._pending.popleft()
+                    self._stats.acked += 1
+                self._send_idx = 0
+                self._welcomed = conn
+                self._cv.notify_all()
+                return True
+            if which == "ack":
+                n = 0
+                while self._pending and self._pending[0].seq <= resp.ack.seq:
+                    self._pending.popleft()
+                    n += 1
+                self._send_idx = max(0, self._send_idx - n)
+                self._stats.acked += n
+                if n:
+                    self._cv.notify_all()
+            elif which == "reject":
+                r = resp.reject
+                name = pb.RejectReason.Name(r.reason) if r.reason in pb.RejectReason.values() \
+                    else str(r.reason)
+                name = name.replace("REJECT_REASON_", "").lower()
+                first = name not in self._stats.rejected
+                self._stats.rejected[name] = self._stats.rejected.get(name, 0) + 1
+                if first:
+                    log.warning("spotter: upload seq %d rejected (%s): %s", r.seq, name, r.message)
+            elif which == "directive":
+                d = Directive.from_proto(resp.directive, self._generation)
+                known = any(x.key == d.key for x in self._directives + self._advice)
+                if not known:
+                    (self._advice if d.advisory else self._directives).append(d)
+                    self._last_version = max(self._last_version, d.version)
+                    self._stats.directives += 1
+                    self._cv.notify_all()
+                    callback = (self._on_directive, d)
+                    log.info("spotter: directive v%d (%s%s) from step %d: %s", d.version, d.phase,
+                             ", advisory" if d.advisory else "", d.effective_step, d.reason)
+            elif which == "diagnostics":
+                self._last_point = resp.diagnostics
+                self._stats.diagnostics += 1
+                callback = (self._on_diagnostics, resp.diagnostics)
+        if callback and callback[0] is not None:
+            try:
+                callback[0](callback[1])
+            except Exception:  # a callback must not kill the session
+                log.exception("spotter: callback failed")
+        return False
