@@ -37,6 +37,7 @@ ABSL_FLAG(double, step_ms, 3.0, "wall time per step, milliseconds (pacing)");
 ABSL_FLAG(uint64_t, seed, 1, "seed");
 ABSL_FLAG(bool, advise, false, "run in ADVISE mode (directives shown, not applied)");
 ABSL_FLAG(bool, quiet, false, "print only the summary");
+ABSL_FLAG(uint32_t, print_every, 50, "print a trajectory point every this many steps");
 ABSL_FLAG(double, delivery_budget, 0.25, "seconds a directive may take to reach every rank");
 
 namespace v1 = spotter::v1;
@@ -100,6 +101,7 @@ int main(int argc, char** argv) {
       const uint32_t m = absl::GetFlag(FLAGS_microbatches);
       spotter::RowMatrixXf sketch(m, k);
       uint64_t printed_step = 0, printed_version = 0;
+      int printed_phase = 0;
       const absl::Duration pace = absl::Microseconds(absl::GetFlag(FLAGS_step_ms) * 1000);
       absl::Time next = absl::Now();
       uint64_t step = 0;
@@ -124,7 +126,10 @@ int main(int argc, char** argv) {
             std::printf("  -> directive %s\n     %s\n",
                         spotter::FormatDirective(spotter::ToProto(*d)).c_str(), d->reason.c_str());
           }
-          if (auto pt = (*session)->LatestDiagnostics(); pt && pt->step() > printed_step) {
+          if (auto pt = (*session)->LatestDiagnostics();
+              pt && (printed_step == 0 || pt->step() >= printed_step + absl::GetFlag(FLAGS_print_every) ||
+                     pt->phase() != printed_phase)) {
+            printed_phase = pt->phase();
             printed_step = pt->step();
             std::printf("%s\n", spotter::FormatPoint(*pt).c_str());
           }
