@@ -1,0 +1,337 @@
+"""spotter.torch.Monitor: three lines in a PyTorch training loop.
+
+    monitor = Monitor(model, optimizer, run="vit", server="localhost:50051",
+                      total_steps=10_000)
+    for x, y in loader:
+        optimizer.zero_grad()
+        loss_fn(model(x), y).backward()
+        monitor.step(loss)            # instead of optimizer.step()
+        if monitor.should_stop:
+            break
+    monitor.close()
+
+Every step, at the step boundary (inside step()), the Monitor
+  1. reads the directive in force at this step from the session's mailbox
+     (non-advisory only) and sets every param group's LR to lr_at(step) (group
+     i keeps its initial ratio to group 0); switches the K-FAC preconditioner
+     on or off as the directive says; notes gradient-noise and stop;
+  2. on sketch steps (step % sketch_every == 0) queues the sketch rows the taps
+     captured during this step's backward, with the loss and LR;
+  3. under natural gradient, refreshes K-FAC factors/inverses when due and
+     preconditions the gradients; adds gradient noise if asked;
+  4. calls optimizer.step() (or ``step_fn``) unless a stop directive is in
+     force, in which case should_stop becomes True and no update is made.
+
+Fail-open: without a server (unreachable, or a permanent error) the Monitor
+keeps the last directive in force, or the optimizer's own LR if none ever
+arrived. ADVISE-mode directives are exposed (``advice``), never applied.
+
+Distributed: with torch.distributed initialised, every rank opens the same
+run with world_size = the job's and its own rank; rank 0 uploads (``upload=
+"rank0"``) or every rank does (``upload="all"``); all ranks apply each
+directive at its effective_step, which the server places ahead of every rank.
+
+Not thread-safe: call it from the training thread.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from typing import Callable, Iterator, List, Mapping, Optional, Tuple
+
+import torch
+
+from spotter.client import run_config
+from spotter.schedule import Directive
+from spotter.session import RunSession
+from spotter.torch.kfac import KFAC
+from spotter.torch.taps import Taps
+
+log = logging.getLogger("spotter")
+
+
+@dataclasses.dataclass
+class Applied:
+    """A directive switch as the Monitor applied it."""
+    step: int              # first step it was applied at
+    version: int
+    phase: str
+    lr: float              # the LR at that step
+    optimizer: str         # "keep" or "natural_gradient"
+    late: bool             # received after its effective_step had passed
+
+
+class Monitor:
+    """Args:
+      model, optimizer: the model (plain or DDP) and its torch optimizer.
+      run: run name; server: spotterd "host:port" (None: no server, the
+        Monitor only sketches locally and never changes the LR).
+      total_steps: planned optimizer steps (required by the run).
+      peak_lr: peak LR of the warm-up [the optimizer's LR]; base_lr: LR at
+        step 0 [server default peak/10].
+      sample: "per_example" (LoGra hooks on Linear/Conv2d) or
+        "per_microbatch" (every backward() in a step is one sample: use
+        gradient accumulation or ``microbatches()``).
+      sketch_every: steps between sketches; sketch_dim: k; max_rows: most
+        rows per upload; microbatches: chunks ``microbatches()`` makes on
+        sketch steps.
+      seed, projection: the run's projection ("count_sketch"; "gaussian" only
+        with per_microbatch).
+      mode: "control" or "advise".
+      upload: "rank0" or "all" (distributed jobs).
+      loss_reduction: "mean" or "sum": how the loss reduces over the batch.
+      kfac_factor_decay, kfac_kl_clip: K-FAC settings (the directive gives
+        damping and intervals).
+      wait_for_server: seconds the constructor waits for the first directive
+        (start-up only; 0 to not wait).
+      config: further RunConfig fields (dict), e.g. {"phase": {...}, "eval_every": 5}.
+      session_options: keyword arguments for RunSession (queue_size, ...).
+    """
+
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, *,
+                 run: str, server: Optional[str], total_steps: int,
+                 peak_lr: Optional[float] = None, base_lr: Optional[float] = None,
+                 sample: str = "per_example", sketch_every: int = 10, sketch_dim: int = 256,
+                 max_rows: int = 256, microbatches: int = 4, seed: int = 0,
+                 projection: str = "count_sketch", mode: str = "control", upload: str = "rank0",
+                 loss_reduction: str = "mean", kfac_factor_decay: float = 0.95,
+                 kfac_kl_clip: Optional[float] = 1e-3, wait_for_server: float = 5.0,
+                 config: Optional[Mapping] = None, session_options: Optional[Mapping] = None):
+        if sketch_every < 1:
+            raise ValueError("sketch_every must be >= 1")
+        if upload not in ("rank0", "all"):
+            raise ValueError("upload must be 'rank0' or 'all'")
+        if projection not in ("count_sketch", "gaussian"):
+            raise ValueError("projection must be 'count_sketch' or 'gaussian'")
+        if projection == "gaussian" and sample == "per_example":
+            raise ValueError("the per-example sketch is Kronecker-structured CountSketch; "
+                             "use projection='count_sketch'")
+        self.model, self.optimizer = model, optimizer
+        self.sample, self.sketch_every, self.max_rows = sample, sketch_every, max_rows
+        self.n_microbatches = microbatches
+        dist = torch.distributed
+        self.distributed = dist.is_available() and dist.is_initialized()
+        self.rank = dist.get_rank() if self.distributed else 0
+        self.world_size = dist.get_world_size() if self.distributed else 1
+        self.uploads = upload == "all" or self.rank == 0
+        self.taps = Taps(model, seed, sketch_dim, sample, loss_reduction)
+        groups = optimizer.param_groups
+        lr0 = groups[0]["lr"]
+        self._ratios = [g["lr"] / lr0 if lr0 else 1.0 for g in groups]
+        self.peak_lr = float(peak_lr if peak_lr is not None else lr0)
+
+        fields = dict(config or {})
+        fields.setdefault("sketch_dim", sketch_dim)
+        fields["total_steps"] = int(total_steps)
+        fields["peak_lr"] = self.peak_lr
+        if base_lr is not None:
+            fields["base_lr"] = float(base_lr)
+        fields["world_size"] = self.world_size
+        fields["mode"] = "MODE_ADVISE" if mode == "advise" else "MODE_CONTROL"
+        proj = dict(fields.get("projection", {}))
+        proj.update(kind="PROJECTION_KIND_" + projection.upper(), seed=str(int(seed)),
+                    input_dim=str(self.taps.input_dim))
+        fields["projection"] = proj
+        labels = dict(fields.get("labels", {}))
+        labels.setdefault("spotter.sample", sample)
+        fields["labels"] = labels
+        self.config = run_config(fields)
+        self.session: Optional[RunSession] = None
+        if server is not None:
+            self.session = RunSession(server, run, self.config, rank=self.rank,
+                                      **dict(session_options or {}))
+            if wait_for_server > 0:
+                self.session.wait_for_directive(wait_for_server)
+
+        self.kfac: Optional[KFAC] = None
+        self._kfac_opts = dict(factor_decay=kfac_factor_decay, kl_clip=kfac_kl_clip)
+        self._ng = False
+        self._ng_since = 0
+        self._t = 0
+        self._applied_key = None
+        self.applied: List[Applied] = []
+        self.should_stop = False
+        self.lr = lr0
+        self._noise_gen = torch.Generator()
+        self._noise_seed = int(seed)
+        self._stats = dict(sketches=0, sketch_rows=0, skipped_single_row=0, late_directives=0,
+                           kfac_steps=0, sketch_seconds=0.0, kfac_seconds=0.0)
+        self._warned_single = False
+        self._closed = False
+        self._plan_capture(0)
+
+    # ---------------------------------------------------------------- loop
+    @property
+    def step_count(self) -> int:
+        """Optimizer steps taken (the index of the next step)."""
+        return self._t
+
+    @property
+    def directive(self) -> Optional[Directive]:
+        """The directive in force at the current step, or None."""
+        return self.session.directive_at(self._t) if self.session else None
+
+    @property
+    def advice(self) -> Optional[Directive]:
+        """The newest advisory directive (ADVISE mode): shown, never applied."""
+        return self.session.advice() if self.session else None
+
+    @property
+    def natural_gradient(self) -> bool:
+        """True while the K-FAC preconditioner is on."""
+        return self._ng
+
+    def sketching(self) -> bool:
+        """True when the current step is a sketch step."""
+        return self._t % self.sketch_every == 0
+
+    def microbatches(self, *tensors: torch.Tensor) -> Iterator[Tuple[torch.Tensor, ...]]:
+        """Splits a batch along dim 0 into ``microbatches`` chunks on sketch
+        steps (per-microbatch mode needs >= 2 backward passes there) and
+        yields it whole otherwise. Scale each chunk's loss by
+        len(chunk) / len(batch) so the accumulated gradient is the batch's."""
+        n = self.n_microbatches if (self.sample == "per_microbatch" and self.sketching()) else 1
+        if n <= 1:
+            yield tensors
+            return
+        yield from zip(*(t.tensor_split(n) for t in tensors))
+
+    def step(self, loss=None, step_fn: Optional[Callable[[], object]] = None) -> None:
+        """Ends the current step: applies the directive in force, uploads the
+        sketch (on sketch steps), preconditions (under natural gradient) and
+        calls optimizer.step() (or ``step_fn``). Call it after backward().
+        ``loss``: the step's training loss (tensor or float; read only on
+        sketch steps)."""
+        t = self._t
+        d = self.session.directive_at(t) if self.session else None
+        noise = 0.0
+        if d is not None:
+            self.lr = d.lr.at(t)
+            for g, r in zip(self.optimizer.param_groups, self._ratios):
+                g["lr"] = self.lr * r
+            want_ng = d.optimizer.kind == "natural_gradient"
+            if d.key != self._applied_key:
+                self._applied_key = d.key
+                late = d.effective_step < t and bool(self.applied)
+                self._stats["late_directives"] += int(late)
+                self.applied.append(Applied(t, d.version, d.phase, self.lr, d.optimizer.kind, late))
+                log.info("spotter: step %d: applying directive v%d (%s, lr %.4g, %s)%s", t,
+                         d.version, d.phase, self.lr, d.optimizer.kind,
+                         " LATE: effective_step was %d" % d.effective_step if late else "")
+                if want_ng:
+                    if self.kfac is None:
+                        self.kfac = KFAC(self.taps.layers, **self._kfac_opts)
+                    self.kfac.configure(d.optimizer.damping, d.optimizer.factor_update_interval,
+                                        d.optimizer.inverse_update_interval)
+            if want_ng and not self._ng:
+                self._ng_since = t
+            self._ng = want_ng
+            noise = d.noise_std
+            if d.stop:
+                self.should_stop = True
+        else:
+            self.lr = self.optimizer.param_groups[0]["lr"]
+
+        if self.should_stop:
+            self._finish_step(t)
+            return
+        if self.taps.sketch and self.uploads and self.session is not None:
+            t0 = time.perf_counter()
+            rows, spr = self.taps.collect_rows(self.max_rows)
+            if rows is not None and rows.shape[0] >= 2:
+                lv = float(loss) if loss is not None else math.nan
+                if self.session.upload_sketch(t, rows, loss=lv, lr=self.lr, samples_per_row=spr):
+                    self._stats["sketches"] += 1
+                    self._stats["sketch_rows"] += rows.shape[0]
+            elif rows is not None:
+                self._stats["skipped_single_row"] += 1
+                if not self._warned_single:
+                    self._warned_single = True
+                    log.warning("spotter: step %d: one gradient sample only; per-microbatch mode "
+                                "needs >= 2 backward passes per sketch step (see "
+                                "Monitor.microbatches())", t)
+            self._stats["sketch_seconds"] += time.perf_counter() - t0
+        if self._ng and self.kfac is not None:
+            t0 = time.perf_counter()
+            if self.taps.factors:
+                self.kfac.update_factors()
+            since = t - self._ng_since
+            if self.kfac.A and (not self.kfac.ready or since % self.kfac.inverse_update_interval == 0):
+                self.kfac.update_inverses()
+            self.kfac.precondition(self.lr)
+            self._stats["kfac_steps"] += int(self.kfac.ready)
+            self._stats["kfac_seconds"] += time.perf_counter() - t0
+        if noise > 0:
+            self._add_noise(t, noise)
+        if step_fn is not None:
+            step_fn()
+        else:
+            self.optimizer.step()
+        self._finish_step(t)
+
+    def _finish_step(self, t: int) -> None:
+        self._t = t + 1
+        if self.session is not None:
+            self.session.note_step(self._t)
+        self._plan_capture(self._t)
+
+    def _plan_capture(self, t: int) -> None:
+        sketch = self.session is not None and self.uploads and t % self.sketch_every == 0
+        factors = False
+        d = self.session.directive_at(t) if self.session else None
+        if d is not None and d.optimizer.kind == "natural_gradient":
+            interval = self.kfac.factor_update_interval if self.kfac else \
+                max(1, d.optimizer.factor_update_interval or 10)
+            start = self._ng_since if self._ng else t
+            factors = (self.kfac is None or not self.kfac.A) or (t - start) % interval == 0
+        self.taps.begin_step(sketch, factors)
+
+    def _add_noise(self, t: int, std: float) -> None:
+        # Same generator state on every rank: identical noise keeps DDP replicas equal.
+        self._noise_gen.manual_seed((self._noise_seed * 1_000_003 + t) & 0x7FFFFFFFFFFFFFFF)
+        with torch.no_grad():
+            grads = [p.grad for g in self.optimizer.param_groups for p in g["params"]
+                     if p.grad is not None]
+            if not grads:
+                return
+            rms = torch.sqrt(sum((g.float() ** 2).sum() for g in grads) /
+                             sum(g.numel() for g in grads))
+            for g in grads:
+                z = torch.randn(g.shape, generator=self._noise_gen).to(g.device, g.dtype)
+                g.add_(z * (std * rms))
+
+    # ------------------------------------------------------------ reporting
+    def report_eval(self, metrics: Mapping[str, float], step: Optional[int] = None) -> bool:
+        """Sends validation metrics (e.g. {"val_loss": ..., "val_accuracy":
+        ...}) at ``step`` [the current step]. Only uploading ranks send."""
+        if self.session is None or not self.uploads:
+            return False
+        return self.session.report_eval(self._t if step is None else step, metrics)
+
+    def stats(self) -> dict:
+        """Monitor counters plus the session's (under "session")."""
+        out = dict(self._stats, step=self._t, natural_gradient=self._ng, lr=self.lr)
+        if self.kfac is not None:
+            out.update(kfac_factor_updates=self.kfac.factor_updates,
+                       kfac_inverse_updates=self.kfac.inverse_updates, kfac_nu=self.kfac.last_nu)
+        if self.session is not None:
+            out["session"] = dataclasses.asdict(self.session.stats())
+        return out
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Removes the hooks and closes the session (flushing, bounded by
+        ``timeout``). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self.taps.remove()
+        if self.session is not None:
+            self.session.close(timeout=timeout)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,248 @@
+"""Forward/backward taps on Linear and Conv2d layers (and on parameters) that
+produce, without materialising any per-example gradient:
+
+  * per-example sketches, LoGra style: for a layer with inputs a_t (bias
+    folded in as a constant 1) and output gradients d_t over positions t, the
+    per-example weight gradient is sum_t d_t a_t^T. With CountSketches C_in
+    (d_in -> k_in) and C_out (d_out -> k_out), its Kronecker-structured sketch
+    (C_out (x) C_in) vec(sum_t d_t a_t^T) = vec(sum_t (C_out d_t)(C_in a_t)^T)
+    is computed from the projected factors alone; the layers' sketches are
+    summed into the run's k = k_out * k_in dimensions;
+  * per-microbatch sketches: every backward() between two steps is one
+    sample; each parameter's gradient contribution is projected with the
+    run's flat CountSketch (coordinates in model.parameters() order) as the
+    autograd hook delivers it;
+  * K-FAC factors A = E[a a^T] and G = E[d d^T] from the same taps.
+
+The layer maps are seeded from the run's projection seed (docs/PYTHON.md,
+"Per-example sketch map"): layer l (in model.modules() order among the
+tapped layers) uses CountSketch(SplitMix64At(seed, 2l)) for inputs and
+CountSketch(SplitMix64At(seed, 2l + 1)) for output gradients.
+
+Not thread-safe: driven by the training thread (forward/backward and
+Monitor.step).
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Dict, List, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from spotter.projection import CountSketch, count_sketch_hash, splitmix64_at
+
+
+def split_dim(k: int):
+    """(k_out, k_in) with k_out * k_in = k and k_in the largest divisor of k
+    not above sqrt(k) (16 x 16 for 256; 1 x k for a prime k)."""
+    k_in = max(d for d in range(1, int(math.isqrt(k)) + 1) if k % d == 0)
+    return k // k_in, k_in
+
+
+def dense_count_sketch(seed: int, d: int, k: int, device=None) -> torch.Tensor:
+    """The CountSketch(seed) d -> k as a dense (d, k) float32 matrix, so that
+    x @ S projects the last dim of x."""
+    bucket, sign = count_sketch_hash(seed, 0, d, k, device)
+    s = torch.zeros(d, k, dtype=torch.float32, device=device)
+    s[torch.arange(d, device=device), bucket] = sign
+    return s
+
+
+class Layer:
+    """One tapped layer and what the current step captured from it."""
+
+    def __init__(self, index: int, name: str, module: nn.Module):
+        self.index, self.name, self.module = index, name, module
+        self.conv = isinstance(module, nn.Conv2d)
+        w = module.weight
+        self.d_out = w.shape[0]
+        self.d_in = w[0].numel() + (1 if module.bias is not None else 0)
+        self.params = [w] + ([module.bias] if module.bias is not None else [])
+        self.numel = sum(p.numel() for p in self.params)
+        self.s_in = self.s_out = None
+        self.stack: List = []  # (pass id, projected inputs or None) per forward
+        self.A = self.G = None  # factor sums of this step
+        self.factor_n = 0
+
+    def inputs(self, a: torch.Tensor) -> torch.Tensor:
+        """The layer input as (B, T, d_in), bias column appended."""
+        m = self.module
+        if self.conv:
+            a = F.unfold(a, m.kernel_size, m.dilation, m.padding, m.stride).transpose(1, 2)
+        else:
+            a = a.reshape(a.shape[0], -1, a.shape[-1]) if a.dim() > 1 else a.reshape(1, 1, -1)
+        if m.bias is not None:
+            a = torch.cat([a, a.new_ones(a.shape[0], a.shape[1], 1)], dim=2)
+        return a
+
+    def out_grads(self, g: torch.Tensor) -> torch.Tensor:
+        """The output gradient as (B, T, d_out)."""
+        if self.conv:
+            return g.reshape(g.shape[0], g.shape[1], -1).transpose(1, 2)
+        return g.reshape(g.shape[0], -1, g.shape[-1]) if g.dim() > 1 else g.reshape(1, 1, -1)
+
+
+def tappable(module: nn.Module) -> bool:
+    if isinstance(module, nn.Linear):
+        return True
+    if isinstance(module, nn.Conv2d):
+        return module.groups == 1 and module.padding_mode == "zeros" and \
+            not isinstance(module.padding, str)
+    return False
+
+
+class Taps:
+    """Installs the hooks on ``model``; see the module docstring.
+
+    Args:
+      model: the model (possibly DDP-wrapped).
+      seed: the run's projection seed.
+      k: the run's sketch dimension.
+      sample: "per_example" or "per_microbatch".
+      loss_scale: "mean" (the loss averages over the batch: per-example
+        gradients are the output gradients times the batch size) or "sum".
+    """
+
+    def __init__(self, model: nn.Module, seed: int, k: int, sample: str, loss_scale: str = "mean"):
+        self.model, self.seed, self.k, self.sample = model, int(seed), int(k), sample
+        self.loss_scale = loss_scale
+        self.k_out, self.k_in = split_dim(self.k)
+        self.layers: List[Layer] = []
+        skipped = []
+        for name, m in model.named_modules():
+            if isinstance(m, (nn.Linear, nn.Conv2d)):
+                if tappable(m) and m.weight.requires_grad:
+                    self.layers.append(Layer(len(self.layers), name, m))
+                else:
+                    skipped.append(name)
+        if skipped:
+            warnings.warn(f"spotter: layers not tapped (grouped/padded-mode conv or frozen): {skipped}")
+        self.sketch = False     # capture sketches in the current step
+        self.factors = False    # capture K-FAC factors in the current step
+        self.pass_id = -1
+        self.pass_sizes: List[int] = []
+        self.rows: Dict[int, torch.Tensor] = {}
+        self.handles = [model.register_forward_pre_hook(self._pre_forward)]
+        for layer in self.layers:
+            self.handles.append(layer.module.register_forward_hook(self._forward_hook(layer)))
+        self.flat: Optional[CountSketch] = None
+        self.params: List[torch.nn.Parameter] = []
+        if sample == "per_microbatch":
+            self.params = [p for p in model.parameters() if p.requires_grad]
+            self.input_dim = sum(p.numel() for p in self.params)
+            offset = 0
+            for p in self.params:
+                self.handles.append(p.register_hook(self._param_hook(offset)))
+                offset += p.numel()
+        elif sample == "per_example":
+            if not self.layers:
+                raise ValueError("sample='per_example' needs Linear or Conv2d layers to tap")
+            self.input_dim = sum(layer.numel for layer in self.layers)
+        else:
+            raise ValueError(f"sample={sample!r}: expected 'per_example' or 'per_microbatch'")
+
+    # ------------------------------------------------------------- control
+    def begin_step(self, sketch: bool, factors: bool) -> None:
+        """Sets what the next forward/backward passes capture; clears the last."""
+        self.sketch, self.factors = sketch, factors
+        self.pass_id = -1
+        self.pass_sizes = []
+        self.rows = {}
+        for layer in self.layers:
+            layer.stack.clear()
+            layer.A = layer.G = None
+            layer.factor_n = 0
+
+    def collect_rows(self, max_rows: int):
+        """(rows (m, k) float32 CPU tensor, samples_per_row) of the captured
+        step, or (None, 0) if nothing was captured."""
+        if not self.rows:
+            return None, 0
+        ids = sorted(self.rows)
+        if self.sample == "per_example":
+            rows = torch.cat([self.rows[i] for i in ids], dim=0)[:max_rows]
+            return rows.detach().to("cpu", torch.float32), 1
+        rows = torch.stack([self.rows[i] for i in ids])[:max_rows]
+        sizes = [self.pass_sizes[i] for i in ids if i < len(self.pass_sizes)]
+        spr = max(1, round(sum(sizes) / len(sizes))) if sizes else 1
+        return rows.detach().to("cpu", torch.float32), spr
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+    # --------------------------------------------------------------- hooks
+    def _pre_forward(self, module, inputs):
+        if not (self.sketch or self.factors) or not torch.is_grad_enabled():
+            return
+        self.pass_id += 1
+        first = next((x for x in inputs if torch.is_tensor(x)), None)
+        self.pass_sizes.append(int(first.shape[0]) if first is not None and first.dim() else 1)
+
+    def _ensure_maps(self, layer: Layer, device) -> None:
+        if layer.s_in is None or layer.s_in.device != device:
+            layer.s_in = dense_count_sketch(splitmix64_at(self.seed, 2 * layer.index),
+                                            layer.d_in, self.k_in, device)
+            layer.s_out = dense_count_sketch(splitmix64_at(self.seed, 2 * layer.index + 1),
+                                             layer.d_out, self.k_out, device)
+
+    def _forward_hook(self, layer: Layer):
+        def hook(module, inputs, output):
+            if not (self.sketch or self.factors) or not torch.is_grad_enabled() \
+                    or not torch.is_tensor(output) or not output.requires_grad:
+                return
+            with torch.no_grad():
+                a = layer.inputs(inputs[0].detach()).float()
+                proj = None
+                if self.sketch and self.sample == "per_example":
+                    self._ensure_maps(layer, a.device)
+                    proj = a @ layer.s_in  # (B, T, k_in)
+                if self.factors:
+                    flat = a.reshape(-1, a.shape[-1])
+                    aa = flat.t() @ flat / flat.shape[0]
+                    layer.A = aa if layer.A is None else layer.A + aa
+                    layer.factor_n += 1
+            layer.stack.append((self.pass_id, proj, a.shape[0]))
+            output.register_hook(self._backward_hook(layer))
+        return hook
+
+    def _backward_hook(self, layer: Layer):
+        def hook(grad):
+            if not layer.stack:
+                return None
+            pass_id, proj, batch = layer.stack.pop()
+            with torch.no_grad():
+                d = layer.out_grads(grad.detach()).float()
+                if self.loss_scale == "mean":
+                    d = d * batch
+                if self.factors:
+                    flat = d.reshape(-1, d.shape[-1])
+                    gg = flat.t() @ flat / flat.shape[0]
+                    layer.G = gg if layer.G is None else layer.G + gg
+                if proj is not None:
+                    self._ensure_maps(layer, d.device)
+                    dp = d @ layer.s_out  # (B, T, k_out)
+                    ex = torch.bmm(dp.transpose(1, 2), proj).reshape(d.shape[0], -1)
+                    acc = self.rows.get(pass_id)
+                    self.rows[pass_id] = ex if acc is None else acc + ex
+            return None
+        return hook
+
+    def _param_hook(self, offset: int):
+        def hook(grad):
+            if not self.sketch or self.pass_id < 0:
+                return None
+            with torch.no_grad():
+                if self.flat is None or self.flat.bucket.device != grad.device:
+                    self.flat = CountSketch(self.seed, self.input_dim, self.k, grad.device)
+                row = self.rows.get(self.pass_id)
+                if row is None:
+                    row = self.rows[self.pass_id] = torch.zeros(
+                        self.k, dtype=torch.float64, device=grad.device)
+                self.flat.accumulate(row, grad.reshape(-1), offset)
+            return None
+        return hook
