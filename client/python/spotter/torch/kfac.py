@@ -54,6 +54,7 @@ class KFAC:
         self.factor_updates = 0
         self.inverse_updates = 0
         self.last_nu = 1.0
+        self.failures = 0  # factors skipped as non-finite, or failed inversions
 
     def configure(self, damping: float, factor_update_interval: int,
                   inverse_update_interval: int) -> None:
@@ -76,6 +77,9 @@ class KFAC:
                 continue
             got = True
             a, g = layer.A / max(1, layer.factor_n), layer.G / max(1, layer.factor_n)
+            if not (torch.isfinite(a).all() and torch.isfinite(g).all()):
+                self.failures += 1  # a diverging step: keep the old factors
+                continue
             if world > 1:
                 both = torch.cat([a.reshape(-1), g.reshape(-1)])
                 dist.all_reduce(both)
@@ -95,8 +99,12 @@ class KFAC:
     def update_inverses(self) -> None:
         """Eigendecomposes every factor (float64 for stability)."""
         for key in self.A:
-            la, qa = torch.linalg.eigh(self.A[key].double())
-            lg, qg = torch.linalg.eigh(self.G[key].double())
+            try:
+                la, qa = torch.linalg.eigh(self.A[key].double())
+                lg, qg = torch.linalg.eigh(self.G[key].double())
+            except RuntimeError:  # torch.linalg.LinAlgError: keep the last inverse
+                self.failures += 1
+                continue
             self.eig[key] = (la.clamp_min(0).float(), qa.float(), lg.clamp_min(0).float(), qg.float())
         self.inverse_updates += 1
 
@@ -106,7 +114,9 @@ class KFAC:
 
     def precondition(self, lr: float) -> None:
         """Replaces the tapped layers' gradients by their preconditioned, KL-
-        clipped versions. No-op until the first update_inverses()."""
+        clipped versions. No-op until the first update_inverses(). ``lr`` is
+        the step size the KL bound assumes: with heavy-ball momentum mu pass
+        lr / (1 - mu), the steady-state step (the Monitor does)."""
         if not self.eig:
             return
         updates, vg = [], 0.0

@@ -260,7 +260,8 @@ class Monitor:
             since = t - self._ng_since
             if self.kfac.A and (not self.kfac.ready or since % self.kfac.inverse_update_interval == 0):
                 self.kfac.update_inverses()
-            self.kfac.precondition(self.lr)
+            mu = self.optimizer.param_groups[0].get("momentum", 0.0) or 0.0
+            self.kfac.precondition(self.lr / (1.0 - mu) if 0 <= mu < 1 else self.lr)
             self._stats["kfac_steps"] += int(self.kfac.ready)
             self._stats["kfac_seconds"] += time.perf_counter() - t0
         if noise > 0:
@@ -314,7 +315,7 @@ class Monitor:
         """Monitor counters plus the session's (under "session")."""
         out = dict(self._stats, step=self._t, natural_gradient=self._ng, lr=self.lr)
         if self.kfac is not None:
-            out.update(kfac_factor_updates=self.kfac.factor_updates,
+            out.update(kfac_factor_updates=self.kfac.factor_updates, kfac_failures=self.kfac.failures,
                        kfac_inverse_updates=self.kfac.inverse_updates, kfac_nu=self.kfac.last_nu)
         if self.session is not None:
             out["session"] = dataclasses.asdict(self.session.stats())
