@@ -1,0 +1,186 @@
+#!/usr/bin/env python3
+"""Overhead of spotter.torch.Monitor on the example model (the small ViT of
+examples/torch_transformer.py, Fashion-MNIST-shaped batches, CPU).
+
+  examples/torch_overhead.py --spotterd build-py/server/spotterd \
+      --steps 60 --rounds 5 --out docs/experiments/overhead.json
+
+Step time: every configuration keeps its own model, optimizer and Monitor (one
+run each on one live spotterd); configurations are interleaved in `rounds`
+rounds of `steps` timed steps (after warm-up), so a load change on the machine
+hits all of them alike. Reported: the median step time per configuration and
+its overhead over the plain loop. A configuration "stalled" repeats
+per-example/every-10 with the server frozen (SIGSTOP): uploads queue and drop,
+the step must not wait for the network.
+
+Peak memory (--memory): each configuration runs alone in a fresh process for
+`steps` steps; the report gives ru_maxrss and the difference to the plain loop.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from torch_transformer import ViT  # noqa: E402
+
+CONFIGS = {
+    "plain": None,
+    "per_example/every_10": ("per_example", 10),
+    "per_example/every_1": ("per_example", 1),
+    "per_microbatch/every_10": ("per_microbatch", 10),
+    "per_microbatch/every_1": ("per_microbatch", 1),
+}
+
+
+class Trainer:
+    """One configuration: model, optimizer, optional Monitor, fixed data."""
+
+    def __init__(self, name, server, batch, seed=0):
+        from spotter.torch import Monitor
+        torch.manual_seed(seed)
+        self.name = name
+        self.model = ViT()
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9)
+        g = torch.Generator().manual_seed(seed)
+        self.x = torch.randn(batch, 28, 28, generator=g)
+        self.y = torch.randint(0, 10, (batch,), generator=g)
+        self.mon = None
+        cfg = CONFIGS[name.replace("stalled:", "")]
+        if cfg is not None:
+            sample, every = cfg
+            self.mon = Monitor(self.model, self.opt, run=f"overhead-{name.replace('/', '-').replace(':', '-')}-{os.getpid()}",
+                               server=server, total_steps=10**6, sample=sample, sketch_every=every,
+                               sketch_dim=256, max_rows=batch, microbatches=4,
+                               config={"sketch_rows": 64, "eval_every": 50},
+                               session_options={"queue_size": 64})
+
+    def step(self):
+        self.opt.zero_grad()
+        if self.mon is None:
+            loss = F.cross_entropy(self.model(self.x), self.y)
+            loss.backward()
+            self.opt.step()
+            return
+        for xb, yb in self.mon.microbatches(self.x, self.y):
+            loss = F.cross_entropy(self.model(xb), yb) * (len(xb) / len(self.x))
+            loss.backward()
+        self.mon.step(loss)
+
+    def close(self):
+        if self.mon is not None:
+            self.mon.close(timeout=2)
+
+
+def timing(args):
+    from spotter.testing import Spotterd
+    server = Spotterd(args.spotterd)
+    stalled_server = Spotterd(args.spotterd)
+    names = list(CONFIGS) + ["stalled:per_example/every_10"]
+    trainers = {n: Trainer(n, stalled_server.target if n.startswith("stalled") else server.target,
+                           args.batch) for n in names}
+    times = {n: [] for n in names}
+    try:
+        for t in trainers.values():  # warm-up (also fills caches, hashes)
+            for _ in range(10):
+                t.step()
+        os.kill(stalled_server.proc.pid, signal.SIGSTOP)
+        for r in range(args.rounds):
+            for n, t in trainers.items():
+                for _ in range(args.steps):
+                    t0 = time.perf_counter()
+                    t.step()
+                    times[n].append(time.perf_counter() - t0)
+        stalled_stats = trainers["stalled:per_example/every_10"].mon.stats()
+    finally:
+        os.kill(stalled_server.proc.pid, signal.SIGCONT)
+        for t in trainers.values():
+            t.close()
+        server.stop()
+        stalled_server.stop()
+    base = statistics.median(times["plain"])
+    out = {}
+    for n in names:
+        med = statistics.median(times[n])
+        # Mean over whole sketch periods (a sketch step is costlier than the rest).
+        mean = statistics.fmean(times[n])
+        out[n] = dict(median_ms=1e3 * med, mean_ms=1e3 * mean,
+                      overhead_median=med / base - 1,
+                      overhead_mean=mean / statistics.fmean(times["plain"]) - 1,
+                      steps=len(times[n]))
+    out["stalled:per_example/every_10"]["session"] = {
+        k: stalled_stats["session"][k] for k in ("enqueued", "dropped", "queued", "connected")}
+    return out
+
+
+def memory_child(args):
+    """Runs one configuration alone; prints its peak RSS (KiB)."""
+    t = Trainer(args.memory_child, args.target, args.batch)
+    for _ in range(args.steps):
+        t.step()
+    t.close()
+    print(json.dumps({"maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+
+
+def memory(args):
+    from spotter.testing import Spotterd
+    server = Spotterd(args.spotterd)
+    out = {}
+    try:
+        for n in CONFIGS:
+            r = subprocess.run([sys.executable, __file__, "--spotterd", args.spotterd,
+                                "--memory_child", n, "--target", server.target,
+                                "--steps", str(args.steps), "--batch", str(args.batch)],
+                               capture_output=True, text=True, check=True)
+            out[n] = json.loads(r.stdout.strip().splitlines()[-1])
+    finally:
+        server.stop()
+    base = out["plain"]["maxrss_kib"]
+    for n in out:
+        out[n]["delta_mib"] = (out[n]["maxrss_kib"] - base) / 1024
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--spotterd", required=True)
+    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--memory", action="store_true")
+    ap.add_argument("--memory_child")
+    ap.add_argument("--target")
+    ap.add_argument("--out")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.memory_child:
+        memory_child(args)
+        return
+    result = dict(command=" ".join(["examples/torch_overhead.py"] + sys.argv[1:]),
+                  load_average_before=os.getloadavg(), torch=torch.__version__,
+                  threads=args.threads, batch=args.batch)
+    result["timing"] = timing(args)
+    if args.memory:
+        result["memory"] = memory(args)
+    result["load_average_after"] = os.getloadavg()
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
