@@ -6,20 +6,65 @@
 
 #include <Eigen/Eigenvalues>
 
+#include "core/spectrum/top_eigen.h"
+
 namespace spotter {
 namespace {
 
-// Below this, the lazily kept scale is folded into the buffer so that newly
-// appended rows (stored divided by sqrt(scale)) stay far from float overflow.
-constexpr double kMinScale = 1e-12;
+// Unit roundoff of float32 and float64 (round to nearest).
+constexpr double kU = 0x1p-24;
+constexpr double kEps = 0x1p-53;
 
-// Eigen-decomposes the lower triangle of a symmetric Gram matrix in double.
-Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> SolveGram(
-    const Eigen::Ref<const RowMatrixXf>& rows, bool vectors) {
-  Eigen::MatrixXf g = Eigen::MatrixXf::Zero(rows.rows(), rows.rows());
-  g.selfadjointView<Eigen::Lower>().rankUpdate(rows);
-  return Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>(
-      g.cast<double>(), vectors ? Eigen::ComputeEigenvectors : Eigen::EigenvaluesOnly);
+// The lazily kept scale is folded into the buffer when it leaves
+// [kMinScale, kMaxScale], so that newly appended rows (stored divided by
+// sqrt(scale)) stay far from float underflow and overflow.
+constexpr double kMinScale = 1e-12;
+constexpr double kMaxScale = 1e12;
+
+// Columns per float32 panel of the Gram matrix; the panels are summed in
+// double, so an entry's rounding error is that of a kGramPanel-term float dot
+// product.
+constexpr int kGramPanel = 128;
+// Columns per block of the in-place product W * B of a shrink.
+constexpr int kProductBlock = 256;
+
+// gamma_n = n u / (1 - n u) (Higham, Accuracy and Stability, 2nd ed., 3.4):
+// the relative error bound of an n-term float32 dot product.
+constexpr double Gamma(double n) { return n * kU / (1.0 - n * kU); }
+
+// A stored row r~ = fl(fl(s) x) of an input x that carries one rounding itself
+// satisfies r~ = r (1 + t) entrywise with |t| <= gamma_3, so
+// ||r~ r~^T - r r^T||_2 <= (2 gamma_3 + gamma_3^2) |r|^2. The last factor
+// allows |r|^2 to be measured on the rounded input.
+constexpr double kAppendRounding =
+    (2.0 * Gamma(3) + Gamma(3) * Gamma(3)) * (1.0 + 3.0 * kU);
+// Folding the scale into the buffer: one rounded factor, one rounded product.
+constexpr double kNormalizeRounding = 2.0 * Gamma(2) + Gamma(2) * Gamma(2);
+
+// Lower triangle of rows * rows^T in double, from float32 panels of
+// kGramPanel columns. Returns a bound on ||G - rows rows^T||_2 (exact
+// product): each entry errs by at most gamma_{kGramPanel} (|B||B|^T)_ij plus
+// the double-precision summation of the panels, and
+// || |B||B|^T ||_2 <= ||B||_F^2 <= trace(G) / (1 - gamma).
+double GramLower(const Eigen::Ref<const RowMatrixXf>& rows, Eigen::MatrixXd* g) {
+  const Eigen::Index n = rows.rows();
+  g->setZero(n, n);
+  Eigen::MatrixXf panel(n, n);
+  Eigen::Index panels = 0;
+  for (Eigen::Index j = 0; j < rows.cols(); j += kGramPanel, ++panels) {
+    const Eigen::Index w = std::min<Eigen::Index>(kGramPanel, rows.cols() - j);
+    panel.setZero();
+    panel.selfadjointView<Eigen::Lower>().rankUpdate(rows.middleCols(j, w));
+    g->triangularView<Eigen::Lower>() += panel.cast<double>();
+  }
+  const double gamma = Gamma(kGramPanel) + (static_cast<double>(panels) + 2.0) * kEps;
+  return gamma * g->diagonal().sum() / (1.0 - gamma);
+}
+
+// A bound on the error of the eigenvalues a backward-stable symmetric
+// eigensolver returns for an n x n matrix of norm <= norm.
+double SolverError(Eigen::Index n, double norm) {
+  return 16.0 * static_cast<double>(n) * kEps * norm;
 }
 
 }  // namespace
@@ -37,36 +82,50 @@ void FrequentDirections::Scale(double factor) {
   if (factor == 0.0) {
     used_ = 0;
     scale_ = 1.0;
-    delta_ = 0.0;
+    trace_ = delta_ = rounding_ = 0.0;
     return;
   }
   scale_ *= factor;
+  trace_ *= factor;
   delta_ *= factor;
-  if (scale_ < kMinScale) Normalize();
+  rounding_ *= factor;
+  if (scale_ < kMinScale || scale_ > kMaxScale) Normalize();
 }
 
 void FrequentDirections::Normalize() {
   if (scale_ == 1.0) return;
+  rounding_ += kNormalizeRounding * FrobeniusSq();
   buf_.topRows(used_) *= static_cast<float>(std::sqrt(scale_));
   scale_ = 1.0;
 }
 
 void FrequentDirections::AppendRow(const float* row, double weight) {
-  if (used_ == capacity_) Shrink();
-  const float s = static_cast<float>(std::sqrt(weight / scale_));
-  buf_.row(used_++) = Eigen::Map<const Eigen::RowVectorXf>(row, dim_) * s;
+  Append(Eigen::Map<const RowMatrixXf>(row, 1, dim_), weight);
 }
 
 void FrequentDirections::Append(const Eigen::Ref<const RowMatrixXf>& rows,
                                 double weight) {
-  assert(rows.cols() == dim_);
+  assert(rows.cols() == dim_ && weight >= 0.0);
+  if (rows.rows() == 0 || weight == 0.0) return;
+  double mass = 0.0;
+  for (Eigen::Index i = 0; i < rows.rows(); ++i) {
+    mass += rows.row(i).cast<double>().squaredNorm();
+  }
+  mass *= weight;
+  AppendRows(rows, weight);
+  trace_ += mass;
+  rounding_ += kAppendRounding * mass;
+}
+
+void FrequentDirections::AppendRows(const Eigen::Ref<const RowMatrixXf>& rows,
+                                    double weight) {
   Eigen::Index done = 0;
   while (done < rows.rows()) {
     if (used_ == capacity_) Shrink();
     const Eigen::Index n = std::min<Eigen::Index>(capacity_ - used_, rows.rows() - done);
     // The scale may have changed in Shrink; recompute per chunk.
-    const float sc = static_cast<float>(std::sqrt(weight / scale_));
-    buf_.middleRows(used_, n) = rows.middleRows(done, n) * sc;
+    const float s = static_cast<float>(std::sqrt(weight / scale_));
+    buf_.middleRows(used_, n) = rows.middleRows(done, n) * s;
     used_ += static_cast<int>(n);
     done += n;
   }
@@ -74,41 +133,100 @@ void FrequentDirections::Append(const Eigen::Ref<const RowMatrixXf>& rows,
 
 void FrequentDirections::Merge(const FrequentDirections& other) {
   assert(other.dim_ == dim_);
-  if (other.used_ > 0) Append(other.buf_.topRows(other.used_), other.scale_);
+  if (other.used_ > 0) {
+    AppendRows(other.buf_.topRows(other.used_), other.scale_);
+    rounding_ += kAppendRounding * other.FrobeniusSq();
+  }
+  trace_ += other.trace_;
   delta_ += other.delta_;
+  rounding_ += other.rounding_;
 }
 
 void FrequentDirections::Shrink() {
-  const int l = sketch_rows_;
-  auto es = SolveGram(buf_.topRows(used_), /*vectors=*/true);
-  const Eigen::VectorXd& ev = es.eigenvalues();  // ascending
   const int n = used_;
-  // lambda_desc[i] = ev[n - 1 - i]; the shrinkage is the (l+1)-th largest.
-  const double shrink = l < n ? std::max(ev[n - 1 - l], 0.0) : 0.0;
-  const int keep = std::min(l, n);
+  const int keep = std::min(sketch_rows_, n);
+  Eigen::MatrixXd g;
+  const double gram_error = GramLower(buf_.topRows(n), &g);
+  const double norm = std::max(g.diagonal().sum(), 0.0);  // >= ||G||_2
+
+  // Top `keep` eigenpairs of the Gram matrix, and the (keep+1)-th eigenvalue:
+  // the shrinkage.
+  TopEigen top = TopEigenpairs(g, keep);
+  const double shrink = keep < n ? std::max(top.next_value, 0.0) : 0.0;
+
+  // A-posteriori certificate of the eigenpairs (docs/DIAGNOSTICS.md, "Float32
+  // rounding"): with R = G U - U diag(lam) for the Rayleigh quotients lam,
+  // (G + E) U = U diag(lam) for some ||E|| <= 3 ||R|| (+ the departure of U
+  // from orthonormality). The kept directions then absorb at most `shrink`,
+  // and the discarded ones at most shrink + ||E|| + eps_sum, where eps_sum
+  // measures how far U is from the top invariant subspace.
+  const Eigen::MatrixXd& u = top.vectors;
+  const Eigen::MatrixXd gu = g.selfadjointView<Eigen::Lower>() * u;
+  Eigen::VectorXd lam(keep);
+  for (int i = 0; i < keep; ++i) lam[i] = u.col(i).dot(gu.col(i));
+  const double residual = (gu - u * lam.asDiagonal()).norm();
+  const double orth =
+      (u.transpose() * u - Eigen::MatrixXd::Identity(keep, keep)).norm();
+  const double solver_error = SolverError(n, norm);
+  const double e_norm = 3.0 * residual + 4.0 * orth * norm;
+  const double eps_sum =
+      std::max(0.0, top.top_sum + keep * (e_norm + solver_error) - lam.sum());
+  const double eigen_error = 2.0 * e_norm + eps_sum + solver_error + gram_error;
+
+  // W = diag(s) U^T with s_i = sqrt((lam_i - shrink)_+ / lam_i): the kept rows
+  // W B have squared singular values lam_i - shrink.
   Eigen::MatrixXf w(keep, n);
   for (int i = 0; i < keep; ++i) {
-    const double lambda = ev[n - 1 - i];
-    const double s = lambda > shrink ? std::sqrt((lambda - shrink) / lambda) : 0.0;
-    w.row(i) = (es.eigenvectors().col(n - 1 - i) * s).cast<float>().transpose();
+    const double s = lam[i] > shrink ? std::sqrt((lam[i] - shrink) / lam[i]) : 0.0;
+    w.row(i) = (u.col(i) * s).transpose().cast<float>();
   }
-  RowMatrixXf next = w * buf_.topRows(n);
-  buf_.topRows(keep) = next;
+  // Rounding of fl(W B): |fl(W~ B) - W B| <= gamma_{n+1} |W||B| entrywise, so
+  // ||F||_2 <= gamma_{n+1} || |W| ||_2 ||B||_F with
+  // || |W| ||_2 <= sqrt(||W||_1 ||W||_inf); and
+  // ||(WB + F)^T (WB + F) - (WB)^T WB|| <= 2 ||WB|| ||F|| + ||F||^2.
+  const Eigen::MatrixXf wa = w.cwiseAbs();
+  const double abs_w = std::sqrt(static_cast<double>(wa.colwise().sum().maxCoeff()) *
+                                 static_cast<double>(wa.rowwise().sum().maxCoeff())) *
+                       (1.0 + 4.0 * kU);
+  const double f = Gamma(n + 1) * abs_w * std::sqrt(norm + gram_error);
+  const double wb_norm = std::sqrt(std::max(top.top_value, 0.0) + gram_error + solver_error);
+  const double product_error = 2.0 * wb_norm * f + f * f;
+
+  // B <- W B in place, a block of columns at a time (each block of B is read
+  // in full before it is overwritten).
+  RowMatrixXf tmp(keep, std::min(kProductBlock, dim_));
+  for (int j = 0; j < dim_; j += kProductBlock) {
+    const int cols = std::min(kProductBlock, dim_ - j);
+    tmp.leftCols(cols).noalias() = w * buf_.block(0, j, n, cols);
+    buf_.block(0, j, keep, cols) = tmp.leftCols(cols);
+  }
   used_ = keep;
   delta_ += shrink * scale_;
+  rounding_ += (eigen_error + product_error) * scale_;
   ++shrinks_;
 }
 
-std::vector<double> FrequentDirections::Eigenvalues() const {
-  std::vector<double> out;
+SketchSpectrum FrequentDirections::Spectrum() const {
+  SketchSpectrum out;
+  out.delta = delta_;
+  out.rounding = rounding_;
+  out.trace = trace_;
   if (used_ == 0) return out;
-  auto es = SolveGram(buf_.topRows(used_), /*vectors=*/false);
-  out.reserve(used_);
+  Eigen::MatrixXd g;
+  const double gram_error = GramLower(buf_.topRows(used_), &g);
+  const double norm = std::max(g.diagonal().sum(), 0.0);
+  Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> es(g, Eigen::EigenvaluesOnly);
+  out.eigenvalues.reserve(used_);
   for (int i = used_ - 1; i >= 0; --i) {
     const double v = es.eigenvalues()[i] * scale_;
-    if (v > 0.0) out.push_back(v);
+    if (v > 0.0) out.eigenvalues.push_back(v);
   }
+  out.rounding += (gram_error + SolverError(used_, norm)) * scale_;
   return out;
+}
+
+std::vector<double> FrequentDirections::Eigenvalues() const {
+  return Spectrum().eigenvalues;
 }
 
 RowMatrixXf FrequentDirections::Rows() const {
@@ -117,10 +235,7 @@ RowMatrixXf FrequentDirections::Rows() const {
 
 double FrequentDirections::FrobeniusSq() const {
   double sum = 0.0;
-  for (int i = 0; i < used_; ++i) {
-    const float* r = buf_.row(i).data();
-    for (int j = 0; j < dim_; ++j) sum += static_cast<double>(r[j]) * r[j];
-  }
+  for (int i = 0; i < used_; ++i) sum += buf_.row(i).cast<double>().squaredNorm();
   return sum * scale_;
 }
 
