@@ -20,6 +20,11 @@ uint64_t ControllerConfig::warmup_end() const {
   return static_cast<uint64_t>(std::llround(warmup_fraction * static_cast<double>(total_steps)));
 }
 
+uint64_t ControllerConfig::refine_budget_step() const {
+  return static_cast<uint64_t>(
+      std::llround(refine_budget_fraction * static_cast<double>(total_steps)));
+}
+
 absl::Status ControllerConfig::Validate() const {
   auto bad = [](const char* field, double v, const char* range) {
     return absl::InvalidArgumentError(
@@ -106,19 +111,12 @@ Decision PhaseController::Enter(Phase to, Cause cause, std::string reason,
   plan_ = std::move(plan);
   phase_start_step_ = effective_step;
   window_.clear();
-  confirm_ = 0;
-  armed_ = false;
+  latched_ = 0;
   if (to == Phase::kPolish) {
     val_seen_ = false;
     val_stale_ = 0;
   }
   return d;
-}
-
-int PhaseController::Count(bool on, bool clearly_off, int count) {
-  // Armed by `on`; once armed, stays armed until `clearly_off`.
-  if (count == 0) return on ? 1 : 0;
-  return clearly_off ? 0 : count + 1;
 }
 
 PhaseController::Smoothed PhaseController::Smooth() const {
@@ -150,17 +148,28 @@ PhaseController::Smoothed PhaseController::Smooth() const {
     s.loss_prev /= loss_prev_n;
   }
   s.epochs = (step_now - step_prev) / wd / static_cast<double>(config_.steps_per_epoch);
+  s.window_steps = static_cast<double>(window_.back().step - window_[window_.size() - 2 * w].step);
   s.ready = s.epochs > 0.0;
   return s;
+}
+
+int PhaseController::Latch(bool on, bool clearly_off, int count) {
+  if (clearly_off) return 0;
+  if (count == 0) return on ? 1 : 0;
+  return count + 1;
 }
 
 std::optional<Decision> PhaseController::OnEvaluation(const Observation& obs,
                                                       uint64_t eff) {
   if (phase_ == Phase::kDone) return std::nullopt;
-  window_.push_back(obs);
-  while (window_.size() > 2 * static_cast<size_t>(config_.window_evals)) window_.pop_front();
-  if (held_) return std::nullopt;
   const ControllerConfig& c = config_;
+  // Evaluations from before the phase took effect describe the previous
+  // directive: they do not enter this phase's windows.
+  if (obs.step >= phase_start_step_) {
+    window_.push_back(obs);
+    while (window_.size() > 2 * static_cast<size_t>(c.window_evals)) window_.pop_front();
+  }
+  if (held_) return std::nullopt;
 
   if (obs.step >= c.total_steps) {
     return Enter(Phase::kDone, Cause::kAutomatic,
@@ -170,102 +179,124 @@ std::optional<Decision> PhaseController::OnEvaluation(const Observation& obs,
                   {"total_steps", static_cast<double>(c.total_steps)}},
                  PlanFor(Phase::kDone, eff), eff);
   }
-  const uint64_t dwell = obs.step > phase_start_step_ ? obs.step - phase_start_step_ : 0;
-
-  if (phase_ == Phase::kRefinement) {
-    const auto budget = static_cast<uint64_t>(
-        std::llround(c.refine_budget_fraction * static_cast<double>(c.total_steps)));
-    if (obs.step >= budget) {
-      return Enter(Phase::kPolish, Cause::kAutomatic,
-                   absl::StrFormat("refinement budget reached: step %d >= %.2f x %d",
-                                   obs.step, c.refine_budget_fraction, c.total_steps),
-                   {{"step", static_cast<double>(obs.step)},
-                    {"refine_budget_fraction", c.refine_budget_fraction},
-                    {"total_steps", static_cast<double>(c.total_steps)}},
-                   PlanFor(Phase::kPolish, eff), eff);
-    }
-  }
   if (phase_ != Phase::kAcquisition && phase_ != Phase::kRefinement) return std::nullopt;
-
-  const Smoothed s = Smooth();
-  const bool gates = s.ready && dwell >= c.min_dwell_steps &&
-                     (phase_ != Phase::kAcquisition || obs.step >= c.warmup_end());
-  if (!gates) {
-    confirm_ = 0;
+  const uint64_t dwell = Dwell(obs.step);
+  if (dwell < c.min_dwell_steps) {
+    latched_ = 0;
     return std::nullopt;
   }
+  if (phase_ == Phase::kRefinement && obs.step >= c.refine_budget_step()) {
+    return Enter(Phase::kPolish, Cause::kAutomatic,
+                 absl::StrFormat("refinement budget reached: step %d >= %.2f x %d = %d",
+                                 obs.step, c.refine_budget_fraction, c.total_steps,
+                                 c.refine_budget_step()),
+                 {{"step", static_cast<double>(obs.step)},
+                  {"refine_budget_fraction", c.refine_budget_fraction},
+                  {"refine_budget_step", static_cast<double>(c.refine_budget_step())},
+                  {"total_steps", static_cast<double>(c.total_steps)},
+                  {"dwell_steps", static_cast<double>(dwell)},
+                  {"min_dwell_steps", static_cast<double>(c.min_dwell_steps)}},
+                 PlanFor(Phase::kPolish, eff), eff);
+  }
+  const Smoothed s = Smooth();
+  if (!s.ready || (phase_ == Phase::kAcquisition && obs.step < c.warmup_end())) {
+    latched_ = 0;
+    return std::nullopt;
+  }
+  return phase_ == Phase::kAcquisition ? AcquisitionExit(s, obs.step, eff)
+                                       : RefinementExit(s, obs.step, eff);
+}
+
+std::optional<Decision> PhaseController::AcquisitionExit(const Smoothed& s, uint64_t step,
+                                                         uint64_t eff) {
+  const ControllerConfig& c = config_;
+  const double h = c.hysteresis;
+  const double rank_change = RelChange(s.rank_now, s.rank_prev);
+  const double pr_drop = s.pr_prev > 0.0 ? (s.pr_prev - s.pr_now) / s.pr_prev / s.epochs : 0.0;
+  const double rank_fraction = s.rank_now / c.sketch_rows;
+  const double loss_rate = s.loss_known && s.loss_prev != 0.0
+                               ? (s.loss_prev - s.loss_now) / std::abs(s.loss_prev) / s.epochs
+                               : std::numeric_limits<double>::quiet_NaN();
+  const bool loss_falling = std::isfinite(loss_rate) && loss_rate > c.loss_decrease_min;
+  const bool on = !s.censored && pr_drop < c.id_drop_threshold &&
+                  rank_fraction < c.rank_fraction_max && rank_change < c.plateau_epsilon &&
+                  loss_falling;
+  const bool off = s.censored || pr_drop > c.id_drop_threshold * h ||
+                   rank_fraction > c.rank_fraction_max * h ||
+                   rank_change > c.plateau_epsilon * h || !std::isfinite(loss_rate) ||
+                   loss_rate < c.loss_decrease_min / h;
+  latched_ = Latch(on, off, latched_);
+  if (!on || latched_ < c.confirm_evals) return std::nullopt;
+  DirectivePlan plan = PlanFor(Phase::kRefinement, eff);
+  const double lr_before = plan_.lr.At(eff);
+  return Enter(
+      Phase::kRefinement, Cause::kAutomatic,
+      absl::StrFormat(
+          "Fisher rank plateaued at r90 %.1f (rank fraction %.3f < %.2f, change %.1f%% < "
+          "%.0f%% between windows of %d evals), PR %.1f dropping %.2f%%/epoch < %.1f%%, "
+          "loss still falling %.2f%%/epoch > %.1f%%, latched %d evals: natural gradient, "
+          "LR %.4g -> %.4g",
+          s.rank_now, rank_fraction, c.rank_fraction_max, 100 * rank_change,
+          100 * c.plateau_epsilon, c.window_evals, s.pr_now, 100 * pr_drop,
+          100 * c.id_drop_threshold, 100 * loss_rate, 100 * c.loss_decrease_min, latched_,
+          lr_before, plan.lr.start_lr),
+      {{"step", static_cast<double>(step)},
+       {"effective_rank", s.rank_now},
+       {"effective_rank_prev", s.rank_prev},
+       {"rank_fraction", rank_fraction},
+       {"rank_fraction_max", c.rank_fraction_max},
+       {"sketch_rows", static_cast<double>(c.sketch_rows)},
+       {"rank_rel_change", rank_change},
+       {"plateau_epsilon", c.plateau_epsilon},
+       {"participation_ratio", s.pr_now},
+       {"participation_ratio_prev", s.pr_prev},
+       {"pr_drop_per_epoch", pr_drop},
+       {"id_drop_threshold", c.id_drop_threshold},
+       {"loss", s.loss_now},
+       {"loss_decrease_per_epoch", loss_rate},
+       {"loss_decrease_min", c.loss_decrease_min},
+       {"window_evals", static_cast<double>(c.window_evals)},
+       {"window_steps", s.window_steps},
+       {"latched_evals", static_cast<double>(latched_)},
+       {"confirm_evals", static_cast<double>(c.confirm_evals)},
+       {"hysteresis", c.hysteresis},
+       {"dwell_steps", static_cast<double>(Dwell(step))},
+       {"lr_before", lr_before},
+       {"lr_after", plan.lr.start_lr}},
+      plan, eff);
+}
+
+std::optional<Decision> PhaseController::RefinementExit(const Smoothed& s, uint64_t step,
+                                                        uint64_t eff) {
+  // The spectrum is stable and natural gradient has slowed down. Without loss
+  // reports the spectrum alone decides.
+  const ControllerConfig& c = config_;
   const double h = c.hysteresis;
   const double rank_change = RelChange(s.rank_now, s.rank_prev);
   const double pr_change = RelChange(s.pr_now, s.pr_prev);
-  const double loss_rate =
-      s.loss_known && s.loss_prev != 0.0
-          ? (s.loss_prev - s.loss_now) / std::abs(s.loss_prev) / s.epochs
-          : std::numeric_limits<double>::quiet_NaN();
-  const double window_steps = s.epochs * static_cast<double>(c.steps_per_epoch) *
-                              static_cast<double>(c.window_evals);
-
-  if (phase_ == Phase::kAcquisition) {
-    const double pr_drop = s.pr_prev > 0.0 ? (s.pr_prev - s.pr_now) / s.pr_prev / s.epochs : 0.0;
-    const double rank_fraction = s.rank_now / c.sketch_rows;
-    const bool on = !s.censored && pr_drop < c.id_drop_threshold &&
-                    rank_fraction < c.rank_fraction_max && rank_change < c.plateau_epsilon &&
-                    std::isfinite(loss_rate) && loss_rate > c.loss_decrease_min;
-    const bool off = s.censored || pr_drop > c.id_drop_threshold * h ||
-                     rank_fraction > c.rank_fraction_max * h ||
-                     rank_change > c.plateau_epsilon * h || !std::isfinite(loss_rate) ||
-                     loss_rate < c.loss_decrease_min / h;
-    confirm_ = Count(on, off, confirm_);
-    if (confirm_ < c.confirm_evals) return std::nullopt;
-    DirectivePlan plan = PlanFor(Phase::kRefinement, eff);
-    const double lr_before = plan_.lr.At(eff);
-    return Enter(
-        Phase::kRefinement, Cause::kAutomatic,
-        absl::StrFormat(
-            "Fisher rank plateaued at r90 %.1f (rank fraction %.3f < %.2f, change %.1f%% < "
-            "%.0f%% over %d evals), PR %.1f dropping %.2f%%/epoch < %.1f%%, loss still "
-            "falling %.2f%%/epoch > %.1f%% for %d evals: natural gradient, LR %.4g -> %.4g",
-            s.rank_now, rank_fraction, c.rank_fraction_max, 100 * rank_change,
-            100 * c.plateau_epsilon, c.window_evals, s.pr_now, 100 * pr_drop,
-            100 * c.id_drop_threshold, 100 * loss_rate, 100 * c.loss_decrease_min,
-            confirm_, lr_before, plan.lr.start_lr),
-        {{"effective_rank", s.rank_now},
-         {"rank_fraction", rank_fraction},
-         {"rank_fraction_max", c.rank_fraction_max},
-         {"rank_rel_change", rank_change},
-         {"plateau_epsilon", c.plateau_epsilon},
-         {"participation_ratio", s.pr_now},
-         {"pr_drop_per_epoch", pr_drop},
-         {"id_drop_threshold", c.id_drop_threshold},
-         {"loss", s.loss_now},
-         {"loss_decrease_per_epoch", loss_rate},
-         {"loss_decrease_min", c.loss_decrease_min},
-         {"window_evals", static_cast<double>(c.window_evals)},
-         {"window_steps", window_steps},
-         {"confirm_evals", static_cast<double>(confirm_)},
-         {"lr_before", lr_before},
-         {"lr_after", plan.lr.start_lr}},
-        plan, eff);
-  }
-
-  // REFINEMENT: the spectrum is stable and natural gradient has slowed down.
+  const double loss_rate = s.loss_known && s.loss_prev != 0.0
+                               ? (s.loss_prev - s.loss_now) / std::abs(s.loss_prev) / s.epochs
+                               : std::numeric_limits<double>::quiet_NaN();
   const bool loss_slow = !std::isfinite(loss_rate) || loss_rate < c.refine_loss_rate_min;
   const bool on = !s.censored && rank_change < c.plateau_epsilon &&
                   pr_change < c.plateau_epsilon && loss_slow;
-  const bool off = rank_change > c.plateau_epsilon * h || pr_change > c.plateau_epsilon * h ||
+  const bool off = s.censored || rank_change > c.plateau_epsilon * h ||
+                   pr_change > c.plateau_epsilon * h ||
                    (std::isfinite(loss_rate) && loss_rate > c.refine_loss_rate_min * h);
-  confirm_ = Count(on, off, confirm_);
-  if (confirm_ < c.confirm_evals) return std::nullopt;
+  latched_ = Latch(on, off, latched_);
+  if (!on || latched_ < c.confirm_evals) return std::nullopt;
   DirectivePlan plan = PlanFor(Phase::kPolish, eff);
   return Enter(
       Phase::kPolish, Cause::kAutomatic,
       absl::StrFormat(
-          "spectrum stable (r90 change %.1f%%, PR change %.1f%% < %.0f%% over %d evals) and "
-          "loss improvement %.2f%%/epoch < %.1f%% for %d evals: cosine decay %.4g -> %.4g "
-          "until step %d",
+          "spectrum stable (r90 change %.1f%%, PR change %.1f%% < %.0f%% between windows of "
+          "%d evals) and loss improvement %.2f%%/epoch < %.1f%%, latched %d evals: cosine "
+          "decay %.4g -> %.4g until step %d",
           100 * rank_change, 100 * pr_change, 100 * c.plateau_epsilon, c.window_evals,
           std::isfinite(loss_rate) ? 100 * loss_rate : 0.0, 100 * c.refine_loss_rate_min,
-          confirm_, plan.lr.start_lr, plan.lr.end_lr, c.total_steps),
-      {{"effective_rank", s.rank_now},
+          latched_, plan.lr.start_lr, plan.lr.end_lr, c.total_steps),
+      {{"step", static_cast<double>(step)},
+       {"effective_rank", s.rank_now},
        {"rank_rel_change", rank_change},
        {"participation_ratio", s.pr_now},
        {"pr_rel_change", pr_change},
@@ -274,14 +305,18 @@ std::optional<Decision> PhaseController::OnEvaluation(const Observation& obs,
        {"loss_improvement_per_epoch", loss_rate},
        {"refine_loss_rate_min", c.refine_loss_rate_min},
        {"window_evals", static_cast<double>(c.window_evals)},
-       {"window_steps", window_steps},
-       {"confirm_evals", static_cast<double>(confirm_)}},
+       {"window_steps", s.window_steps},
+       {"latched_evals", static_cast<double>(latched_)},
+       {"confirm_evals", static_cast<double>(c.confirm_evals)},
+       {"hysteresis", c.hysteresis},
+       {"dwell_steps", static_cast<double>(Dwell(step))}},
       plan, eff);
 }
 
 std::optional<Decision> PhaseController::OnValidation(uint64_t step, double value,
                                                       uint64_t eff) {
   if (phase_ != Phase::kPolish || held_ || !std::isfinite(value)) return std::nullopt;
+  if (step < phase_start_step_) return std::nullopt;  // before POLISH took effect
   const ControllerConfig& c = config_;
   if (!val_seen_) {
     val_seen_ = true;
@@ -296,16 +331,20 @@ std::optional<Decision> PhaseController::OnValidation(uint64_t step, double valu
     val_stale_ = 0;
     return std::nullopt;
   }
-  if (++val_stale_ < c.val_patience) return std::nullopt;
+  ++val_stale_;
+  if (val_stale_ < c.val_patience || Dwell(step) < c.min_dwell_steps) return std::nullopt;
   return Enter(Phase::kDone, Cause::kAutomatic,
                absl::StrFormat("validation plateaued: best %.6g, %d reports without an "
                                "improvement of %.3g (last %.6g at step %d): stop",
                                val_best_, val_stale_, c.val_min_delta, value, step),
                {{"val_best", val_best_},
                 {"val_last", value},
+                {"val_stale_reports", static_cast<double>(val_stale_)},
                 {"val_patience", static_cast<double>(c.val_patience)},
                 {"val_min_delta", c.val_min_delta},
-                {"step", static_cast<double>(step)}},
+                {"step", static_cast<double>(step)},
+                {"dwell_steps", static_cast<double>(Dwell(step))},
+                {"min_dwell_steps", static_cast<double>(c.min_dwell_steps)}},
                PlanFor(Phase::kDone, eff), eff);
 }
 

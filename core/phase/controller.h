@@ -19,53 +19,78 @@
 
 namespace spotter {
 
-// Every threshold of the protocol, with its default. Rates are relative and
-// per epoch; windows count evaluations.
+// Every threshold of the protocol, with its default (docs/PHASES.md). Rates
+// are relative and per epoch; windows count evaluations; steps are the
+// trainers' optimizer steps.
 struct ControllerConfig {
-  uint64_t total_steps = 1000;     // planned optimizer steps (> 0)
-  uint64_t steps_per_epoch = 100;  // for per-epoch rates (> 0)
-  double base_lr = 0.01;           // LR at step 0 of the warm-up
+  uint64_t total_steps = 1000;     // planned optimizer steps (> 0); DONE at it
+  uint64_t steps_per_epoch = 100;  // converts per-step changes to per-epoch rates (> 0)
+  double base_lr = 0.01;           // LR at step 0 of the warm-up (>= 0)
   double peak_lr = 0.1;            // LR at the end of the warm-up (> 0)
-  int sketch_rows = 64;            // l: rank_fraction = r90 / l
+  // l, the rows of the run's Frequent Directions sketch. The rank fraction is
+  // r90 / l: the share of the eigenvalues the sketch holds that carry 90% of
+  // the trace (the spectrum summary reports the same number). It depends on
+  // l, so pick l at least 5x the effective rank you expect at the plateau.
+  int sketch_rows = 64;
 
   double warmup_fraction = 0.15;    // warm-up length / total_steps, in (0, 1)
-  double id_drop_threshold = 0.05;  // ACQ exit: PR drop per epoch below this
-  double rank_fraction_max = 0.2;   // ACQ exit: r90 / l below this
-  double plateau_epsilon = 0.1;     // plateau: relative change below this
-  int window_evals = 5;             // smoothing / look-back window (evals)
-  double loss_decrease_min = 0.01;  // ACQ exit: loss falls faster than this
-  int confirm_evals = 3;            // consecutive evals a trigger must hold
-  // Hysteresis: once a condition holds, it is only dropped when its value
-  // passes the threshold by this factor (looser) in the other direction.
+  // ACQUISITION exit: the smoothed participation ratio may fall by at most
+  // this fraction per epoch (a rising PR passes). In (0, 10).
+  double id_drop_threshold = 0.05;
+  double rank_fraction_max = 0.2;   // ACQUISITION exit: r90 / l below this, in (0, 1]
+  // Plateau: relative change of the smoothed r90 (and, in REFINEMENT, of the
+  // PR) between the last window and the one before it, below this. In (0, 10).
+  double plateau_epsilon = 0.1;
+  // Smoothing window, in evaluations: every signal is the mean of the last
+  // window_evals evaluations, compared with the mean of the window_evals
+  // before them. The detectors need 2 x window_evals evaluations of the
+  // current phase before they can fire. In [1, 1000].
+  int window_evals = 5;
+  // ACQUISITION exit: the smoothed loss must still fall faster than this,
+  // relative, per epoch ("while the loss is still decreasing"). In [0, 10).
+  double loss_decrease_min = 0.01;
+  // Consecutive evaluations a trigger must stay latched before it fires; it
+  // fires only on an evaluation where its condition holds. In [1, 1000].
+  int confirm_evals = 3;
+  // Hysteresis of every latched trigger: it latches when its condition holds
+  // and unlatches only when a value passes its threshold by this factor in
+  // the other direction (e.g. rank fraction > 1.5 x 0.2). In [1, 100).
   double hysteresis = 1.5;
-  uint64_t min_dwell_steps = 50;        // least steps in a phase before leaving
-  double lr_cut = 0.5;                  // REFINEMENT LR = lr_cut * LR in force
-  double refine_loss_rate_min = 0.02;   // REF exit: loss improvement below this
-  double refine_budget_fraction = 0.75; // REF exit at the latest at this step
-  double lr_min = 0.001;                // POLISH cosine floor
-  int val_patience = 5;                 // POLISH: reports without improvement
-  double val_min_delta = 1e-4;          // POLISH: least improvement that counts
-  bool val_maximize = false;            // POLISH: metric goal
-  double kfac_damping = 1e-3;
-  uint32_t kfac_factor_interval = 10;
-  uint32_t kfac_inverse_interval = 100;
-  double noise_std = 0.0;  // ACQUISITION gradient-noise injection
+  // Least steps a phase is in force (from its directive's effective_step)
+  // before any automatic trigger, budget and validation stop included, may
+  // leave it. DONE at total_steps ignores it.
+  uint64_t min_dwell_steps = 50;
+  double lr_cut = 0.5;                  // REFINEMENT LR = lr_cut x LR in force, in (0, 1]
+  double refine_loss_rate_min = 0.02;   // REFINEMENT exit: loss improvement per epoch below this
+  double refine_budget_fraction = 0.75; // REFINEMENT exit at the latest at this step fraction
+  double lr_min = 0.001;                // POLISH: cosine decay ends here at total_steps (>= 0)
+  int val_patience = 5;                 // POLISH: reports without improvement before STOP
+  double val_min_delta = 1e-4;          // POLISH: least improvement that counts (metric units)
+  bool val_maximize = false;            // POLISH: the metric's goal
+  double kfac_damping = 1e-3;           // REFINEMENT directive: K-FAC damping (> 0)
+  uint32_t kfac_factor_interval = 10;   // REFINEMENT directive: steps between factor updates
+  uint32_t kfac_inverse_interval = 100; // REFINEMENT directive: steps between inversions
+  double noise_std = 0.0;  // ACQUISITION gradient-noise injection, relative to gradient RMS
 
+  // The last step of the warm-up: round(warmup_fraction x total_steps).
   uint64_t warmup_end() const;
+  // The latest step REFINEMENT lasts to: round(refine_budget_fraction x total_steps).
+  uint64_t refine_budget_step() const;
   // OK, or INVALID_ARGUMENT naming the first field out of range.
   absl::Status Validate() const;
 };
 
 // One evaluation of the run's spectrum, as the controller sees it.
 struct Observation {
-  uint64_t step = 0;
+  uint64_t step = 0;  // the highest step the evaluation covers
   double loss = std::numeric_limits<double>::quiet_NaN();  // NaN: not reported
-  double effective_rank = 0.0;  // r90 point estimate
-  bool rank_censored = false;   // r90 beyond what the sketch holds
-  double participation_ratio = 0.0;
+  double effective_rank = 0.0;  // r90 point estimate of the gradient covariance
+  bool rank_censored = false;   // r90 beyond what the sketch holds (value is a bound)
+  double participation_ratio = 0.0;  // bias-corrected PR
 };
 
 // A phase change (or an operator action) and the directive content it needs.
+// `evidence` names every value, window and threshold that fired it.
 struct Decision {
   Phase from = Phase::kAcquisition;
   Phase to = Phase::kAcquisition;
@@ -75,6 +100,12 @@ struct Decision {
   DirectivePlan plan;
 };
 
+// The state machine ACQUISITION -> REFINEMENT -> POLISH -> DONE with its
+// triggers. A trigger is evaluated only when its phase has been in force for
+// min_dwell_steps (counted from the directive's effective_step) and the
+// smoothing windows hold 2 x window_evals evaluations taken since then; it
+// latches with hysteresis and fires after confirm_evals latched evaluations.
+//
 // Not thread-safe: the owner (one run) serialises calls.
 class PhaseController {
  public:
@@ -88,10 +119,14 @@ class PhaseController {
   // Feeds one evaluation. effective_step: the step a directive issued now
   // would take effect at (ahead of every rank). Returns a decision when a
   // trigger fires; the caller must issue its plan at effective_step.
+  // Evaluations of steps before the current phase's effective_step (the
+  // trainers were still under the previous directive) are not used.
   std::optional<Decision> OnEvaluation(const Observation& obs,
                                        uint64_t effective_step);
 
-  // Feeds a validation metric reported at `step`.
+  // Feeds a validation metric reported at `step`. Only POLISH uses it, and
+  // only reports from steps at or after POLISH took effect; non-finite
+  // values are ignored.
   std::optional<Decision> OnValidation(uint64_t step, double value,
                                        uint64_t effective_step);
 
@@ -113,19 +148,27 @@ class PhaseController {
   Decision Finish(Cause cause, const std::string& reason, uint64_t effective_step);
 
   Phase phase() const { return phase_; }
+  // True while an operator override holds the automatic triggers off.
   bool held() const { return held_; }
+  // The effective_step of the decision that entered the current phase.
+  uint64_t phase_start_step() const { return phase_start_step_; }
   const DirectivePlan& current_plan() const { return plan_; }
   const ControllerConfig& config() const { return config_; }
 
  private:
+  friend struct ControllerStateAccess;  // core/phase/controller_state.cc
+
+  // The detectors' inputs: means over the last window (`now`) and the one
+  // before it (`prev`) of the current phase's evaluations.
   struct Smoothed {
-    bool ready = false;
+    bool ready = false;  // both windows full and apart in steps
     double rank_now = 0, rank_prev = 0;
     double pr_now = 0, pr_prev = 0;
     double loss_now = 0, loss_prev = 0;
-    bool loss_known = false;
-    double epochs = 0;  // epochs between the two windows' centres
-    bool censored = false;
+    bool loss_known = false;  // both windows hold a finite loss
+    double epochs = 0;        // epochs between the two windows' centres
+    double window_steps = 0;  // steps spanned by the two windows
+    bool censored = false;    // r90 censored in the last window
   };
 
   // Moves to `to` with `plan`, resetting the per-phase detectors.
@@ -133,8 +176,17 @@ class PhaseController {
                  DirectivePlan plan, uint64_t effective_step);
   DirectivePlan PlanFor(Phase to, uint64_t effective_step) const;
   Smoothed Smooth() const;
-  // Hysteresis-counted condition: returns the updated consecutive count.
-  static int Count(bool on, bool clearly_off, int count);
+  std::optional<Decision> AcquisitionExit(const Smoothed& s, uint64_t step,
+                                          uint64_t effective_step);
+  std::optional<Decision> RefinementExit(const Smoothed& s, uint64_t step,
+                                         uint64_t effective_step);
+  // The hysteresis latch: how many consecutive evaluations a trigger has been
+  // latched, given the previous count. It latches on `on`, stays latched
+  // until `clearly_off`.
+  static int Latch(bool on, bool clearly_off, int count);
+  uint64_t Dwell(uint64_t step) const {
+    return step > phase_start_step_ ? step - phase_start_step_ : 0;
+  }
 
   ControllerConfig config_;
   Phase phase_ = Phase::kAcquisition;
@@ -143,9 +195,8 @@ class PhaseController {
   bool pinned_ = false;  // plan_ came from Pin(), not from PlanFor()
   DirectivePlan unpinned_plan_;  // the plan a Release() goes back to
   DirectivePlan plan_;
-  std::deque<Observation> window_;  // last 2 * window_evals observations
-  int confirm_ = 0;                 // consecutive evals the exit condition held
-  bool armed_ = false;              // hysteresis state of the exit condition
+  std::deque<Observation> window_;  // last 2 * window_evals evaluations of this phase
+  int latched_ = 0;                 // consecutive evaluations the exit trigger latched
   // POLISH validation tracking.
   bool val_seen_ = false;
   double val_best_ = 0.0;
