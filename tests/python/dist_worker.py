@@ -34,7 +34,7 @@ def main():
     mon = Monitor(model, opt, run=run, server=server, total_steps=steps, sketch_every=2,
                   sketch_dim=64, upload=upload, wait_for_server=10,
                   config={"sketch_rows": 16, "eval_every": 10,
-                          "phase": {"delivery_budget_seconds": 0.3, "kfac_factor_interval": 3,
+                          "phase": {"delivery_budget_seconds": 0.5, "kfac_factor_interval": 3,
                                     "kfac_inverse_interval": 9}})
     gen = torch.Generator().manual_seed(1)
     lrs, ng = [], []

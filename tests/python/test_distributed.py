@@ -15,7 +15,7 @@ import pytest
 from conftest import HERE
 from spotter import Client
 
-STEPS = 300
+STEPS = 400
 
 
 def free_port():
@@ -37,7 +37,7 @@ def test_ranks_switch_together(spotterd, tmp_path, upload):
     forced = []
     with Client(spotterd.target) as c:
         deadline = time.monotonic() + 240
-        for phase, at in (("refinement", 60), ("polish", 170)):
+        for phase, at in (("refinement", 50), ("polish", 200)):
             while time.monotonic() < deadline:
                 try:
                     if c.get_run(run).max_step >= at:
