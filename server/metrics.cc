@@ -1,7 +1,7 @@
 #include "server/metrics.h"
 
 #include <cmath>
-#include <vector>
+#include <utility>
 
 namespace spotter {
 namespace {
@@ -15,11 +15,163 @@ using prometheus::Gauge;
 constexpr Phase kPhases[] = {Phase::kAcquisition, Phase::kRefinement, Phase::kPolish,
                              Phase::kDone};
 
-Family<Gauge>& RunGauge(prometheus::Registry& r, const char* name, const char* help) {
-  return BuildGauge().Name(name).Help(help).Register(r);
-}
+// Name, help and the extra label (phase) of each per-run series, by slot.
+struct SlotSpec {
+  const char* name;
+  const char* help;
+  const char* phase;  // nullptr: no phase label
+};
+
+constexpr char kPhaseHelp[] = "1 for the run's current phase, 0 for the others.";
+
+// Indexed by RunMetricsExporter::Slot.
+constexpr SlotSpec kSlots[] = {
+    {"spotter_run_effective_rank",
+     "r90 of the gradient covariance: eigenvalues holding 90% of the trace.", nullptr},
+    {"spotter_run_effective_rank_lower",
+     "Certified lower bound of spotter_run_effective_rank.", nullptr},
+    {"spotter_run_effective_rank_upper",
+     "Certified upper bound of spotter_run_effective_rank.", nullptr},
+    {"spotter_run_rank_fraction", "r90 divided by the sketch size l.", nullptr},
+    {"spotter_run_participation_ratio",
+     "Participation ratio (intrinsic dimension) of the gradient covariance, bias-corrected.",
+     nullptr},
+    {"spotter_run_participation_ratio_lower",
+     "Lower end of the participation ratio's sketch interval.", nullptr},
+    {"spotter_run_participation_ratio_upper",
+     "Upper end of the participation ratio's sketch interval.", nullptr},
+    {"spotter_run_gradient_trace", "Trace of the gradient covariance, per sample.", nullptr},
+    {"spotter_run_top_eigenvalue", "Largest eigenvalue of the gradient covariance, per sample.",
+     nullptr},
+    {"spotter_run_noise_scale",
+     "Gradient noise scale B_simple = tr(Sigma) / |G|^2, in examples.", nullptr},
+    {"spotter_run_step", "Step of the run's latest evaluation.", nullptr},
+    {"spotter_run_loss", "Mean training loss over the last evaluation interval.", nullptr},
+    {"spotter_run_learning_rate", "Learning rate the trainers reported.", nullptr},
+    {"spotter_run_val_metric", "Latest validation metric the polish phase watches.", nullptr},
+    {"spotter_run_directive_version", "Version of the run's latest directive.", nullptr},
+    {"spotter_run_phase", kPhaseHelp, "acquisition"},
+    {"spotter_run_phase", kPhaseHelp, "refinement"},
+    {"spotter_run_phase", kPhaseHelp, "polish"},
+    {"spotter_run_phase", kPhaseHelp, "done"},
+};
+static_assert(std::size(kSlots) == RunMetricsExporter::kNumSlots);
 
 }  // namespace
+
+RunMetricsExporter::RunMetricsExporter(prometheus::Registry& registry,
+                                       const RunSeriesOptions& options)
+    : options_(options),
+      exported_gauge_(BuildGauge()
+                          .Name("spotter_metrics_runs_exported")
+                          .Help("Runs whose per-run series are exported now.")
+                          .Register(registry)
+                          .Add({})),
+      dropped_(BuildCounter()
+                   .Name("spotter_metrics_runs_dropped_total")
+                   .Help("Times a run was left off /metrics because the cap on exported runs "
+                         "(--metrics_max_runs) was reached.")
+                   .Register(registry)
+                   .Add({})),
+      expired_(BuildCounter()
+                   .Name("spotter_metrics_runs_expired_total")
+                   .Help("Times a run's series were removed after --metrics_run_ttl without an "
+                         "update.")
+                   .Register(registry)
+                   .Add({})) {
+  for (int i = 0; i < kNumSlots; ++i) {
+    families_[i] = &BuildGauge().Name(kSlots[i].name).Help(kSlots[i].help).Register(registry);
+  }
+  if (options_.sweep_interval > absl::ZeroDuration() && options_.idle_ttl > absl::ZeroDuration()) {
+    sweeper_ = std::thread([this] { SweepLoop(); });
+  }
+}
+
+RunMetricsExporter::~RunMetricsExporter() {
+  {
+    absl::MutexLock l(&mu_);
+    stop_ = true;
+  }
+  if (sweeper_.joinable()) sweeper_.join();
+}
+
+void RunMetricsExporter::SweepLoop() {
+  absl::MutexLock l(&mu_);
+  while (!mu_.AwaitWithTimeout(absl::Condition(&stop_), options_.sweep_interval)) {
+    SweepIdleLocked();
+  }
+}
+
+int RunMetricsExporter::SweepIdle() {
+  absl::MutexLock l(&mu_);
+  return SweepIdleLocked();
+}
+
+int RunMetricsExporter::SweepIdleLocked() {
+  if (options_.idle_ttl <= absl::ZeroDuration()) return 0;
+  const absl::Time now = options_.clock->Now();
+  int removed = 0;
+  for (Entry* e : entries_) {
+    if (e->exported && now - e->last_update >= options_.idle_ttl) {
+      UnexportLocked(e);
+      expired_.Increment();
+      ++removed;
+    }
+  }
+  return removed;
+}
+
+size_t RunMetricsExporter::exported() const {
+  absl::MutexLock l(&mu_);
+  return exported_;
+}
+
+void RunMetricsExporter::Add(Entry* e) {
+  absl::MutexLock l(&mu_);
+  entries_.insert(e);
+  TouchLocked(e);
+}
+
+void RunMetricsExporter::Remove(Entry* e) {
+  absl::MutexLock l(&mu_);
+  if (e->exported) UnexportLocked(e);
+  entries_.erase(e);
+}
+
+void RunMetricsExporter::TouchLocked(Entry* e) {
+  e->last_update = options_.clock->Now();
+  if (!e->exported) {
+    if (options_.max_runs != 0 && exported_ >= options_.max_runs) {
+      if (!e->dropped) dropped_.Increment();
+      e->dropped = true;
+      return;
+    }
+    ExportLocked(e);
+  }
+  for (int i = 0; i < kNumSlots; ++i) e->gauges[i]->Set(e->values[i]);
+}
+
+void RunMetricsExporter::ExportLocked(Entry* e) {
+  for (int i = 0; i < kNumSlots; ++i) {
+    prometheus::Labels labels{{"run", e->run}};
+    if (kSlots[i].phase != nullptr) labels["phase"] = kSlots[i].phase;
+    e->gauges[i] = &families_[i]->Add(labels);
+  }
+  e->exported = true;
+  e->dropped = false;
+  ++exported_;
+  exported_gauge_.Set(static_cast<double>(exported_));
+}
+
+void RunMetricsExporter::UnexportLocked(Entry* e) {
+  for (int i = 0; i < kNumSlots; ++i) {
+    families_[i]->Remove(e->gauges[i]);
+    e->gauges[i] = nullptr;
+  }
+  e->exported = false;
+  --exported_;
+  exported_gauge_.Set(static_cast<double>(exported_));
+}
 
 const prometheus::Histogram::BucketBoundaries& ServerMetrics::kLatencyBuckets() {
   static const auto* b = new prometheus::Histogram::BucketBoundaries{
@@ -27,7 +179,7 @@ const prometheus::Histogram::BucketBoundaries& ServerMetrics::kLatencyBuckets() 
   return *b;
 }
 
-ServerMetrics::ServerMetrics(prometheus::Registry& registry)
+ServerMetrics::ServerMetrics(prometheus::Registry& registry, const RunSeriesOptions& run_series)
     : uploads(BuildCounter().Name("spotter_uploads_total")
                   .Help("Sketch batches applied to a run.").Register(registry).Add({})),
       rows(BuildCounter().Name("spotter_rows_total")
@@ -65,92 +217,59 @@ ServerMetrics::ServerMetrics(prometheus::Registry& registry)
                    .Help("Messages and requests rejected, by reason.").Register(registry)),
       rpc_duration_(BuildHistogram().Name("spotter_rpc_duration_seconds")
                         .Help("Time to handle a unary RPC or one stream message, by method.")
-                        .Register(registry)) {}
+                        .Register(registry)),
+      store_duration_(BuildHistogram().Name("spotter_store_duration_seconds")
+                          .Help("Time of one operation of the persistent store, by operation.")
+                          .Register(registry)),
+      runs_(std::make_unique<RunMetricsExporter>(registry, run_series)) {}
 
-struct RunMetrics::Series {
-  struct One {
-    Family<Gauge>* family;
-    Gauge* gauge;
-  };
-  std::vector<One> all;
-  One effective_rank, effective_rank_lower, effective_rank_upper, rank_fraction;
-  One pr, pr_lower, pr_upper, trace, top_eigenvalue, noise_scale;
-  One step, loss, lr, val, version;
-  One phase[4];
-};
-
-RunMetrics::RunMetrics(prometheus::Registry& r, const std::string& run)
-    : s_(std::make_unique<Series>()) {
-  auto add = [&](const char* name, const char* help,
-                 prometheus::Labels extra = {}) -> Series::One {
-    Family<Gauge>& f = RunGauge(r, name, help);
-    extra["run"] = run;
-    Series::One one{&f, &f.Add(extra)};
-    one.gauge->Set(std::nan(""));
-    s_->all.push_back(one);
-    return one;
-  };
-  s_->effective_rank = add("spotter_run_effective_rank",
-                           "r90 of the gradient covariance: eigenvalues holding 90% of the trace.");
-  s_->effective_rank_lower = add("spotter_run_effective_rank_lower",
-                                 "Certified lower bound of spotter_run_effective_rank.");
-  s_->effective_rank_upper = add("spotter_run_effective_rank_upper",
-                                 "Certified upper bound of spotter_run_effective_rank.");
-  s_->rank_fraction = add("spotter_run_rank_fraction", "r90 divided by the sketch size l.");
-  s_->pr = add("spotter_run_participation_ratio",
-               "Participation ratio (intrinsic dimension) of the gradient covariance, "
-               "bias-corrected.");
-  s_->pr_lower = add("spotter_run_participation_ratio_lower",
-                     "Lower end of the participation ratio's sketch interval.");
-  s_->pr_upper = add("spotter_run_participation_ratio_upper",
-                     "Upper end of the participation ratio's sketch interval.");
-  s_->trace = add("spotter_run_gradient_trace", "Trace of the gradient covariance, per sample.");
-  s_->top_eigenvalue = add("spotter_run_top_eigenvalue",
-                           "Largest eigenvalue of the gradient covariance, per sample.");
-  s_->noise_scale = add("spotter_run_noise_scale",
-                        "Gradient noise scale B_simple = tr(Sigma) / |G|^2, in examples.");
-  s_->step = add("spotter_run_step", "Highest step any rank of the run reported.");
-  s_->loss = add("spotter_run_loss", "Mean training loss over the last evaluation interval.");
-  s_->lr = add("spotter_run_learning_rate", "Learning rate the trainers reported.");
-  s_->val = add("spotter_run_val_metric", "Latest validation metric the polish phase watches.");
-  s_->version = add("spotter_run_directive_version", "Version of the run's latest directive.");
-  for (Phase p : kPhases) {
-    s_->phase[static_cast<int>(p)] =
-        add("spotter_run_phase", "1 for the run's current phase, 0 for the others.",
-            {{"phase", PhaseName(p)}});
-  }
+RunMetrics::RunMetrics(RunMetricsExporter& exporter, const std::string& run)
+    : exporter_(exporter), entry_(std::make_unique<RunMetricsExporter::Entry>()) {
+  entry_->run = run;
+  entry_->values.fill(std::nan(""));
+  exporter_.Add(entry_.get());
 }
 
-RunMetrics::~RunMetrics() {
-  for (const Series::One& one : s_->all) one.family->Remove(one.gauge);
-}
+RunMetrics::~RunMetrics() { exporter_.Remove(entry_.get()); }
 
 void RunMetrics::SetSummary(const SpectrumSummary& c, double noise_scale) {
-  s_->effective_rank.gauge->Set(c.effective_rank.value);
-  s_->effective_rank_lower.gauge->Set(c.effective_rank.lower);
-  s_->effective_rank_upper.gauge->Set(c.effective_rank.upper);
-  s_->rank_fraction.gauge->Set(c.rank_fraction.value);
-  s_->pr.gauge->Set(c.participation_ratio.value);
-  s_->pr_lower.gauge->Set(c.participation_ratio.lower);
-  s_->pr_upper.gauge->Set(c.participation_ratio.upper);
-  s_->trace.gauge->Set(c.trace);
-  s_->top_eigenvalue.gauge->Set(c.top_eigenvalue.value);
-  s_->noise_scale.gauge->Set(noise_scale);
+  using E = RunMetricsExporter;
+  exporter_.Update(entry_.get(), [&](auto& v) {
+    v[E::kEffectiveRank] = c.effective_rank.value;
+    v[E::kEffectiveRankLower] = c.effective_rank.lower;
+    v[E::kEffectiveRankUpper] = c.effective_rank.upper;
+    v[E::kRankFraction] = c.rank_fraction.value;
+    v[E::kParticipationRatio] = c.participation_ratio.value;
+    v[E::kParticipationRatioLower] = c.participation_ratio.lower;
+    v[E::kParticipationRatioUpper] = c.participation_ratio.upper;
+    v[E::kGradientTrace] = c.trace;
+    v[E::kTopEigenvalue] = c.top_eigenvalue.value;
+    v[E::kNoiseScale] = noise_scale;
+  });
 }
 
 void RunMetrics::SetTraining(uint64_t step, double loss, double lr) {
-  s_->step.gauge->Set(static_cast<double>(step));
-  s_->loss.gauge->Set(loss);
-  s_->lr.gauge->Set(lr);
+  using E = RunMetricsExporter;
+  exporter_.Update(entry_.get(), [&](auto& v) {
+    v[E::kStep] = static_cast<double>(step);
+    v[E::kLoss] = loss;
+    v[E::kLearningRate] = lr;
+  });
 }
 
-void RunMetrics::SetValMetric(double value) { s_->val.gauge->Set(value); }
+void RunMetrics::SetValMetric(double value) {
+  exporter_.Update(entry_.get(),
+                   [&](auto& v) { v[RunMetricsExporter::kValMetric] = value; });
+}
 
 void RunMetrics::SetPhase(Phase phase, uint64_t version) {
-  for (Phase p : kPhases) {
-    s_->phase[static_cast<int>(p)].gauge->Set(p == phase ? 1.0 : 0.0);
-  }
-  s_->version.gauge->Set(static_cast<double>(version));
+  using E = RunMetricsExporter;
+  exporter_.Update(entry_.get(), [&](auto& v) {
+    for (Phase p : kPhases) {
+      v[E::kPhaseAcquisition + static_cast<int>(p)] = p == phase ? 1.0 : 0.0;
+    }
+    v[E::kDirectiveVersion] = static_cast<double>(version);
+  });
 }
 
 }  // namespace spotter

@@ -64,7 +64,7 @@ std::shared_ptr<Run> Run::Create(std::string name, v1::RunConfig config,
   std::shared_ptr<Run> run(new Run(std::move(name), std::move(config), deps));
   absl::MutexLock l(&run->mu_);
   run->created_at_ = deps.clock->Now();
-  run->metrics_ = std::make_unique<RunMetrics>(*deps.registry, run->name_);
+  run->metrics_ = std::make_unique<RunMetrics>(deps.metrics->runs(), run->name_);
   Decision d;
   d.plan = run->controller_.InitialPlan();
   d.from = d.to = Phase::kAcquisition;

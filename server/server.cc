@@ -36,7 +36,11 @@ Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 absl::StatusOr<std::unique_ptr<Server>> Server::BuildAndStart(const ServerOptions& options) {
   auto impl = std::make_unique<Impl>();
   impl->options = options;
-  impl->metrics = std::make_unique<ServerMetrics>(*impl->registry);
+  RunSeriesOptions run_series;
+  run_series.clock = options.clock;
+  run_series.idle_ttl = options.metrics_run_ttl;
+  run_series.max_runs = options.metrics_max_runs;
+  impl->metrics = std::make_unique<ServerMetrics>(*impl->registry, run_series);
   impl->pool = std::make_unique<EvalPool>(options.eval_threads, options.eval_queue);
   RunDeps deps;
   deps.clock = options.clock;

@@ -32,6 +32,11 @@ struct ServerOptions {
   size_t eval_queue = 100000;
   // Time source; not owned, must outlive the server.
   Clock* clock = Clock::Real();
+  // Per-run metric series of a run not updated for this long are removed
+  // until its next update; zero: only when the run ends.
+  absl::Duration metrics_run_ttl = absl::Minutes(30);
+  // Most runs with series on /metrics at once; 0: no cap.
+  size_t metrics_max_runs = 1000;
 };
 
 // Thread-safe.

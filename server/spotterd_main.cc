@@ -24,6 +24,10 @@ ABSL_FLAG(uint32_t, max_world_size, 65536, "most ranks in one run");
 ABSL_FLAG(uint32_t, max_runs, 10000, "most runs held at once");
 ABSL_FLAG(int64_t, max_message_bytes, 64 << 20, "largest gRPC message accepted, bytes");
 ABSL_FLAG(int32_t, eval_threads, 2, "threads computing spectral summaries");
+ABSL_FLAG(absl::Duration, metrics_run_ttl, absl::Minutes(30),
+          "remove a run's per-run metric series after this long without an update (0: only "
+          "when the run ends)");
+ABSL_FLAG(uint32_t, metrics_max_runs, 1000, "most runs exported on /metrics at once (0: no cap)");
 ABSL_FLAG(double, shutdown_grace_seconds, 5.0,
           "on SIGINT/SIGTERM, time left to running calls before they are cancelled");
 
@@ -52,6 +56,8 @@ int main(int argc, char** argv) {
   options.limits.max_runs = absl::GetFlag(FLAGS_max_runs);
   options.limits.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   options.eval_threads = absl::GetFlag(FLAGS_eval_threads);
+  options.metrics_run_ttl = absl::GetFlag(FLAGS_metrics_run_ttl);
+  options.metrics_max_runs = absl::GetFlag(FLAGS_metrics_max_runs);
 
   auto server = spotter::Server::BuildAndStart(options);
   if (!server.ok()) {
