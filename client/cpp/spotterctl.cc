@@ -1,6 +1,7 @@
 // spotterctl: inspect and steer the runs of a spotterd.
 #include <cmath>
 #include <cstdio>
+#include <fstream>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -13,6 +14,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
 #include "client/cpp/format.h"
+#include "client/cpp/plot.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
@@ -30,6 +32,9 @@ ABSL_FLAG(double, pin_lr, -1.0, "override: pin a constant learning rate (held un
 ABSL_FLAG(bool, natural_gradient, false, "override --pin_lr: with the natural-gradient optimizer");
 ABSL_FLAG(bool, release, false, "override: return the run to automatic control");
 ABSL_FLAG(std::string, reason, "", "override, finish: why (recorded in the run's history)");
+ABSL_FLAG(std::string, o, "", "plot: the PNG file to write");
+ABSL_FLAG(int32_t, width, 1200, "plot: image width, pixels");
+ABSL_FLAG(int32_t, height, 900, "plot: image height, pixels");
 
 namespace v1 = spotter::v1;
 
@@ -43,6 +48,8 @@ constexpr char kUsage[] =
     "  show RUN                              config, phase, directive, ranks, phase history\n"
     "  watch RUN [--history]                 stream points, transitions and directives live\n"
     "  trajectory RUN [--format=csv|json] [--since=STEP]\n"
+    "  plot RUN -o FILE.png [--width=1200] [--height=900] [--since=STEP]\n"
+    "                                        rank, PR, loss and LR against steps, one PNG\n"
     "  override RUN --phase=P [--hold] | --pin_lr=LR [--natural_gradient] | --release\n"
     "             [--reason=TEXT]\n"
     "  finish RUN [--reason=TEXT]            issue the final stop and close the run\n"
@@ -225,6 +232,39 @@ int Trajectory(v1::SpotterService::Stub& stub, const std::string& name) {
   return 0;
 }
 
+int Plot(v1::SpotterService::Stub& stub, const std::string& name) {
+  const std::string path = absl::GetFlag(FLAGS_o);
+  if (path.empty()) return Usage("plot needs -o FILE.png");
+  grpc::ClientContext ctx;
+  Deadline(&ctx);
+  v1::GetTrajectoryRequest req;
+  req.set_name(name);
+  req.set_since_step(absl::GetFlag(FLAGS_since));
+  v1::GetTrajectoryResponse resp;
+  if (grpc::Status s = stub.GetTrajectory(&ctx, req, &resp); !s.ok()) return Fail(s);
+  auto image =
+      spotter::DrawTrajectory(resp, name, absl::GetFlag(FLAGS_width), absl::GetFlag(FLAGS_height));
+  if (!image.ok()) {
+    std::cerr << "spotterctl: " << image.status().message() << "\n";
+    return 2;
+  }
+  auto png = spotter::EncodePng(*image);
+  if (!png.ok()) {
+    std::cerr << "spotterctl: " << png.status().message() << "\n";
+    return 2;
+  }
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(png->data(), static_cast<std::streamsize>(png->size()));
+  out.close();
+  if (!out) {
+    std::cerr << "spotterctl: cannot write " << path << "\n";
+    return 2;
+  }
+  std::printf("wrote %s (%dx%d, %d points, %d transitions)\n", path.c_str(), image->width,
+              image->height, resp.points_size(), resp.transitions_size());
+  return 0;
+}
+
 int Override(v1::SpotterService::Stub& stub, const std::string& name) {
   v1::OverridePhaseRequest req;
   req.set_name(name);
@@ -321,6 +361,7 @@ int main(int argc, char** argv) {
   if (cmd == "show") return Show(*stub, run);
   if (cmd == "watch") return Watch(*stub, run);
   if (cmd == "trajectory") return Trajectory(*stub, run);
+  if (cmd == "plot") return Plot(*stub, run);
   if (cmd == "override") return Override(*stub, run);
   if (cmd == "finish") return Finish(*stub, run);
   if (cmd == "delete") return Delete(*stub, run);
