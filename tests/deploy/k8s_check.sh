@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The Kubernetes base: `kubectl kustomize` renders it (no cluster needed), and
+# every object is validated against the kubernetes-models schemas
+# (validate_k8s.mjs). Also checks what the issue asks of it: named ports,
+# gRPC health probes, resource requests, the dashboard ConfigMap.
+# Usage: k8s_check.sh SOURCE_DIR NODE_DIR
+set -euo pipefail
+src=$1
+node=$2
+command -v kubectl >/dev/null || { echo "FAIL: kubectl missing"; exit 1; }
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+kubectl kustomize "$src/deploy/k8s/base" > "$tmp/all.yaml"
+cp "$src/tests/deploy/validate_k8s.mjs" "$node/"
+node "$node/validate_k8s.mjs" "$tmp/all.yaml"
+need() { grep -qE "$1" "$tmp/all.yaml" || { echo "FAIL: rendered base lacks: $2"; exit 1; }; }
+need '^kind: StatefulSet' "a StatefulSet"
+need '^kind: ServiceMonitor' "a ServiceMonitor"
+need '^  name: spotter-grafana-dashboard' "the dashboard ConfigMap"
+need '"uid": "spotter-run"' "the dashboard JSON in the ConfigMap"
+need '^ *-? ?name: grpc$' "a named grpc port"
+need '^ *-? ?name: metrics$' "a named metrics port"
+[ "$(grep -cE '^ +grpc:$' "$tmp/all.yaml")" -eq 3 ] || { echo "FAIL: 3 gRPC health probes"; exit 1; }
+need '^ +requests:$' "resource requests"
+need 'runAsNonRoot: true' "a non-root pod"
+# The validation must be able to fail.
+sed 's/containerPort: 50051/containerPort: grpc/' "$tmp/all.yaml" > "$tmp/bad.yaml"
+if node "$node/validate_k8s.mjs" "$tmp/bad.yaml" > /dev/null 2>&1; then
+  echo "FAIL: the schema validation accepted a string containerPort"; exit 1
+fi
+echo "PASS"
