@@ -1,5 +1,6 @@
 #include "core/sketch/projection.h"
 
+#include <algorithm>
 #include <cmath>
 #include <numbers>
 #include <vector>
@@ -24,6 +25,30 @@ class CountSketchProjection final : public Projection {
     }
     for (uint32_t b = 0; b < output_dim(); ++b) y[b] = static_cast<float>(acc[b]);
   }
+
+  void ApplyRows(const Eigen::Ref<const RowMatrixXf>& x,
+                 Eigen::Ref<RowMatrixXf> y) const override {
+    const Eigen::Index m = x.rows();
+    const uint32_t k = output_dim();
+    RowMatrixXd acc = RowMatrixXd::Zero(m, k);
+    std::vector<CountSketchCell> cells;
+    // Coordinates in blocks: the cells of a block are hashed once, then each
+    // row adds the block's coordinates in increasing order.
+    constexpr uint64_t kBlock = 4096;
+    for (uint64_t j0 = 0; j0 < input_dim(); j0 += kBlock) {
+      const uint64_t n = std::min<uint64_t>(kBlock, input_dim() - j0);
+      cells.resize(n);
+      for (uint64_t j = 0; j < n; ++j) cells[j] = CountSketchAt(seed(), j0 + j, k);
+      for (Eigen::Index i = 0; i < m; ++i) {
+        const float* xi = x.row(i).data() + j0;
+        double* ai = acc.row(i).data();
+        for (uint64_t j = 0; j < n; ++j) {
+          ai[cells[j].bucket] += static_cast<double>(cells[j].sign) * static_cast<double>(xi[j]);
+        }
+      }
+    }
+    y = acc.cast<float>();
+  }
 };
 
 class GaussianProjection final : public Projection {
@@ -40,6 +65,24 @@ class GaussianProjection final : public Projection {
     }
     const double scale = 1.0 / std::sqrt(static_cast<double>(k));
     for (uint32_t b = 0; b < k; ++b) y[b] = static_cast<float>(acc[b] * scale);
+  }
+
+  void ApplyRows(const Eigen::Ref<const RowMatrixXf>& x,
+                 Eigen::Ref<RowMatrixXf> y) const override {
+    const Eigen::Index m = x.rows();
+    const uint32_t k = output_dim();
+    RowMatrixXd acc = RowMatrixXd::Zero(m, k);
+    std::vector<double> z(k);
+    for (uint64_t j = 0; j < input_dim(); ++j) {
+      for (uint32_t b = 0; b < k; ++b) z[b] = GaussianEntry(seed(), j, b, k);
+      for (Eigen::Index i = 0; i < m; ++i) {
+        const double xij = x(i, static_cast<Eigen::Index>(j));
+        double* ai = acc.row(i).data();
+        for (uint32_t b = 0; b < k; ++b) ai[b] += z[b] * xij;
+      }
+    }
+    const double scale = 1.0 / std::sqrt(static_cast<double>(k));
+    y = (acc * scale).cast<float>();
   }
 };
 

@@ -50,9 +50,11 @@ class Projection {
   virtual void Apply(absl::Span<const float> x, absl::Span<float> y) const = 0;
 
   // Y = X S^T for a batch of row vectors. Precondition: x.cols() ==
-  // input_dim(), y has x.rows() rows and output_dim() columns.
-  void ApplyRows(const Eigen::Ref<const RowMatrixXf>& x,
-                 Eigen::Ref<RowMatrixXf> y) const;
+  // input_dim(), y has x.rows() rows and output_dim() columns. Bit for bit
+  // the same as Apply on each row (the same sums in the same order); the
+  // hash (or Gaussian entry) of each coordinate is computed once per batch.
+  virtual void ApplyRows(const Eigen::Ref<const RowMatrixXf>& x,
+                         Eigen::Ref<RowMatrixXf> y) const;
 
   ProjectionKind kind() const { return kind_; }
   uint64_t seed() const { return seed_; }

@@ -23,10 +23,13 @@ constexpr double kMaxScale = 1e12;
 
 // Columns per float32 panel of the Gram matrix; the panels are summed in
 // double, so an entry's rounding error is that of a kGramPanel-term float dot
-// product.
-constexpr int kGramPanel = 128;
-// Columns per block of the in-place product W * B of a shrink.
+// product. Shorter panels tighten the rounding bound (gamma_32 = 1.9e-6) at
+// some speed (docs/PERFORMANCE.md).
+constexpr int kGramPanel = 32;
+// Columns per block of the in-place product W * B of a shrink, and the depth
+// of its float32 partial products (summed in double, rounded once).
 constexpr int kProductBlock = 256;
+constexpr int kProductDepth = 32;
 
 // gamma_n = n u / (1 - n u) (Higham, Accuracy and Stability, 2nd ed., 3.4):
 // the relative error bound of an n-term float32 dot product.
@@ -180,25 +183,35 @@ void FrequentDirections::Shrink() {
     const double s = lam[i] > shrink ? std::sqrt((lam[i] - shrink) / lam[i]) : 0.0;
     w.row(i) = (u.col(i) * s).transpose().cast<float>();
   }
-  // Rounding of fl(W B): |fl(W~ B) - W B| <= gamma_{n+1} |W||B| entrywise, so
-  // ||F||_2 <= gamma_{n+1} || |W| ||_2 ||B||_F with
-  // || |W| ||_2 <= sqrt(||W||_1 ||W||_inf); and
+  // Rounding of fl(W B), computed as float partial products of depth
+  // kProductDepth summed in double and rounded once: with the rounding of W
+  // itself, |fl(W B) - W B| <= gamma_{kProductDepth + 2} |W||B| entrywise, so
+  // ||F||_2 <= gamma || |W||B| ||_2 with || |W||B| ||_2 <= || |W| ||_2 ||B||_F
+  // and || |W| ||_2 <= sqrt(||W||_1 ||W||_inf); finally
   // ||(WB + F)^T (WB + F) - (WB)^T WB|| <= 2 ||WB|| ||F|| + ||F||^2.
   const Eigen::MatrixXf wa = w.cwiseAbs();
   const double abs_w = std::sqrt(static_cast<double>(wa.colwise().sum().maxCoeff()) *
                                  static_cast<double>(wa.rowwise().sum().maxCoeff())) *
                        (1.0 + 4.0 * kU);
-  const double f = Gamma(n + 1) * abs_w * std::sqrt(norm + gram_error);
+  const double f = Gamma(kProductDepth + 2) * abs_w * std::sqrt(norm + gram_error);
   const double wb_norm = std::sqrt(std::max(top.top_value, 0.0) + gram_error + solver_error);
   const double product_error = 2.0 * wb_norm * f + f * f;
 
   // B <- W B in place, a block of columns at a time (each block of B is read
   // in full before it is overwritten).
-  RowMatrixXf tmp(keep, std::min(kProductBlock, dim_));
+  const int block = std::min(kProductBlock, dim_);
+  RowMatrixXf part(keep, block);
+  RowMatrixXd acc(keep, block);
   for (int j = 0; j < dim_; j += kProductBlock) {
     const int cols = std::min(kProductBlock, dim_ - j);
-    tmp.leftCols(cols).noalias() = w * buf_.block(0, j, n, cols);
-    buf_.block(0, j, keep, cols) = tmp.leftCols(cols);
+    acc.leftCols(cols).setZero();
+    for (int d = 0; d < n; d += kProductDepth) {
+      const int depth = std::min(kProductDepth, n - d);
+      part.leftCols(cols).noalias() =
+          w.middleCols(d, depth) * buf_.block(d, j, depth, cols);
+      acc.leftCols(cols) += part.leftCols(cols).cast<double>();
+    }
+    buf_.block(0, j, keep, cols) = acc.leftCols(cols).cast<float>();
   }
   used_ = keep;
   delta_ += shrink * scale_;

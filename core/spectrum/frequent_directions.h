@@ -95,6 +95,8 @@ class FrequentDirections {
   int64_t shrinks() const { return shrinks_; }
 
  private:
+  friend struct CheckpointAccess;  // core/spectrum/checkpoint.cc
+
   // Shrinks the full buffer to sketch_rows_ rows.
   void Shrink();
   // Copies rows * sqrt(weight) into the buffer, shrinking when it is full.

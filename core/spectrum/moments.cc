@@ -7,14 +7,15 @@
 namespace spotter {
 
 GradientMoments::GradientMoments(int dim, int sketch_rows)
-    : centred(dim, sketch_rows), means(dim, sketch_rows) {}
+    : centred(dim, sketch_rows), means(dim, std::min(sketch_rows, kMeanSketchRows)) {}
 
 void GradientMoments::AddBatch(const Eigen::Ref<const RowMatrixXf>& x,
                                double samples_per_row) {
   const Eigen::Index m = x.rows();
   const Eigen::Index k = x.cols();
   if (m == 0) return;
-  // Mean and raw trace, accumulated in double.
+  // Mean and raw trace, accumulated in double (float products are exact in
+  // double).
   Eigen::VectorXd mean = Eigen::VectorXd::Zero(k);
   double raw = 0.0;
   for (Eigen::Index i = 0; i < m; ++i) {
@@ -26,15 +27,20 @@ void GradientMoments::AddBatch(const Eigen::Ref<const RowMatrixXf>& x,
   }
   mean /= static_cast<double>(m);
   const double mean_sq = mean.squaredNorm();
-  // sum_i |x_i - mu|^2 = sum_i |x_i|^2 - m |mu|^2, computed directly for
-  // accuracy since the two terms can nearly cancel.
+  // Centre in double and round once to float (the one input rounding the FD
+  // rounding bound allows); the centred trace is taken from the double values
+  // (computing it as sum |x|^2 - m |mu|^2 would cancel catastrophically).
   double centred_tr = 0.0;
   if (m >= 2) {
-    const Eigen::RowVectorXf mu = mean.cast<float>().transpose();
-    RowMatrixXf c = x.rowwise() - mu;
+    RowMatrixXf c(m, k);
     for (Eigen::Index i = 0; i < m; ++i) {
-      const float* r = c.row(i).data();
-      for (Eigen::Index j = 0; j < k; ++j) centred_tr += static_cast<double>(r[j]) * r[j];
+      const float* r = x.row(i).data();
+      float* out = c.row(i).data();
+      for (Eigen::Index j = 0; j < k; ++j) {
+        const double v = static_cast<double>(r[j]) - mean[j];
+        centred_tr += v * v;
+        out[j] = static_cast<float>(v);
+      }
     }
     centred.Append(c);
     const double md = static_cast<double>(m);

@@ -20,7 +20,16 @@ namespace spotter {
 //   traces, degrees of freedom and the unbiased |G|^2 terms below.
 // All first-order sums scale by f under Scale(f); sums of squared weights by
 // f^2. Merging adds everything. Not thread-safe; copyable.
+//
+// Memory: the centred sketch holds 2 * sketch_rows rows of dim floats, the
+// means sketch 2 * min(sketch_rows, kMeanSketchRows) rows.
 struct GradientMoments {
+  // Rows the sketch of batch means keeps. The means enter only the uncentred
+  // second moment; their sketch error is certified like any other (its delta
+  // adds to the second moment's), and a small sketch keeps a rank's memory
+  // close to the covariance sketch's 2 * sketch_rows * dim * 4 bytes.
+  static constexpr int kMeanSketchRows = 4;
+
   GradientMoments(int dim, int sketch_rows);
 
   // Adds one batch (rows x dim, rows >= 1) with weight 1. samples_per_row: the
@@ -84,6 +93,8 @@ class RankAccumulator {
   bool empty() const { return segments_.empty(); }
 
  private:
+  friend struct CheckpointAccess;  // core/spectrum/checkpoint.cc
+
   struct Segment {
     uint64_t index;  // kFixed: step / segment_steps_; kExponential: 0
     GradientMoments moments;

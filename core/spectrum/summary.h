@@ -7,14 +7,16 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/spectrum/frequent_directions.h"
 #include "core/spectrum/moments.h"
 #include "core/types.h"
 
 namespace spotter {
 
 // A point estimate and the interval [lower, upper] the sketch guarantees for
-// the observed (projected, sampled) covariance. censored: the sketch cannot
-// resolve the value; value == lower is then a lower bound only.
+// the observed (projected, sampled, decayed) covariance. censored: the sketch
+// cannot resolve the value; value == lower is then a lower bound only and
+// upper is what is still possible (+inf for the participation ratio).
 struct Estimate {
   double value = 0.0;
   double lower = 0.0;
@@ -22,8 +24,10 @@ struct Estimate {
   bool censored = false;
 };
 
+// How spectra are summarised (docs/DIAGNOSTICS.md).
 struct SpectrumOptions {
-  // Fraction of the trace the effective rank must hold (0.9 gives r90).
+  // Fraction of the trace the effective rank must hold (0.9 gives r90), in
+  // (0, 1].
   double mass = 0.9;
   // FD sketch size l, the denominator of the rank fraction.
   int sketch_rows = 64;
@@ -34,30 +38,52 @@ struct SpectrumOptions {
   // Correct the PR for the projection's bias.
   bool correct_projection = true;
   // Effective number of samples (dof) for the sample-size correction of the
-  // PR; <= 1 disables it.
+  // PR; <= 1 disables it. Summarize() fills it in from the moments.
   double effective_samples = 0.0;
+  // Point estimate of each held eigenvalue: the sketch value plus this
+  // fraction of the FD shrinkage Delta, never more than the trace allows. In
+  // [0, 1]. 1: a direction the sketch held throughout lost exactly Delta
+  // (docs/DIAGNOSTICS.md); 0.5 is robust FD's minimax choice (Luo et al.
+  // 2016), which biases the PR up and r90 down (see the accuracy table).
+  double point_shift = 1.0;
+  // The point r90 is reported only when the sketch CERTIFIES at least
+  // (mass - censor_slack) of the trace within that many eigenvalues;
+  // otherwise effective_rank is censored (a lower bound). Keeps a flat
+  // spectrum, whose mass the sketch cannot hold, from ever being reported as
+  // a small rank. In [0, mass).
+  double censor_slack = 0.05;
 };
 
+// The summary of one covariance, per sample (sums divided by the normaliser).
 struct SpectrumSummary {
   bool valid = false;  // false when there was no data (all fields NaN/empty)
-  double trace = 0.0;  // per sample
+  double trace = 0.0;  // exact
   Estimate top_eigenvalue;
-  Estimate effective_rank;
-  Estimate rank_fraction;
-  Estimate participation_ratio;  // bias-corrected
+  Estimate effective_rank;  // r90 (options.mass)
+  Estimate rank_fraction;   // effective_rank / sketch_rows
+  // Bias-corrected estimate of the PR of the unprojected population
+  // covariance; the interval is the image of the certified interval of the
+  // observed tr(C^2) under the (deterministic) correction.
+  Estimate participation_ratio;
+  // Participation ratio of the observed covariance, uncorrected, with the
+  // interval the sketch certifies (participation_ratio_raw is its value).
+  Estimate participation_ratio_observed;
   double participation_ratio_raw = 0.0;
   Estimate stable_rank;
-  std::vector<double> eigenvalues;  // per sample, largest first
-  double eigenvalue_error = 0.0;    // certified additive error, per sample
+  // Lower ends of the certified eigenvalue intervals, largest first (at most
+  // sketch_rows of them, zeros dropped); every eigenvalue lies in
+  // [eigenvalues[i], eigenvalues[i] + eigenvalue_error] (0 beyond the list).
+  std::vector<double> eigenvalues;
+  double eigenvalue_error = 0.0;  // certified additive error: Delta + 2 rho
 };
 
-// Summarises a covariance given by the sketch eigenvalues `sketch_eig`
-// (largest first, of B^T B), the FD error bound `delta`, the exact trace of
-// A^T A and the normaliser (number of samples or dof) that turns sums into a
-// per-sample covariance. normaliser <= 0 or trace <= 0 gives valid == false.
-SpectrumSummary SummarizeSpectrum(const std::vector<double>& sketch_eig,
-                                  double delta, double trace, double normaliser,
-                                  const SpectrumOptions& options);
+// Summarises a covariance given by a certified sketch spectrum (eigenvalues
+// of B^T B with the FD bound delta and the rounding bound rho), the exact
+// trace of A^T A and the normaliser (number of samples or dof) that turns
+// sums into a per-sample covariance. normaliser <= 0 or trace <= 0 gives
+// valid == false.
+SpectrumSummary SummarizeSpectrum(const SketchSpectrum& sketch, double trace,
+                                  double normaliser, const SpectrumOptions& options);
 
 // Everything one evaluation reports.
 struct Diagnostics {
@@ -75,11 +101,15 @@ struct Diagnostics {
 Diagnostics Summarize(const GradientMoments& moments, SpectrumOptions options);
 
 // Participation ratio corrections (docs/DIAGNOSTICS.md). Given the observed
-// T1 = tr(C) and T2 = tr(C^2) of a covariance estimated from n dof and
-// projected to k dims, returns the estimate of (tr Sigma)^2 / tr(Sigma^2) of
-// the unprojected population covariance. Returns +inf when the observed
-// spectrum is too flat for n and k to resolve (the corrected tr(Sigma^2) is
-// not positive).
+// t1 = tr(C) and t2 = tr(C^2) of a covariance estimated from n effective
+// samples and projected to k dims, returns the estimate of
+// (tr Sigma)^2 / tr(Sigma^2) of the unprojected population covariance: both
+// effects have the Wishart form E tr(C^2) = (1 + 1/n) T2 + T1^2 / n,
+// E tr(C)^2 = T1^2 + 2 T2 / n, which is inverted for n (if n > 1) and for k
+// (if correct_projection and k > 1). For CountSketch the form holds up to
+// terms in sum_i Sigma_ii^2 that vanish for delocalised eigenvectors.
+// Returns +inf when the observed spectrum is too flat for n and k to resolve
+// (the corrected tr(Sigma^2) is not positive).
 double CorrectParticipationRatio(double t1, double t2, double n, int k,
                                  ProjectionKind projection, bool correct_projection);
 
