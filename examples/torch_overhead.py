@@ -7,21 +7,27 @@ examples/torch_transformer.py, Fashion-MNIST-shaped batches, CPU).
 
 Step time: every configuration keeps its own model, optimizer and Monitor (one
 run each on one live spotterd); configurations are interleaved in `rounds`
-rounds of `steps` timed steps (after warm-up), so a load change on the machine
-hits all of them alike. Reported: the median step time per configuration and
-its overhead over the plain loop. A configuration "stalled" repeats
-per-example/every-10 with the server frozen (SIGSTOP): uploads queue and drop,
-the step must not wait for the network.
+rounds of `steps` timed steps (after warm-up, `steps` a multiple of 10 so every
+round holds whole sketch periods), so a load change on the machine hits all of
+them alike. Per step it records the wall time and the process CPU time (all
+threads: the session's sender thread included), and reports the mean over all
+steps (sketch steps included: the added time per step on average) and the
+median, each with its overhead over the plain loop. On a shared machine the CPU
+time is the robust measure: wall time also counts waiting for a core. A
+configuration "stalled" repeats per-example/every-10 with its server frozen
+(SIGSTOP): uploads queue, the step must not wait for the network.
 
-Peak memory (--memory): each configuration runs alone in a fresh process for
-`steps` steps; the report gives ru_maxrss and the difference to the plain loop.
+Peak memory (--memory): each configuration runs alone in a fresh process:
+after the model and data exist, VmRSS is read and the peak (VmHWM) reset
+(/proc/self/clear_refs), then the Monitor is built and `steps` steps run; the
+report gives the median over --memory_repeats processes of the peak increase
+over that baseline, and its difference to the plain loop's.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import resource
 import signal
 import statistics
 import subprocess
@@ -91,6 +97,7 @@ def timing(args):
     trainers = {n: Trainer(n, stalled_server.target if n.startswith("stalled") else server.target,
                            args.batch) for n in names}
     times = {n: [] for n in names}
+    cpu = {n: [] for n in names}
     try:
         for t in trainers.values():  # warm-up (also fills caches, hashes)
             for _ in range(10):
@@ -99,9 +106,10 @@ def timing(args):
         for r in range(args.rounds):
             for n, t in trainers.items():
                 for _ in range(args.steps):
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), time.process_time()
                     t.step()
                     times[n].append(time.perf_counter() - t0)
+                    cpu[n].append(time.process_time() - c0)
         stalled_stats = trainers["stalled:per_example/every_10"].mon.stats()
     finally:
         os.kill(stalled_server.proc.pid, signal.SIGCONT)
@@ -109,28 +117,45 @@ def timing(args):
             t.close()
         server.stop()
         stalled_server.stop()
-    base = statistics.median(times["plain"])
     out = {}
     for n in names:
-        med = statistics.median(times[n])
-        # Mean over whole sketch periods (a sketch step is costlier than the rest).
-        mean = statistics.fmean(times[n])
-        out[n] = dict(median_ms=1e3 * med, mean_ms=1e3 * mean,
-                      overhead_median=med / base - 1,
-                      overhead_mean=mean / statistics.fmean(times["plain"]) - 1,
-                      steps=len(times[n]))
+        row = dict(steps=len(times[n]))
+        for label, series in (("wall", times), ("cpu", cpu)):
+            mean, med = statistics.fmean(series[n]), statistics.median(series[n])
+            row[f"{label}_mean_ms"] = 1e3 * mean
+            row[f"{label}_median_ms"] = 1e3 * med
+            row[f"{label}_overhead_mean"] = mean / statistics.fmean(series["plain"]) - 1
+            row[f"{label}_overhead_median"] = med / statistics.median(series["plain"]) - 1
+        out[n] = row
     out["stalled:per_example/every_10"]["session"] = {
         k: stalled_stats["session"][k] for k in ("enqueued", "dropped", "queued", "connected")}
     return out
 
 
+def _status_kib(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(field)
+
+
 def memory_child(args):
-    """Runs one configuration alone; prints its peak RSS (KiB)."""
+    """Runs one configuration alone; prints its peak RSS increase (KiB)."""
+    import gc
+    from spotter.torch import Monitor  # noqa: F401  (imports done before the baseline)
+    torch.manual_seed(0)
+    base_model = ViT()
+    del base_model
+    gc.collect()
+    base = _status_kib("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset VmHWM to the current RSS
     t = Trainer(args.memory_child, args.target, args.batch)
     for _ in range(args.steps):
         t.step()
+    peak = _status_kib("VmHWM")
     t.close()
-    print(json.dumps({"maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+    print(json.dumps({"baseline_kib": base, "peak_kib": peak, "peak_increase_kib": peak - base}))
 
 
 def memory(args):
@@ -139,16 +164,20 @@ def memory(args):
     out = {}
     try:
         for n in CONFIGS:
-            r = subprocess.run([sys.executable, __file__, "--spotterd", args.spotterd,
-                                "--memory_child", n, "--target", server.target,
-                                "--steps", str(args.steps), "--batch", str(args.batch)],
-                               capture_output=True, text=True, check=True)
-            out[n] = json.loads(r.stdout.strip().splitlines()[-1])
+            runs = []
+            for _ in range(args.memory_repeats):
+                r = subprocess.run([sys.executable, __file__, "--spotterd", args.spotterd,
+                                    "--memory_child", n, "--target", server.target,
+                                    "--steps", str(args.steps), "--batch", str(args.batch)],
+                                   capture_output=True, text=True, check=True)
+                runs.append(json.loads(r.stdout.strip().splitlines()[-1]))
+            out[n] = dict(peak_increase_kib=statistics.median(x["peak_increase_kib"] for x in runs),
+                          runs=[x["peak_increase_kib"] for x in runs])
     finally:
         server.stop()
-    base = out["plain"]["maxrss_kib"]
+    base = out["plain"]["peak_increase_kib"]
     for n in out:
-        out[n]["delta_mib"] = (out[n]["maxrss_kib"] - base) / 1024
+        out[n]["added_over_plain_mib"] = (out[n]["peak_increase_kib"] - base) / 1024
     return out
 
 
@@ -160,6 +189,8 @@ def main():
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--memory", action="store_true")
+    ap.add_argument("--memory_repeats", type=int, default=3,
+                    help="fresh processes per configuration; the median is reported")
     ap.add_argument("--memory_child")
     ap.add_argument("--target")
     ap.add_argument("--out")

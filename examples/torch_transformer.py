@@ -279,6 +279,22 @@ def plot(results, out_dir):
         plt.close(fig)
 
 
+def markdown(summary):
+    """The results table of docs/EXPERIMENTS.md, from results.json."""
+    rows = ["| schedule | seeds | test accuracy (mean +- sd) | best val accuracy | steps used "
+            "| steps to target (per seed) | reached | wall s / run |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for m in ("constant", "two_step", "ng_only", "three_phase"):
+        t = summary["methods"].get(m)
+        if not t:
+            continue
+        reach = ", ".join("-" if s is None else str(s) for s in t["steps_to_target"])
+        rows.append(f"| {m} | {t['seeds']} | {100 * t['test_accuracy_mean']:.2f} +- "
+                    f"{100 * t['test_accuracy_std']:.2f} | {100 * t['best_val_accuracy_mean']:.2f} | "
+                    f"{t['steps_used_mean']:.0f} | {reach} | {t['reached']} | {t['wall_seconds_mean']:.0f} |")
+    return "\n".join(rows)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--spotterd", required=True, help="the spotterd binary")
@@ -293,7 +309,11 @@ def main():
     ap.add_argument("--sketch_every", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="docs/experiments/torch_transformer")
+    ap.add_argument("--table", action="store_true", help="print the markdown table of --out's results.json")
     args = ap.parse_args()
+    if args.table:
+        print(markdown(json.load(open(os.path.join(args.out, "results.json")))))
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     from spotter.testing import Spotterd
