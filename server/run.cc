@@ -16,6 +16,10 @@ constexpr double kCadenceAlpha = 0.3;
 // The step rate is measured over at least this long, so bursts of uploads
 // (a trainer catching up) do not read as absurd rates.
 constexpr absl::Duration kRateBaseline = absl::Seconds(1);
+// Until a rank's first full baseline, its rate since its first upload, once
+// that spans this long: directives issued in a run's first second must cover
+// the delivery budget too.
+constexpr absl::Duration kProvisionalBaseline = absl::Milliseconds(100);
 }  // namespace
 
 struct RankState {
@@ -41,7 +45,7 @@ struct RankState {
   uint64_t last_upload_step = 0;
   absl::Time rate_anchor_time;  // start of the current rate baseline
   uint64_t rate_anchor_step = 0;
-  double rate = 0.0;  // steps per second, over >= kRateBaseline (EMA)
+  double rate = 0.0;  // steps per second, over >= kRateBaseline (EMA); provisional before
   bool rate_known = false;
   double gap = 0.0;   // steps between consecutive uploads (EMA)
   int cadence_samples = 0;
@@ -124,16 +128,11 @@ absl::StatusOr<RankState*> Run::Join(const v1::Hello& hello, RunObserver* observ
   }
   welcome.set_phase(ToProto(controller_.phase()));
   observer->OnWelcome(welcome);
-  // The directive in force now, then every later one, newer than what the
-  // stream already holds.
-  size_t first = 0;
-  for (size_t i = 0; i < directives_.size(); ++i) {
-    if (directives_[i].effective_step <= max_step_) first = i;
-  }
-  for (size_t i = first; i < directives_.size(); ++i) {
-    if (directives_[i].version > hello.last_directive_version()) {
-      observer->OnDirective(ToProto(directives_[i]));
-    }
+  // Every directive newer than what the stream already holds, the older
+  // ones too: a rank resuming from a checkpoint before the current
+  // directive's effective_step needs the one in force at its own step.
+  for (const Directive& d : directives_) {
+    if (d.version > hello.last_directive_version()) observer->OnDirective(ToProto(d));
   }
   if (state_ != v1::RUN_STATE_ACTIVE) {
     observer->OnEnded(state_);
@@ -204,6 +203,9 @@ std::optional<Rejection> Run::Ingest(RankState* rank, const v1::SketchBatch& b,
       rank->rate_known = true;
       rank->rate_anchor_time = now;
       rank->rate_anchor_step = b.step();
+    } else if (!rank->rate_known && span >= kProvisionalBaseline) {
+      rank->rate = static_cast<double>(b.step() - rank->rate_anchor_step) /
+                   absl::ToDoubleSeconds(span);
     }
   }
   max_step_ = std::max(max_step_, b.step());

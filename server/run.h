@@ -65,9 +65,9 @@ class Run : public std::enable_shared_from_this<Run> {
   const v1::RunConfig& config() const { return config_; }
 
   // A stream's Hello: checks the rank and projection and attaches `observer`,
-  // which first gets the Welcome, then the directive in force and any later
-  // ones newer than hello.last_directive_version, then (if the run has ended)
-  // OnEnded. Returns the rank's handle for the calls below.
+  // which first gets the Welcome, then every directive newer than
+  // hello.last_directive_version (in version order), then (if the run has
+  // ended) OnEnded. Returns the rank's handle for the calls below.
   // INVALID_ARGUMENT: rank out of range. FAILED_PRECONDITION: projection spec
   // differs from the run's.
   absl::StatusOr<RankState*> Join(const v1::Hello& hello, RunObserver* observer);
