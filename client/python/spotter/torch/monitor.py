@@ -61,6 +61,7 @@ class Applied:
     lr: float              # the LR at that step
     optimizer: str         # "keep" or "natural_gradient"
     late: bool             # received after its effective_step had passed
+    generation: int = 0    # > 0: from a run the server re-created (see RunSession)
 
 
 class Monitor:
@@ -216,7 +217,8 @@ class Monitor:
                 self._applied_key = d.key
                 late = d.effective_step < t and bool(self.applied)
                 self._stats["late_directives"] += int(late)
-                self.applied.append(Applied(t, d.version, d.phase, self.lr, d.optimizer.kind, late))
+                self.applied.append(Applied(t, d.version, d.phase, self.lr, d.optimizer.kind, late,
+                                            d.generation))
                 log.info("spotter: step %d: applying directive v%d (%s, lr %.4g, %s)%s", t,
                          d.version, d.phase, self.lr, d.optimizer.kind,
                          " LATE: effective_step was %d" % d.effective_step if late else "")
