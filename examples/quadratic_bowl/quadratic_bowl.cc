@@ -1,0 +1,721 @@
+// The closed-loop reproduction of the seed paper's table 5.1 (appendix B.1):
+// the overparameterized quadratic bowl (bowl.h) trained by SGD with momentum
+// under four arms, steps to an excess loss below 1e-6:
+//
+//   constant          constant LR
+//   two_step          LR x 0.1 at 50% and again at 75% of the planned steps
+//   natural_gradient  the exact damped natural gradient from step 0, constant LR
+//   three_phase       whatever a real spotterd directs, over gRPC: this
+//                     trainer sketches its per-example gradients with the
+//                     run's CountSketch, uploads them with its loss and a
+//                     validation loss, and applies the directive in force
+//                     at every step (LR schedule, optimizer, stop)
+//
+// Each arm's (peak) LR is tuned on a grid with separate tuning seeds, by the
+// median steps to target; the chosen LR then runs on the evaluation seeds.
+// Writes CSV files and a summary table into --out; --check turns it into a
+// test of the closed loop (CI).
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <limits>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "client/cpp/run_session.h"
+#include "core/sketch/projection.h"
+#include "examples/quadratic_bowl/bowl.h"
+#include "grpcpp/grpcpp.h"
+#include "proto/convert/directive.h"
+#include "spotter/v1/spotter.grpc.pb.h"
+
+ABSL_FLAG(std::string, server, "", "spotterd address host:port (needed by the three_phase arm)");
+ABSL_FLAG(std::string, arms, "constant,two_step,natural_gradient,three_phase", "arms to run");
+ABSL_FLAG(uint32_t, seeds, 10, "evaluation seeds per arm (seeds 1..N)");
+ABSL_FLAG(uint32_t, tune_seeds, 3, "tuning seeds per grid point (seeds 1001..)");
+ABSL_FLAG(std::string, lr_grid, "0.001,0.002,0.005,0.01,0.02,0.05,0.1,0.2,0.3",
+          "(peak) learning rates every arm is tuned over");
+ABSL_FLAG(std::string, lr, "",
+          "fixed LRs that skip tuning, e.g. three_phase=0.01,constant=0.1");
+ABSL_FLAG(uint64_t, steps, 5000, "planned optimizer steps (the budget of every run)");
+ABSL_FLAG(double, target, 1e-6, "excess-loss target");
+ABSL_FLAG(double, momentum, 0.9, "heavy-ball momentum of every arm");
+ABSL_FLAG(double, damping, 1e-3, "natural-gradient damping (both natural-gradient arms)");
+ABSL_FLAG(double, condition, 1000.0, "condition number of the 20-D quadratic");
+ABSL_FLAG(double, label_noise, 0.01, "label-noise std s (the gradient-noise floor)");
+ABSL_FLAG(uint32_t, batch, 16, "examples per step (= sketch rows per upload)");
+ABSL_FLAG(uint32_t, sketch_dim, 128, "three_phase: sketch dimension k");
+ABSL_FLAG(uint32_t, sketch_rows, 64, "three_phase: Frequent Directions rows l");
+ABSL_FLAG(uint32_t, eval_every, 10, "three_phase: spotterd evaluation interval, steps");
+ABSL_FLAG(uint32_t, val_every, 50, "three_phase: steps between validation reports");
+ABSL_FLAG(double, val_min_delta, 1e-7, "three_phase: POLISH stop, least validation improvement");
+ABSL_FLAG(double, delivery_budget, 0.2, "three_phase: seconds a directive may take to arrive");
+ABSL_FLAG(double, three_phase_warmup, 0.0,
+          "three_phase: the run's phase.warmup_fraction (0: the server default, 0.15)");
+ABSL_FLAG(uint32_t, step_us, 4000, "three_phase: wall time per step, microseconds (pacing)");
+ABSL_FLAG(uint32_t, parallel, 4, "runs in flight at once");
+ABSL_FLAG(uint32_t, curve_every, 10, "steps between recorded curve points");
+ABSL_FLAG(std::string, out, "quadratic_bowl_out", "output directory");
+ABSL_FLAG(std::string, run_prefix, "", "prefix of spotterd run names (default: a timestamp)");
+ABSL_FLAG(bool, check, false,
+          "exit 1 unless every three_phase run passed through acquisition, refinement "
+          "and polish, got every directive before its effective step, switched exactly "
+          "at it, and reached the target");
+
+namespace v1 = spotter::v1;
+using spotter::examples::BowlOptions;
+using spotter::examples::Minibatch;
+using spotter::examples::MomentumSgd;
+using spotter::examples::QuadraticBowl;
+using spotter::examples::StepPlan;
+
+namespace {
+
+constexpr const char* kArms[] = {"constant", "two_step", "natural_gradient", "three_phase"};
+// The seed paper's section 5.1: steps to loss < 1e-6 out of 5000.
+const std::map<std::string, int> kPaper = {
+    {"constant", 4800}, {"two_step", 3900}, {"natural_gradient", 3500}, {"three_phase", 3100}};
+
+struct Options {
+  BowlOptions bowl;
+  uint64_t steps = 5000;
+  double target = 1e-6;
+  double momentum = 0.9;
+  double damping = 1e-3;
+  uint32_t curve_every = 10;
+};
+
+struct CurvePoint {
+  uint64_t step;
+  double loss, r90, pr;
+};
+
+// What a three_phase trainer saw of one directive.
+struct DirectiveLog {
+  uint64_t version = 0;
+  uint64_t effective_step = 0;
+  int64_t seen_at = -1;          // trainer step at which it was first in the mailbox
+  int64_t first_applied = -1;    // first step trained under it
+};
+
+struct RunResult {
+  std::string arm;
+  uint64_t seed = 0;
+  double lr = 0;
+  int64_t hit = -1;  // steps to target; -1: not within the budget
+  uint64_t steps_run = 0;
+  double final_loss = 0;
+  bool stopped = false;  // by a STOP directive
+  std::vector<CurvePoint> curve;
+  std::map<uint64_t, DirectiveLog> directives;
+  v1::GetTrajectoryResponse trajectory;
+  std::string error;
+};
+
+// What the trainer applies at each step, and what it reports.
+class Policy {
+ public:
+  virtual ~Policy() = default;
+  // The plan for `step`; nullopt stops training before it.
+  virtual std::optional<StepPlan> Before(uint64_t step) = 0;
+  // The batch drawn at `step` under `lr`, and the parameters it was drawn at.
+  virtual void After(uint64_t step, const Minibatch& batch, double lr,
+                     const Eigen::VectorXd& theta) {}
+};
+
+class SchedulePolicy : public Policy {
+ public:
+  explicit SchedulePolicy(std::function<StepPlan(uint64_t)> f) : f_(std::move(f)) {}
+  std::optional<StepPlan> Before(uint64_t step) override { return f_(step); }
+
+ private:
+  std::function<StepPlan(uint64_t)> f_;
+};
+
+// Follows spotterd: the directive in force at every step, uploads of the
+// sketched per-example gradients, validation reports, pacing.
+class SpotterPolicy : public Policy {
+ public:
+  SpotterPolicy(spotter::RunSession* session, const spotter::Projection* projection,
+                const QuadraticBowl* bowl, uint32_t val_every, absl::Duration pace,
+                RunResult* result)
+      : session_(session), projection_(projection), bowl_(bowl), val_every_(val_every),
+        pace_(pace), result_(result), next_(absl::Now()) {}
+
+  std::optional<StepPlan> Before(uint64_t step) override {
+    if (auto latest = session_->LatestDirective(); latest && latest->version > seen_) {
+      for (uint64_t v = seen_ + 1; v <= latest->version; ++v) {
+        result_->directives[v].version = v;
+        result_->directives[v].seen_at = static_cast<int64_t>(step);
+      }
+      result_->directives[latest->version].effective_step = latest->effective_step;
+      seen_ = latest->version;
+    }
+    if (session_->ShouldStop(step)) {
+      result_->stopped = true;
+      return std::nullopt;
+    }
+    const std::optional<spotter::Directive> d = session_->DirectiveAt(step);
+    if (!d) {
+      result_->error = absl::StrFormat("no directive in force at step %d", step);
+      return std::nullopt;
+    }
+    DirectiveLog& log = result_->directives[d->version];
+    log.version = d->version;
+    log.effective_step = d->effective_step;
+    if (log.first_applied < 0) log.first_applied = static_cast<int64_t>(step);
+    StepPlan plan;
+    plan.lr = d->plan.lr.At(step);
+    plan.natural_gradient =
+        d->plan.optimizer.kind == spotter::OptimizerInstruction::Kind::kNaturalGradient;
+    if (plan.natural_gradient) plan.damping = d->plan.optimizer.damping;
+    plan.noise_std = d->plan.noise_std;
+    return plan;
+  }
+
+  void After(uint64_t step, const Minibatch& batch, double lr,
+             const Eigen::VectorXd& theta) override {
+    sketch_.resize(batch.per_example.rows(), projection_->output_dim());
+    projection_->ApplyRows(batch.per_example, sketch_);
+    session_->Upload(step, sketch_, batch.loss, lr);
+    if (step > 0 && step % val_every_ == 0) {
+      session_->ReportEval(step, {{"val_loss", bowl_->ValidationLoss(theta)}});
+    }
+    // A steady pace; a step that ran late is not caught up in a burst.
+    next_ += pace_;
+    const absl::Time now = absl::Now();
+    if (next_ > now) {
+      absl::SleepFor(next_ - now);
+    } else {
+      next_ = now;
+    }
+  }
+
+ private:
+  spotter::RunSession* session_;
+  const spotter::Projection* projection_;
+  const QuadraticBowl* bowl_;
+  uint32_t val_every_;
+  absl::Duration pace_;
+  RunResult* result_;
+  absl::Time next_;
+  uint64_t seen_ = 0;
+  spotter::RowMatrixXf sketch_;
+};
+
+// Trains one run. With stop_at_target the run ends at the first step whose
+// excess loss is below the target (tuning); otherwise it runs the budget
+// (or until the policy stops it) and records the curves.
+void Train(const QuadraticBowl& bowl, const Options& o, uint64_t seed, bool stop_at_target,
+           Policy& policy, RunResult* r) {
+  Eigen::VectorXd theta = bowl.theta0();
+  MomentumSgd sgd(static_cast<int>(theta.size()), o.momentum);
+  std::mt19937_64 rng(seed * 7919 + 17);
+  Minibatch batch;
+  uint64_t step = 0;
+  for (; step < o.steps; ++step) {
+    const double loss = bowl.ExcessLoss(theta);
+    if (!std::isfinite(loss)) break;  // diverged
+    if (r->hit < 0 && loss < o.target) {
+      r->hit = static_cast<int64_t>(step);
+      if (stop_at_target) break;
+    }
+    if (!stop_at_target && step % o.curve_every == 0) {
+      const auto shape = bowl.GradientCovarianceShape(theta);
+      r->curve.push_back({step, loss, shape.r90, shape.pr});
+    }
+    const std::optional<StepPlan> plan = policy.Before(step);
+    if (!plan) break;
+    bowl.Sample(theta, rng, &batch);
+    policy.After(step, batch, plan->lr, theta);
+    sgd.Step(bowl, *plan, batch.gradient, rng, &theta);
+  }
+  r->steps_run = step;
+  r->final_loss = bowl.ExcessLoss(theta);
+  if (r->hit < 0 && step == o.steps && r->final_loss < o.target) r->hit = static_cast<int64_t>(step);
+}
+
+StepPlan LocalPlan(const std::string& arm, double lr, const Options& o, uint64_t step) {
+  StepPlan p;
+  p.lr = lr;
+  p.damping = o.damping;
+  if (arm == "two_step") {
+    if (step >= o.steps / 2) p.lr *= 0.1;
+    if (step >= o.steps * 3 / 4) p.lr *= 0.1;
+  } else if (arm == "natural_gradient") {
+    p.natural_gradient = true;
+  }
+  return p;
+}
+
+// Everything a three_phase run needs from the command line.
+struct SpotterSetup {
+  std::shared_ptr<grpc::Channel> channel;
+  std::unique_ptr<v1::SpotterService::Stub> stub;
+  std::string prefix;
+};
+
+v1::RunConfig ThreePhaseConfig(const Options& o, double peak_lr, uint64_t seed) {
+  v1::RunConfig c;
+  c.set_sketch_dim(absl::GetFlag(FLAGS_sketch_dim));
+  c.set_sketch_rows(absl::GetFlag(FLAGS_sketch_rows));
+  c.mutable_projection()->set_kind(v1::PROJECTION_KIND_COUNT_SKETCH);
+  c.mutable_projection()->set_seed(seed);
+  c.mutable_projection()->set_input_dim(o.bowl.param_dim);
+  c.set_eval_every(absl::GetFlag(FLAGS_eval_every));
+  c.set_world_size(1);
+  c.set_total_steps(o.steps);
+  c.set_peak_lr(peak_lr);
+  c.set_mode(v1::MODE_CONTROL);
+  v1::PhaseConfig* p = c.mutable_phase();
+  p->set_delivery_budget_seconds(absl::GetFlag(FLAGS_delivery_budget));
+  p->set_val_min_delta(absl::GetFlag(FLAGS_val_min_delta));
+  p->set_kfac_damping(o.damping);
+  if (absl::GetFlag(FLAGS_three_phase_warmup) > 0) {
+    p->set_warmup_fraction(absl::GetFlag(FLAGS_three_phase_warmup));
+  }
+  (*c.mutable_labels())["experiment"] = "quadratic_bowl";
+  (*c.mutable_labels())["arm"] = "three_phase";
+  return c;
+}
+
+void RunThreePhase(const QuadraticBowl& bowl, const Options& o, const SpotterSetup& s,
+                   uint64_t seed, double lr, bool stop_at_target, RunResult* r) {
+  const std::string name = absl::StrFormat("%s-3ph-lr%g-s%d%s", s.prefix, lr, seed,
+                                           stop_at_target ? "-tune" : "");
+  spotter::SessionOptions so;
+  so.channel = s.channel;
+  so.run = name;
+  so.config = ThreePhaseConfig(o, lr, seed);
+  so.outbox_capacity = 8192;
+  auto session = spotter::RunSession::Start(so);
+  if (!session.ok()) {
+    r->error = std::string(session.status().message());
+    return;
+  }
+  auto projection = spotter::Projection::Create(
+      spotter::ProjectionKind::kCountSketch, seed, o.bowl.param_dim,
+      absl::GetFlag(FLAGS_sketch_dim));
+  if (!projection.ok() || !(*session)->WaitForDirective(1, absl::Seconds(30))) {
+    r->error = "no opening directive from spotterd within 30 s";
+    return;
+  }
+  SpotterPolicy policy(session->get(), projection->get(), &bowl, absl::GetFlag(FLAGS_val_every),
+                       absl::Microseconds(absl::GetFlag(FLAGS_step_us)), r);
+  Train(bowl, o, seed, stop_at_target, policy, r);
+  (*session)->Flush(absl::Seconds(30));
+  {
+    grpc::ClientContext ctx;
+    v1::FinishRunRequest req;
+    req.set_name(name);
+    req.set_reason("trainer finished");
+    v1::FinishRunResponse resp;
+    s.stub->FinishRun(&ctx, req, &resp);
+  }
+  if (!stop_at_target) {
+    grpc::ClientContext ctx;
+    v1::GetTrajectoryRequest req;
+    req.set_name(name);
+    grpc::Status st = s.stub->GetTrajectory(&ctx, req, &r->trajectory);
+    if (!st.ok()) r->error = "GetTrajectory: " + st.error_message();
+  }
+  (*session)->Close(absl::Seconds(5));
+}
+
+RunResult RunOne(const std::string& arm, const Options& o, const SpotterSetup* s,
+                 uint64_t seed, double lr, bool tuning) {
+  RunResult r;
+  r.arm = arm;
+  r.seed = seed;
+  r.lr = lr;
+  const QuadraticBowl bowl(o.bowl, seed);
+  if (arm == "three_phase") {
+    RunThreePhase(bowl, o, *s, seed, lr, tuning, &r);
+  } else {
+    SchedulePolicy policy([&](uint64_t step) { return LocalPlan(arm, lr, o, step); });
+    Train(bowl, o, seed, tuning, policy, &r);
+  }
+  return r;
+}
+
+// Runs `jobs` on `threads` threads.
+void RunAll(std::vector<std::function<void()>>& jobs, uint32_t threads) {
+  std::atomic<size_t> next{0};
+  std::vector<std::thread> pool;
+  for (uint32_t t = 0; t < std::max<uint32_t>(1, threads); ++t) {
+    pool.emplace_back([&] {
+      for (size_t i; (i = next.fetch_add(1)) < jobs.size();) jobs[i]();
+    });
+  }
+  for (auto& t : pool) t.join();
+}
+
+// Steps to target as a sortable number: not reached is +inf.
+double Steps(const RunResult& r) {
+  return r.hit >= 0 ? static_cast<double>(r.hit) : std::numeric_limits<double>::infinity();
+}
+
+// The q-quantile (linear interpolation) of sorted values; inf propagates.
+double Quantile(const std::vector<double>& sorted, double q) {
+  if (sorted.empty()) return std::numeric_limits<double>::quiet_NaN();
+  const double pos = q * static_cast<double>(sorted.size() - 1);
+  const size_t lo = static_cast<size_t>(std::floor(pos));
+  const size_t hi = std::min(lo + 1, sorted.size() - 1);
+  const double f = pos - static_cast<double>(lo);
+  if (f == 0.0) return sorted[lo];
+  if (std::isinf(sorted[hi])) return sorted[hi];
+  return sorted[lo] + f * (sorted[hi] - sorted[lo]);
+}
+
+std::string StepsText(double v, uint64_t budget) {
+  return std::isinf(v) ? absl::StrFormat("> %d", budget) : absl::StrFormat("%.0f", v);
+}
+
+std::vector<double> SortedSteps(const std::vector<RunResult>& runs) {
+  std::vector<double> v;
+  for (const RunResult& r : runs) v.push_back(Steps(r));
+  std::sort(v.begin(), v.end());
+  return v;
+}
+
+std::string Csv(std::string s) {
+  std::replace(s.begin(), s.end(), '"', '\'');
+  return "\"" + s + "\"";
+}
+
+const v1::PhaseTransition* FindTransition(const v1::GetTrajectoryResponse& t, v1::Phase to) {
+  for (const auto& x : t.transitions()) {
+    if (x.to_phase() == to) return &x;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "the seed paper's quadratic bowl (section 5.1), four arms, the three-phase one driven "
+      "by spotterd.\nUsage: quadratic_bowl --server=127.0.0.1:50051 --out=DIR");
+  absl::ParseCommandLine(argc, argv);
+  Options o;
+  o.steps = absl::GetFlag(FLAGS_steps);
+  o.target = absl::GetFlag(FLAGS_target);
+  o.momentum = absl::GetFlag(FLAGS_momentum);
+  o.damping = absl::GetFlag(FLAGS_damping);
+  o.curve_every = std::max<uint32_t>(1, absl::GetFlag(FLAGS_curve_every));
+  o.bowl.condition = absl::GetFlag(FLAGS_condition);
+  o.bowl.label_noise = absl::GetFlag(FLAGS_label_noise);
+  o.bowl.batch = static_cast<int>(absl::GetFlag(FLAGS_batch));
+
+  std::vector<std::string> arms = absl::StrSplit(absl::GetFlag(FLAGS_arms), ',',
+                                                 absl::SkipEmpty());
+  for (const std::string& a : arms) {
+    if (std::find(std::begin(kArms), std::end(kArms), a) == std::end(kArms)) {
+      std::cerr << "unknown arm " << a << "\n";
+      return 64;
+    }
+  }
+  std::vector<double> grid;
+  for (absl::string_view v : absl::StrSplit(absl::GetFlag(FLAGS_lr_grid), ',', absl::SkipEmpty())) {
+    grid.push_back(std::stod(std::string(v)));
+  }
+  std::map<std::string, double> fixed;
+  for (absl::string_view kv : absl::StrSplit(absl::GetFlag(FLAGS_lr), ',', absl::SkipEmpty())) {
+    std::pair<std::string, std::string> p = absl::StrSplit(kv, '=');
+    fixed[p.first] = std::stod(p.second);
+  }
+  SpotterSetup setup;
+  if (std::find(arms.begin(), arms.end(), "three_phase") != arms.end()) {
+    if (absl::GetFlag(FLAGS_server).empty()) {
+      std::cerr << "the three_phase arm needs --server (a running spotterd)\n";
+      return 64;
+    }
+    setup.channel = grpc::CreateChannel(absl::GetFlag(FLAGS_server),
+                                        grpc::InsecureChannelCredentials());
+    setup.stub = v1::SpotterService::NewStub(setup.channel);
+    setup.prefix = absl::GetFlag(FLAGS_run_prefix).empty()
+                       ? absl::StrFormat("bowl%d", absl::ToUnixSeconds(absl::Now()))
+                       : absl::GetFlag(FLAGS_run_prefix);
+  }
+  const std::filesystem::path out = absl::GetFlag(FLAGS_out);
+  std::filesystem::create_directories(out);
+  const uint32_t parallel = absl::GetFlag(FLAGS_parallel);
+  const absl::Time start = absl::Now();
+  std::mutex mu;
+
+  // 1. Tuning: every arm's (peak) LR on the grid, tuning seeds 1001...
+  std::map<std::string, double> chosen;
+  std::vector<RunResult> tuning;
+  {
+    std::vector<std::function<void()>> jobs;
+    for (const std::string& arm : arms) {
+      if (fixed.count(arm)) continue;
+      for (double lr : grid) {
+        for (uint32_t i = 0; i < absl::GetFlag(FLAGS_tune_seeds); ++i) {
+          jobs.push_back([&, arm, lr, i] {
+            RunResult r = RunOne(arm, o, &setup, 1001 + i, lr, /*tuning=*/true);
+            std::lock_guard<std::mutex> l(mu);
+            tuning.push_back(std::move(r));
+          });
+        }
+      }
+    }
+    RunAll(jobs, parallel);
+    std::ofstream f(out / "tuning.csv");
+    f << "arm,lr,seed,steps_to_target,final_loss,error\n";
+    std::sort(tuning.begin(), tuning.end(), [](const RunResult& a, const RunResult& b) {
+      return std::tie(a.arm, a.lr, a.seed) < std::tie(b.arm, b.lr, b.seed);
+    });
+    for (const RunResult& r : tuning) {
+      f << r.arm << "," << r.lr << "," << r.seed << "," << r.hit << "," << r.final_loss << ","
+        << Csv(r.error) << "\n";
+    }
+    for (const std::string& arm : arms) {
+      if (fixed.count(arm)) {
+        chosen[arm] = fixed[arm];
+        continue;
+      }
+      double best = std::numeric_limits<double>::infinity(), best_lr = grid.front(),
+             best_loss = std::numeric_limits<double>::infinity();
+      for (double lr : grid) {
+        std::vector<RunResult> at;
+        std::vector<double> losses;
+        for (const RunResult& r : tuning) {
+          if (r.arm == arm && r.lr == lr) {
+            at.push_back(r);
+            losses.push_back(std::isfinite(r.final_loss) ? std::log(r.final_loss) : 1e300);
+          }
+        }
+        std::sort(losses.begin(), losses.end());
+        const double med = Quantile(SortedSteps(at), 0.5), med_loss = Quantile(losses, 0.5);
+        if (med < best || (med == best && med_loss < best_loss)) {
+          best = med;
+          best_lr = lr;
+          best_loss = med_loss;
+        }
+      }
+      chosen[arm] = best_lr;
+      std::fprintf(stderr, "tuned %-17s lr %g (median %s steps on %u tuning seeds)\n",
+                   arm.c_str(), best_lr, StepsText(best, o.steps).c_str(),
+                   absl::GetFlag(FLAGS_tune_seeds));
+    }
+  }
+
+  // 2. Evaluation: the chosen LR on seeds 1..N, full budget.
+  std::map<std::string, std::vector<RunResult>> runs;
+  {
+    std::vector<std::function<void()>> jobs;
+    for (const std::string& arm : arms) {
+      for (uint32_t seed = 1; seed <= absl::GetFlag(FLAGS_seeds); ++seed) {
+        jobs.push_back([&, arm, seed] {
+          RunResult r = RunOne(arm, o, &setup, seed, chosen[arm], /*tuning=*/false);
+          std::lock_guard<std::mutex> l(mu);
+          std::fprintf(stderr, "%-17s seed %2d lr %-6g steps to target %s%s\n", arm.c_str(),
+                       static_cast<int>(seed), r.lr,
+                       StepsText(Steps(r), o.steps).c_str(),
+                       r.error.empty() ? "" : (" error: " + r.error).c_str());
+          runs[arm].push_back(std::move(r));
+        });
+      }
+    }
+    RunAll(jobs, parallel);
+  }
+  for (auto& [arm, v] : runs) {
+    std::sort(v.begin(), v.end(),
+              [](const RunResult& a, const RunResult& b) { return a.seed < b.seed; });
+  }
+
+  // 3. Outputs.
+  int failures = 0, total_late = 0, total_directives = 0;
+  auto fail = [&](const std::string& why) {
+    ++failures;
+    std::fprintf(stderr, "CHECK FAILED: %s\n", why.c_str());
+  };
+  {
+    std::ofstream results(out / "results.csv"), curves(out / "curves.csv"),
+        points(out / "spotter_points.csv"), transitions(out / "transitions.csv"),
+        directives(out / "directives.csv");
+    results << "arm,lr,seed,steps_to_target,final_loss,steps_run,stopped,refinement_step,"
+               "polish_step,done_step,late_directives,error\n";
+    curves << "arm,seed,step,loss,r90,pr\n";
+    points << "seed,step,phase,loss,lr,r90,r90_lower,r90_upper,r90_censored,rank_fraction,pr,"
+              "pr_lower,pr_upper\n";
+    transitions << "seed,effective_step,from,to,cause,directive_version,reason,evidence\n";
+    directives << "seed,version,phase,effective_step,seen_at_step,first_applied_step,in_time,"
+                  "lr_at_effective_step,optimizer\n";
+    for (const std::string& arm : arms) {
+      for (const RunResult& r : runs[arm]) {
+        int late = 0;
+        auto step_of = [&](v1::Phase p) -> std::string {
+          const v1::PhaseTransition* t = FindTransition(r.trajectory, p);
+          return t ? std::to_string(t->step()) : "";
+        };
+        for (const CurvePoint& c : r.curve) {
+          curves << arm << "," << r.seed << "," << c.step << "," << c.loss << "," << c.r90 << ","
+                 << c.pr << "\n";
+        }
+        if (arm == "three_phase") {
+          for (const v1::TrajectoryPoint& p : r.trajectory.points()) {
+            const auto& cv = p.covariance();
+            points << r.seed << "," << p.step() << "," << spotter::PhaseName(spotter::FromProto(p.phase()))
+                   << "," << p.loss() << "," << p.lr() << "," << cv.effective_rank().value() << ","
+                   << cv.effective_rank().lower() << "," << cv.effective_rank().upper() << ","
+                   << cv.effective_rank().censored() << "," << cv.rank_fraction().value() << ","
+                   << cv.participation_ratio().value() << "," << cv.participation_ratio().lower()
+                   << "," << cv.participation_ratio().upper() << "\n";
+          }
+          for (const v1::PhaseTransition& t : r.trajectory.transitions()) {
+            std::vector<std::string> ev;
+            std::map<std::string, double> sorted(t.evidence().begin(), t.evidence().end());
+            for (const auto& [k, v] : sorted) ev.push_back(absl::StrFormat("%s=%g", k, v));
+            transitions << r.seed << "," << t.step() << ","
+                        << spotter::PhaseName(spotter::FromProto(t.from_phase())) << ","
+                        << spotter::PhaseName(spotter::FromProto(t.to_phase())) << ","
+                        << v1::Cause_Name(t.cause()) << "," << t.directive_version() << ","
+                        << Csv(t.reason()) << "," << Csv(absl::StrJoin(ev, ";")) << "\n";
+          }
+          for (const v1::Directive& d : r.trajectory.directives()) {
+            auto it = r.directives.find(d.version());
+            const DirectiveLog log = it == r.directives.end() ? DirectiveLog{} : it->second;
+            const int64_t eff = static_cast<int64_t>(d.effective_step());
+            // In time: in the mailbox no later than the step it takes effect
+            // at (the opening directive is waited for before step 0).
+            const bool in_time = log.seen_at >= 0 && log.seen_at <= eff;
+            const bool reached = d.effective_step() < r.steps_run ||
+                                 (d.stop() && r.stopped && d.effective_step() == r.steps_run);
+            bool superseded = false;
+            for (const v1::Directive& e : r.trajectory.directives()) {
+              superseded |= e.version() > d.version() && e.effective_step() <= d.effective_step();
+            }
+            bool ok = true;
+            if (reached && !superseded) {
+              ok = d.stop() ? in_time && r.stopped
+                            : in_time && log.first_applied == eff;
+            }
+            if (!ok) ++late;
+            const absl::StatusOr<spotter::Directive> core = spotter::DirectiveFromProto(d);
+            directives << r.seed << "," << d.version() << ","
+                       << spotter::PhaseName(spotter::FromProto(d.phase())) << "," << eff << ","
+                       << log.seen_at << "," << log.first_applied << ","
+                       << (!reached ? "not reached" : superseded ? "superseded"
+                                                    : ok ? "yes" : "no")
+                       << "," << (core.ok() ? core->plan.lr.At(d.effective_step()) : NAN) << ","
+                       << v1::OptimizerInstruction::Kind_Name(d.optimizer().kind()) << "\n";
+            total_late += !ok;
+            total_directives += reached && !superseded;
+          }
+          if (absl::GetFlag(FLAGS_check)) {
+            const std::string who = absl::StrFormat("three_phase seed %d", r.seed);
+            if (!r.error.empty()) fail(who + ": " + r.error);
+            if (!FindTransition(r.trajectory, v1::PHASE_REFINEMENT)) fail(who + ": never refined");
+            if (!FindTransition(r.trajectory, v1::PHASE_POLISH)) fail(who + ": never polished");
+            for (const auto& t : r.trajectory.transitions()) {
+              if (t.cause() != v1::CAUSE_AUTOMATIC && t.cause() != v1::CAUSE_FINISH) {
+                fail(who + ": a transition not caused by the controller");
+              }
+            }
+            if (late > 0) fail(absl::StrFormat("%s: %d directives late", who, late));
+            if (r.hit < 0) fail(who + ": target not reached");
+          }
+        }
+        results << arm << "," << r.lr << "," << r.seed << "," << r.hit << "," << r.final_loss
+                << "," << r.steps_run << "," << r.stopped << "," << step_of(v1::PHASE_REFINEMENT)
+                << "," << step_of(v1::PHASE_POLISH) << "," << step_of(v1::PHASE_DONE) << ","
+                << late << "," << Csv(r.error) << "\n";
+      }
+    }
+  }
+  // The table.
+  std::ostringstream md;
+  const std::vector<double> constant =
+      runs.count("constant") ? SortedSteps(runs["constant"]) : std::vector<double>{};
+  auto label = [](const std::string& arm) {
+    return arm == "three_phase" && absl::GetFlag(FLAGS_three_phase_warmup) > 0
+               ? absl::StrFormat("three_phase (warmup_fraction %g)",
+                                 absl::GetFlag(FLAGS_three_phase_warmup))
+               : arm;
+  };
+  md << "| arm | paper: steps | paper vs constant | ours: median steps | IQR | reached | "
+        "ours vs constant | (peak) LR | final excess loss (median) | steps run (median) |\n"
+        "|---|---|---|---|---|---|---|---|---|---|\n";
+  for (const std::string& arm : arms) {
+    const std::vector<double> s = SortedSteps(runs[arm]);
+    const double med = Quantile(s, 0.5);
+    int reached = 0;
+    for (double v : s) reached += std::isfinite(v);
+    std::vector<double> final_loss, steps_run;
+    for (const RunResult& r : runs[arm]) {
+      final_loss.push_back(r.final_loss);
+      steps_run.push_back(static_cast<double>(r.steps_run));
+    }
+    std::sort(final_loss.begin(), final_loss.end());
+    std::sort(steps_run.begin(), steps_run.end());
+    std::string rel = "-";
+    if (!constant.empty() && arm != "constant" && std::isfinite(med) &&
+        std::isfinite(Quantile(constant, 0.5))) {
+      rel = absl::StrFormat("%+.0f%%", 100.0 * (med / Quantile(constant, 0.5) - 1.0));
+    }
+    const int paper = kPaper.at(arm);
+    md << absl::StrFormat(
+        "| %s | %d | %s | %s | %s - %s | %d/%d | %s | %g | %.2g | %.0f |\n", label(arm), paper,
+        arm == "constant" ? "-" : absl::StrFormat("%+.0f%%", 100.0 * (paper / 4800.0 - 1)),
+        StepsText(med, o.steps), StepsText(Quantile(s, 0.25), o.steps),
+        StepsText(Quantile(s, 0.75), o.steps), reached, s.size(), rel, chosen[arm],
+        Quantile(final_loss, 0.5), Quantile(steps_run, 0.5));
+  }
+  std::vector<std::string> tuned, given;
+  for (const std::string& arm : arms) (fixed.count(arm) ? given : tuned).push_back(arm);
+  md << absl::StrFormat("\nSteps to an excess loss below %g within %d steps; %d evaluation "
+                        "seeds per arm.",
+                        o.target, o.steps, absl::GetFlag(FLAGS_seeds));
+  if (!tuned.empty()) {
+    md << absl::StrFormat(" LR of %s tuned on %d seeds over {%s}.", absl::StrJoin(tuned, ", "),
+                          absl::GetFlag(FLAGS_tune_seeds), absl::GetFlag(FLAGS_lr_grid));
+  }
+  if (!given.empty()) md << " LR of " << absl::StrJoin(given, ", ") << " given (--lr).";
+  md << absl::StrFormat(" Wall time %.0f s.\n", absl::ToDoubleSeconds(absl::Now() - start));
+  if (runs.count("three_phase")) {
+    std::vector<double> ref, pol, done;
+    for (const RunResult& r : runs["three_phase"]) {
+      if (auto* t = FindTransition(r.trajectory, v1::PHASE_REFINEMENT)) ref.push_back(t->step());
+      if (auto* t = FindTransition(r.trajectory, v1::PHASE_POLISH)) pol.push_back(t->step());
+      if (auto* t = FindTransition(r.trajectory, v1::PHASE_DONE)) done.push_back(t->step());
+    }
+    for (auto* v : {&ref, &pol, &done}) std::sort(v->begin(), v->end());
+    md << absl::StrFormat(
+        "three_phase: median effective step of REFINEMENT %.0f (%d/%d runs), POLISH %.0f "
+        "(%d), DONE %.0f (%d); %d directives took effect during the evaluation runs, %d of "
+        "them reached the trainer after their effective step.\n",
+        Quantile(ref, 0.5), ref.size(), runs["three_phase"].size(), Quantile(pol, 0.5),
+        pol.size(), Quantile(done, 0.5), done.size(), total_directives, total_late);
+  }
+  {
+    std::ofstream f(out / "summary.md");
+    f << md.str();
+  }
+  std::cout << md.str();
+  if (absl::GetFlag(FLAGS_check) && failures > 0) {
+    std::fprintf(stderr, "%d checks failed\n", failures);
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Regenerates the quadratic-bowl table and plots of docs/EXPERIMENTS.md
+# ("Quadratic bowl"): builds spotterd and the experiment, starts spotterd on
+# free ports, tunes and runs the four arms (10 seeds each; the three-phase
+# arm over gRPC) and an ablation of the three-phase warm-up, and writes
+#   docs/experiments/quadratic_bowl/summary.md         the table
+#   docs/experiments/quadratic_bowl/{loss,rank_pr,steps}.png
+#   docs/experiments/quadratic_bowl/show_seed1.txt      spotterctl show of one run
+#   BUILD/quadratic_bowl_out/*.csv                     every run, point, transition
+# Usage: scripts/quadratic_bowl.sh [BUILD_DIR] [extra quadratic_bowl flags...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${1:-build}
+shift || true
+data=$build/quadratic_bowl_out
+docs=docs/experiments/quadratic_bowl
+[ -f "$build/CMakeCache.txt" ] || cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build "$build" -j"${JOBS:-2}" --target spotterd spotterctl quadratic_bowl
+
+tmp=$(mktemp -d)
+"$build/server/spotterd" --listen 127.0.0.1:0 --metrics_listen 127.0.0.1:0 \
+  --port_file "$tmp/ports" 2>"$tmp/spotterd.log" &
+pid=$!
+trap 'kill -TERM $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$tmp"' EXIT
+for _ in $(seq 300); do
+  [ -s "$tmp/ports" ] && break
+  kill -0 $pid 2>/dev/null || { cat "$tmp/spotterd.log"; exit 1; }
+  sleep 0.1
+done
+grpc=$(sed -n 's/^grpc=//p' "$tmp/ports")
+
+start=$(date +%s)
+"$build/examples/quadratic_bowl/quadratic_bowl" --server "127.0.0.1:$grpc" --out "$data" \
+  --run_prefix bowl "$@"
+# Ablation: the three-phase arm with a third of the warm-up (re-tuned).
+"$build/examples/quadratic_bowl/quadratic_bowl" --server "127.0.0.1:$grpc" \
+  --out "$data/warmup_0.05" --run_prefix bowl-w005 --arms three_phase \
+  --three_phase_warmup 0.05 "$@"
+/usr/bin/python3 examples/quadratic_bowl/plot.py "$data" "$docs"
+{
+  cat "$data/summary.md"
+  echo
+  echo "Ablation, three-phase arm with warmup_fraction 0.05:"
+  echo
+  cat "$data/warmup_0.05/summary.md"
+} > "$docs/summary.md"
+# The phase history of seed 1's three-phase run, as an operator sees it.
+run=$("$build/client/cpp/spotterctl" --server "127.0.0.1:$grpc" runs | awk '$1 ~ /^bowl-3ph-.*-s1$/ {print $1; exit}')
+if [ -n "$run" ]; then
+  "$build/client/cpp/spotterctl" --server "127.0.0.1:$grpc" show "$run" > "$docs/show_seed1.txt"
+fi
+echo "quadratic bowl: $(( $(date +%s) - start )) s (experiment and plots); see $docs/"
