@@ -12,7 +12,9 @@ round holds whole sketch periods), so a load change on the machine hits all of
 them alike. Per step it records the wall time and the process CPU time (all
 threads: the session's sender thread included), and reports the mean over all
 steps (sketch steps included: the added time per step on average) and the
-median, each with its overhead over the plain loop. On a shared machine the CPU
+median, each with its overhead over the plain loop; for every_10 also the
+paired estimate: (median sketch step - median other step of the same Monitor)
+/ 10, over the plain loop's median step. On a shared machine the CPU
 time is the robust measure: wall time also counts waiting for a core. A
 configuration "stalled" repeats per-example/every-10 with its server frozen
 (SIGSTOP): uploads queue, the step must not wait for the network.
@@ -98,6 +100,7 @@ def timing(args):
                            args.batch) for n in names}
     times = {n: [] for n in names}
     cpu = {n: [] for n in names}
+    sketch_step = {n: [] for n in names}  # was this timed step a sketch step?
     try:
         for t in trainers.values():  # warm-up (also fills caches, hashes)
             for _ in range(10):
@@ -106,6 +109,7 @@ def timing(args):
         for r in range(args.rounds):
             for n, t in trainers.items():
                 for _ in range(args.steps):
+                    sketch_step[n].append(t.mon is not None and t.mon.sketching())
                     t0, c0 = time.perf_counter(), time.process_time()
                     t.step()
                     times[n].append(time.perf_counter() - t0)
@@ -126,6 +130,19 @@ def timing(args):
             row[f"{label}_median_ms"] = 1e3 * med
             row[f"{label}_overhead_mean"] = mean / statistics.fmean(series["plain"]) - 1
             row[f"{label}_overhead_median"] = med / statistics.median(series["plain"]) - 1
+            # Paired in time: sketch steps against the same Monitor's other
+            # steps, which ran between them (load drifts cancel). The added
+            # cost per sketch step, spread over the sketch period, relative
+            # to the plain loop's median step.
+            sk = [x for x, f in zip(series[n], sketch_step[n]) if f]
+            rest = [x for x, f in zip(series[n], sketch_step[n]) if not f]
+            if sk and rest:
+                every = CONFIGS[n.replace("stalled:", "")][1]
+                added = statistics.median(sk) - statistics.median(rest)
+                row[f"{label}_sketch_step_median_ms"] = 1e3 * statistics.median(sk)
+                row[f"{label}_other_step_median_ms"] = 1e3 * statistics.median(rest)
+                row[f"{label}_added_per_sketch_step_ms"] = 1e3 * added
+                row[f"{label}_paired_overhead"] = added / every / statistics.median(series["plain"])
         out[n] = row
     out["stalled:per_example/every_10"]["session"] = {
         k: stalled_stats["session"][k] for k in ("enqueued", "dropped", "queued", "connected")}
