@@ -12,7 +12,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       build-essential cmake pkg-config \
       libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler \
-      libeigen3-dev libabsl-dev prometheus-cpp-dev zlib1g-dev \
+      libeigen3-dev libabsl-dev prometheus-cpp-dev zlib1g-dev libsqlite3-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY CMakeLists.txt ./
@@ -40,10 +40,10 @@ LABEL org.opencontainers.image.title="spotter" \
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       libgrpc++1.51 libgrpc29 libprotobuf32 libabsl20220623 \
-      libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 zlib1g \
+      libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 zlib1g libsqlite3-0 \
  && rm -rf /var/lib/apt/lists/* \
- && groupadd --system --gid 10001 spotter \
- && useradd --system --uid 10001 --gid spotter --home-dir /var/lib/spotter \
+ && groupadd --gid 10001 spotter \
+ && useradd --uid 10001 --gid spotter --no-create-home --home-dir /var/lib/spotter \
       --shell /usr/sbin/nologin spotter \
  && install -d -o spotter -g spotter -m 0750 /var/lib/spotter
 COPY --from=build /out/ /
@@ -55,4 +55,9 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
   CMD ["/usr/local/bin/spotterctl", "--server=127.0.0.1:50051", "--timeout=2", "health"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/spotterd"]
-CMD ["--listen=0.0.0.0:50051", "--metrics_listen=0.0.0.0:9464"]
+# All interfaces, state on /var/lib/spotter (mount a volume there). --insecure
+# allows a non-loopback address without TLS and bearer tokens: for a private
+# network only; see docs/DEPLOY.md for TLS and tokens. --undefok keeps these
+# flags accepted by builds that predate them.
+CMD ["--listen=0.0.0.0:50051", "--metrics_listen=0.0.0.0:9464", \
+     "--state_file=/var/lib/spotter/spotter.db", "--insecure", "--undefok=state_file,insecure"]
