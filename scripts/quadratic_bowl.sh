@@ -45,7 +45,8 @@ start=$(date +%s)
   cat "$data/warmup_0.05/summary.md"
 } > "$docs/summary.md"
 # The phase history of seed 1's three-phase run, as an operator sees it.
-run=$("$build/client/cpp/spotterctl" --server "127.0.0.1:$grpc" runs | awk '$1 ~ /^bowl-3ph-.*-s1$/ {print $1; exit}')
+run=$("$build/client/cpp/spotterctl" --server "127.0.0.1:$grpc" runs |
+  awk '$1 ~ /^bowl-3ph-.*-s1$/ && !found {print $1; found = 1}')
 if [ -n "$run" ]; then
   "$build/client/cpp/spotterctl" --server "127.0.0.1:$grpc" show "$run" > "$docs/show_seed1.txt"
 fi

@@ -23,6 +23,6 @@ done
 grpc=$(sed -n 's/^grpc=//p' "$out/ports")
 # A generous delivery budget: CI machines are loaded, and this checks the
 # closed loop, not how small the margin can be.
-"$bowl" --server "127.0.0.1:$grpc" --seeds 3 --parallel 3 --out "$out" --check \
-  --delivery_budget 0.5 \
+"$bowl" --server "127.0.0.1:$grpc" --seeds 3 --parallel 1 --out "$out" --check \
+  --delivery_budget 1.0 \
   --lr constant=0.1,two_step=0.3,natural_gradient=0.005,three_phase=0.01

@@ -68,11 +68,11 @@ ABSL_FLAG(uint32_t, sketch_rows, 64, "three_phase: Frequent Directions rows l");
 ABSL_FLAG(uint32_t, eval_every, 10, "three_phase: spotterd evaluation interval, steps");
 ABSL_FLAG(uint32_t, val_every, 50, "three_phase: steps between validation reports");
 ABSL_FLAG(double, val_min_delta, 1e-7, "three_phase: POLISH stop, least validation improvement");
-ABSL_FLAG(double, delivery_budget, 0.2, "three_phase: seconds a directive may take to arrive");
+ABSL_FLAG(double, delivery_budget, 0.5, "three_phase: seconds a directive may take to arrive");
 ABSL_FLAG(double, three_phase_warmup, 0.0,
           "three_phase: the run's phase.warmup_fraction (0: the server default, 0.15)");
 ABSL_FLAG(uint32_t, step_us, 4000, "three_phase: wall time per step, microseconds (pacing)");
-ABSL_FLAG(uint32_t, parallel, 4, "runs in flight at once");
+ABSL_FLAG(uint32_t, parallel, 2, "runs in flight at once");
 ABSL_FLAG(uint32_t, curve_every, 10, "steps between recorded curve points");
 ABSL_FLAG(std::string, out, "quadratic_bowl_out", "output directory");
 ABSL_FLAG(std::string, run_prefix, "", "prefix of spotterd run names (default: a timestamp)");
@@ -231,10 +231,11 @@ void Train(const QuadraticBowl& bowl, const Options& o, uint64_t seed, bool stop
   MomentumSgd sgd(static_cast<int>(theta.size()), o.momentum);
   std::mt19937_64 rng(seed * 7919 + 17);
   Minibatch batch;
+  const double initial = bowl.ExcessLoss(theta);
   uint64_t step = 0;
   for (; step < o.steps; ++step) {
     const double loss = bowl.ExcessLoss(theta);
-    if (!std::isfinite(loss)) break;  // diverged
+    if (!std::isfinite(loss) || loss > 1e6 * initial) break;  // diverged
     if (r->hit < 0 && loss < o.target) {
       r->hit = static_cast<int64_t>(step);
       if (stop_at_target) break;
@@ -694,19 +695,28 @@ int main(int argc, char** argv) {
   if (!given.empty()) md << " LR of " << absl::StrJoin(given, ", ") << " given (--lr).";
   md << absl::StrFormat(" Wall time %.0f s.\n", absl::ToDoubleSeconds(absl::Now() - start));
   if (runs.count("three_phase")) {
-    std::vector<double> ref, pol, done;
+    std::vector<double> ref, pol, done, margin;
     for (const RunResult& r : runs["three_phase"]) {
+      for (const v1::PhaseTransition& t : r.trajectory.transitions()) {
+        if (t.cause() == v1::CAUSE_AUTOMATIC && t.evidence().count("step")) {
+          margin.push_back(static_cast<double>(t.step()) - t.evidence().at("step"));
+        }
+      }
       if (auto* t = FindTransition(r.trajectory, v1::PHASE_REFINEMENT)) ref.push_back(t->step());
       if (auto* t = FindTransition(r.trajectory, v1::PHASE_POLISH)) pol.push_back(t->step());
       if (auto* t = FindTransition(r.trajectory, v1::PHASE_DONE)) done.push_back(t->step());
     }
-    for (auto* v : {&ref, &pol, &done}) std::sort(v->begin(), v->end());
+    for (auto* v : {&ref, &pol, &done, &margin}) std::sort(v->begin(), v->end());
     md << absl::StrFormat(
         "three_phase: median effective step of REFINEMENT %.0f (%d/%d runs), POLISH %.0f "
-        "(%d), DONE %.0f (%d); %d directives took effect during the evaluation runs, %d of "
-        "them reached the trainer after their effective step.\n",
+        "(%d), DONE %.0f (%d); median %.0f steps from the evaluation that decided a "
+        "transition to its effective step (delivery margin %g s at %d us/step, plus the "
+        "server's lag); %d directives took effect during the evaluation runs, %d of them "
+        "reached the trainer after their effective step.\n",
         Quantile(ref, 0.5), ref.size(), runs["three_phase"].size(), Quantile(pol, 0.5),
-        pol.size(), Quantile(done, 0.5), done.size(), total_directives, total_late);
+        pol.size(), Quantile(done, 0.5), done.size(), Quantile(margin, 0.5),
+        absl::GetFlag(FLAGS_delivery_budget), absl::GetFlag(FLAGS_step_us), total_directives,
+        total_late);
   }
   {
     std::ofstream f(out / "summary.md");
