@@ -23,9 +23,9 @@ constexpr double kMaxScale = 1e12;
 
 // Columns per float32 panel of the Gram matrix; the panels are summed in
 // double, so an entry's rounding error is that of a kGramPanel-term float dot
-// product. Shorter panels tighten the rounding bound (gamma_32 = 1.9e-6) at
-// some speed (docs/PERFORMANCE.md).
-constexpr int kGramPanel = 32;
+// product (gamma_64 = 3.8e-6). Shorter panels tighten the rounding bound at
+// some speed; docs/PERFORMANCE.md has the trade-off.
+constexpr int kGramPanel = 64;
 // Columns per block of the in-place product W * B of a shrink, and the depth
 // of its float32 partial products (summed in double, rounded once).
 constexpr int kProductBlock = 256;
@@ -58,7 +58,9 @@ double GramLower(const Eigen::Ref<const RowMatrixXf>& rows, Eigen::MatrixXd* g) 
     const Eigen::Index w = std::min<Eigen::Index>(kGramPanel, rows.cols() - j);
     panel.setZero();
     panel.selfadjointView<Eigen::Lower>().rankUpdate(rows.middleCols(j, w));
-    g->triangularView<Eigen::Lower>() += panel.cast<double>();
+    for (Eigen::Index c = 0; c < n; ++c) {
+      g->col(c).tail(n - c) += panel.col(c).tail(n - c).cast<double>();
+    }
   }
   const double gamma = Gamma(kGramPanel) + (static_cast<double>(panels) + 2.0) * kEps;
   return gamma * g->diagonal().sum() / (1.0 - gamma);
@@ -110,35 +112,51 @@ void FrequentDirections::Append(const Eigen::Ref<const RowMatrixXf>& rows,
                                 double weight) {
   assert(rows.cols() == dim_ && weight >= 0.0);
   if (rows.rows() == 0 || weight == 0.0) return;
-  double mass = 0.0;
-  for (Eigen::Index i = 0; i < rows.rows(); ++i) {
-    mass += rows.row(i).cast<double>().squaredNorm();
-  }
-  mass *= weight;
-  AppendRows(rows, weight);
+  const double mass = weight * AppendRows(rows, weight);
   trace_ += mass;
   rounding_ += kAppendRounding * mass;
 }
 
-void FrequentDirections::AppendRows(const Eigen::Ref<const RowMatrixXf>& rows,
-                                    double weight) {
+double FrequentDirections::AppendRows(const Eigen::Ref<const RowMatrixXf>& rows,
+                                      double weight) {
+  double sum_sq = 0.0;
   Eigen::Index done = 0;
   while (done < rows.rows()) {
     if (used_ == capacity_) Shrink();
     const Eigen::Index n = std::min<Eigen::Index>(capacity_ - used_, rows.rows() - done);
     // The scale may have changed in Shrink; recompute per chunk.
     const float s = static_cast<float>(std::sqrt(weight / scale_));
-    buf_.middleRows(used_, n) = rows.middleRows(done, n) * s;
+    for (Eigen::Index i = 0; i < n; ++i) {
+      // One pass: the scaled copy, and the row's squared norm in double
+      // (float products are exact in double).
+      const float* in = rows.row(done + i).data();
+      float* out = buf_.row(used_ + i).data();
+      double a0 = 0.0, a1 = 0.0;
+      int j = 0;
+      for (; j + 1 < dim_; j += 2) {
+        const float x0 = in[j], x1 = in[j + 1];
+        out[j] = x0 * s;
+        out[j + 1] = x1 * s;
+        a0 += static_cast<double>(x0) * x0;
+        a1 += static_cast<double>(x1) * x1;
+      }
+      for (; j < dim_; ++j) {
+        out[j] = in[j] * s;
+        a0 += static_cast<double>(in[j]) * in[j];
+      }
+      sum_sq += a0 + a1;
+    }
     used_ += static_cast<int>(n);
     done += n;
   }
+  return sum_sq;
 }
 
 void FrequentDirections::Merge(const FrequentDirections& other) {
   assert(other.dim_ == dim_);
   if (other.used_ > 0) {
-    AppendRows(other.buf_.topRows(other.used_), other.scale_);
-    rounding_ += kAppendRounding * other.FrobeniusSq();
+    rounding_ += kAppendRounding * other.scale_ *
+                 AppendRows(other.buf_.topRows(other.used_), other.scale_);
   }
   trace_ += other.trace_;
   delta_ += other.delta_;
@@ -154,27 +172,43 @@ void FrequentDirections::Shrink() {
 
   // Top `keep` eigenpairs of the Gram matrix, and the (keep+1)-th eigenvalue:
   // the shrinkage.
-  TopEigen top = TopEigenpairs(g, keep);
-  const double shrink = keep < n ? std::max(top.next_value, 0.0) : 0.0;
-
+  //
   // A-posteriori certificate of the eigenpairs (docs/DIAGNOSTICS.md, "Float32
   // rounding"): with R = G U - U diag(lam) for the Rayleigh quotients lam,
   // (G + E) U = U diag(lam) for some ||E|| <= 3 ||R|| (+ the departure of U
   // from orthonormality). The kept directions then absorb at most `shrink`,
   // and the discarded ones at most shrink + ||E|| + eps_sum, where eps_sum
   // measures how far U is from the top invariant subspace.
-  const Eigen::MatrixXd& u = top.vectors;
-  const Eigen::MatrixXd gu = g.selfadjointView<Eigen::Lower>() * u;
-  Eigen::VectorXd lam(keep);
-  for (int i = 0; i < keep; ++i) lam[i] = u.col(i).dot(gu.col(i));
-  const double residual = (gu - u * lam.asDiagonal()).norm();
-  const double orth =
-      (u.transpose() * u - Eigen::MatrixXd::Identity(keep, keep)).norm();
   const double solver_error = SolverError(n, norm);
-  const double e_norm = 3.0 * residual + 4.0 * orth * norm;
-  const double eps_sum =
-      std::max(0.0, top.top_sum + keep * (e_norm + solver_error) - lam.sum());
-  const double eigen_error = 2.0 * e_norm + eps_sum + solver_error + gram_error;
+  struct Certified {
+    TopEigen top;
+    Eigen::VectorXd lam;
+    double error;  // 2 ||E|| + eps_sum
+  };
+  auto certify = [&](TopEigen top) {
+    Certified c{std::move(top), Eigen::VectorXd(keep), 0.0};
+    const Eigen::MatrixXd& u = c.top.vectors;
+    const Eigen::MatrixXd gu = g.selfadjointView<Eigen::Lower>() * u;
+    for (int i = 0; i < keep; ++i) c.lam[i] = u.col(i).dot(gu.col(i));
+    const double residual = (gu - u * c.lam.asDiagonal()).norm();
+    const double orth =
+        (u.transpose() * u - Eigen::MatrixXd::Identity(keep, keep)).norm();
+    const double e_norm = 3.0 * residual + 4.0 * orth * norm;
+    const double eps_sum =
+        std::max(0.0, c.top.top_sum + keep * (e_norm + solver_error) - c.lam.sum());
+    c.error = 2.0 * e_norm + eps_sum;
+    return c;
+  };
+  // The fast path computes only the top vectors (inverse iteration); should
+  // its certificate add more than a tenth of the Gram's own rounding bound,
+  // the full decomposition decides.
+  Certified cert = certify(TopEigenpairs(g, keep));
+  if (cert.error > 0.1 * gram_error) cert = certify(TopEigenpairsFull(g, keep));
+  const TopEigen& top = cert.top;
+  const Eigen::MatrixXd& u = top.vectors;
+  const Eigen::VectorXd& lam = cert.lam;
+  const double shrink = keep < n ? std::max(top.next_value, 0.0) : 0.0;
+  const double eigen_error = cert.error + solver_error + gram_error;
 
   // W = diag(s) U^T with s_i = sqrt((lam_i - shrink)_+ / lam_i): the kept rows
   // W B have squared singular values lam_i - shrink.

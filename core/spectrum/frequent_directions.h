@@ -100,8 +100,9 @@ class FrequentDirections {
   // Shrinks the full buffer to sketch_rows_ rows.
   void Shrink();
   // Copies rows * sqrt(weight) into the buffer, shrinking when it is full.
-  // Leaves trace_ and rounding_ to the caller.
-  void AppendRows(const Eigen::Ref<const RowMatrixXf>& rows, double weight);
+  // Returns the sum of the squared row norms of `rows` (unweighted, in
+  // double); leaves trace_ and rounding_ to the caller.
+  double AppendRows(const Eigen::Ref<const RowMatrixXf>& rows, double weight);
   // Folds scale_ into the buffer so that scale_ == 1.
   void Normalize();
 

@@ -111,8 +111,7 @@ RowMatrixXf RotatedGaussian::Sample(const std::vector<double>& eigenvalues, int 
   return out;
 }
 
-Eigen::MatrixXd RotatedGaussian::ProjectedCovariance(
-    const Projection& s, const std::vector<double>& eigenvalues) const {
+Eigen::MatrixXd RotatedGaussian::ProjectedBasis(const Projection& s) const {
   assert(s.input_dim() == static_cast<uint64_t>(dim_));
   const int k = static_cast<int>(s.output_dim());
   // Row b of S Q is (Q^T s_b)^T, Q^T = D2 H D1 / sqrt(P).
@@ -135,12 +134,22 @@ Eigen::MatrixXd RotatedGaussian::ProjectedCovariance(
     Fwht(row.data(), dim_);
     a.row(b) = (row.cwiseProduct(d2_) / std::sqrt(static_cast<double>(dim_))).transpose();
   }
-  Eigen::VectorXd sd(dim_);
-  for (int i = 0; i < dim_; ++i) sd[i] = std::sqrt(eigenvalues[i]);
-  a = a * sd.asDiagonal();
-  Eigen::MatrixXd m = Eigen::MatrixXd::Zero(k, k);
+  return a;
+}
+
+Eigen::MatrixXd RotatedGaussian::ProjectedCovariance(const Eigen::MatrixXd& basis,
+                                                     const std::vector<double>& eigenvalues) {
+  Eigen::VectorXd sd(basis.cols());
+  for (Eigen::Index i = 0; i < basis.cols(); ++i) sd[i] = std::sqrt(eigenvalues[i]);
+  const Eigen::MatrixXd a = basis * sd.asDiagonal();
+  Eigen::MatrixXd m = Eigen::MatrixXd::Zero(basis.rows(), basis.rows());
   m.selfadjointView<Eigen::Lower>().rankUpdate(a);
   return m.selfadjointView<Eigen::Lower>();
+}
+
+Eigen::MatrixXd RotatedGaussian::ProjectedCovariance(
+    const Projection& s, const std::vector<double>& eigenvalues) const {
+  return ProjectedCovariance(ProjectedBasis(s), eigenvalues);
 }
 
 std::vector<double> PowerLawSpectrum(int n, double alpha) {

@@ -84,6 +84,11 @@ class RotatedGaussian {
   // map `s` (CountSketch or Gaussian, input_dim() == dim()).
   Eigen::MatrixXd ProjectedCovariance(const Projection& s,
                                       const std::vector<double>& eigenvalues) const;
+  // S Q (k x dim()), from which ProjectedCovariance(basis, lambda) =
+  // (S Q) diag(lambda) (S Q)^T for any spectrum.
+  Eigen::MatrixXd ProjectedBasis(const Projection& s) const;
+  static Eigen::MatrixXd ProjectedCovariance(const Eigen::MatrixXd& basis,
+                                             const std::vector<double>& eigenvalues);
 
   int dim() const { return dim_; }
 
