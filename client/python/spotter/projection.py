@@ -121,9 +121,14 @@ def count_sketch_hash(seed: int, start: int, length: int, k: int, device=None):
     return bucket, sign
 
 
-def gaussian_block(seed: int, j0: int, j1: int, k: int, device=None):
+def gaussian_block(seed: int, j0: int, j1: int, k: int, device=None, libm: str = "torch"):
     """Float64 tensor (j1 - j0, k): entries z_{b,j} of the Gaussian map (before
-    the 1/sqrt(k) scale) for coordinates j in [j0, j1)."""
+    the 1/sqrt(k) scale) for coordinates j in [j0, j1).
+
+    libm="torch" evaluates log/cos with torch on ``device`` (may differ from
+    the C library in the last float64 bit); libm="c" evaluates them with
+    Python's math module, i.e. the C library the C++ reference uses (CPU,
+    about a microsecond per entry), which matches it bit for bit."""
     import torch
     j = torch.arange(j0, j1, dtype=torch.int64, device=device)
     b = torch.arange(k, dtype=torch.int64, device=device)
@@ -132,6 +137,13 @@ def gaussian_block(seed: int, j0: int, j1: int, k: int, device=None):
     o2 = splitmix64_torch(seed, 2 * n + 1)
     u1 = (_srl(o1, 11) + 1).to(torch.float64) * INV53
     u2 = _srl(o2, 11).to(torch.float64) * INV53
+    if libm == "c":
+        two_pi = 2.0 * math.pi
+        z = [math.sqrt(-2.0 * math.log(a)) * math.cos(two_pi * c)
+             for a, c in zip(u1.reshape(-1).tolist(), u2.reshape(-1).tolist())]
+        return torch.tensor(z, dtype=torch.float64).reshape(u1.shape).to(u1.device)
+    if libm != "torch":
+        raise ValueError("libm must be 'torch' or 'c'")
     return torch.sqrt(-2.0 * torch.log(u1)) * torch.cos((2.0 * math.pi) * u2)
 
 
@@ -181,16 +193,19 @@ class CountSketch:
 class GaussianProjection:
     """The dense Gaussian map (the reference kind): O(input_dim * k) work per
     vector; the entries are regenerated in blocks of ``block`` coordinates
-    rather than stored. Immutable; thread-safe."""
+    rather than stored. ``libm``: see gaussian_block(); the default is "c"
+    (bit-exact with the C++ reference) for CPU tensors and "torch" elsewhere.
+    Immutable; thread-safe."""
     kind = "gaussian"
 
     def __init__(self, seed: int, input_dim: int, output_dim: int, device=None,
-                 block: int = 4096):
+                 block: int = 4096, libm: Optional[str] = None):
         if input_dim < 1 or output_dim < 1:
             raise ValueError("input_dim and output_dim must be >= 1")
         self.seed, self.input_dim, self.output_dim = int(seed), int(input_dim), int(output_dim)
         self.device = device
         self.block = block
+        self.libm = libm
 
     def accumulate(self, acc, x, offset: int = 0):
         """acc (m, k) float64 += (unscaled) Z[:, offset:offset+n] x; returns acc.
@@ -201,7 +216,8 @@ class GaussianProjection:
         n = x2.shape[1]
         for j0 in range(0, n, self.block):
             j1 = min(n, j0 + self.block)
-            z = gaussian_block(self.seed, offset + j0, offset + j1, self.output_dim, x.device)
+            libm = self.libm or ("c" if x.device.type == "cpu" else "torch")
+            z = gaussian_block(self.seed, offset + j0, offset + j1, self.output_dim, x.device, libm)
             for j in range(j1 - j0):
                 a2 += x2[:, j0 + j, None] * z[j][None, :]
         return acc
@@ -223,12 +239,12 @@ class GaussianProjection:
         return (acc * (1.0 / math.sqrt(self.output_dim))).to(torch.float32)
 
 
-def make_projection(kind: str, seed: int, input_dim: int, output_dim: int, device=None):
+def make_projection(kind: str, seed: int, input_dim: int, output_dim: int, device=None, **kw):
     """CountSketch or GaussianProjection by kind name ("count_sketch",
     "gaussian"). SRHT is not implemented in Python: ValueError."""
     if kind == "count_sketch":
         return CountSketch(seed, input_dim, output_dim, device)
     if kind == "gaussian":
-        return GaussianProjection(seed, input_dim, output_dim, device)
+        return GaussianProjection(seed, input_dim, output_dim, device, **kw)
     raise ValueError(f"projection kind {kind!r}: the Python client implements "
                      "'count_sketch' and 'gaussian'")
