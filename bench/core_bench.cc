@@ -9,6 +9,8 @@
 //   BM_Summarize/k/l        Summarize of a full window (covariance + second
 //                           moment)
 //   BM_Merge/k/l/ranks      MergeAll of the ranks' snapshots
+//   BM_EvaluateRanks        one server evaluation: merge, summarise, per-rank
+//                           summaries, divergence rule
 //   BM_AccumulatorMemory    heap bytes a RankAccumulator holds between calls
 //                           (resident) and at most during one (peak), against
 //                           the budget 2 l k 4 + 256 KiB
@@ -28,6 +30,7 @@
 #include <vector>
 
 #include "benchmark/benchmark.h"
+#include "core/spectrum/divergence.h"
 #include "core/spectrum/frequent_directions.h"
 #include "core/spectrum/moments.h"
 #include "core/spectrum/summary.h"
@@ -230,6 +233,24 @@ void BM_Merge(benchmark::State& state) {
                          benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_Merge)
+    ->ArgsProduct({{1024, 4096}, {64}, {8}})
+    ->Unit(benchmark::kMillisecond);
+
+// One evaluation of an 8-rank run as the server does it: merge, summarise,
+// per-rank covariance summaries and the divergence rule.
+void BM_EvaluateRanks(benchmark::State& state) {
+  const int k = static_cast<int>(state.range(0)), l = static_cast<int>(state.range(1));
+  const int ranks = static_cast<int>(state.range(2));
+  std::vector<RankWindow> windows;
+  for (int r = 0; r < ranks; ++r) {
+    windows.push_back({static_cast<uint32_t>(r), {FullWindow(k, l, 100 * r)}});
+  }
+  SpectrumOptions o;
+  o.dim = k;
+  o.sketch_rows = l;
+  for (auto _ : state) benchmark::DoNotOptimize(EvaluateRanks(windows, o, DivergenceOptions()));
+}
+BENCHMARK(BM_EvaluateRanks)
     ->ArgsProduct({{1024, 4096}, {64}, {8}})
     ->Unit(benchmark::kMillisecond);
 

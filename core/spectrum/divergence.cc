@@ -116,7 +116,8 @@ RunEvaluation EvaluateRanks(std::vector<RankWindow> windows,
     per_rank.emplace_back(w.rank, MergeAll(std::move(w.pieces)));
   }
   if (per_rank.empty()) return out;
-  if (static_cast<int>(per_rank.size()) >= std::max(options.min_ranks, 3)) {
+  const int n = static_cast<int>(per_rank.size());
+  if (n >= std::max(options.min_ranks, 3) && n <= options.max_ranks) {
     for (const auto& [rank, m] : per_rank) {
       RankSummary s;
       s.rank = rank;

@@ -35,6 +35,10 @@ struct DivergenceOptions {
   // the MAD is tiny, and against the sampling noise of a rank's own window
   // (relative std ~ sqrt(2 / n_eff) for the trace).
   double min_relative = 0.5;
+  // Above this many ranks with data, EvaluateRanks skips the per-rank pass
+  // (it costs one covariance summary, an O(l^2 k) Gram matrix, per rank and
+  // evaluation) and flags nothing.
+  int max_ranks = 512;
 };
 
 // One rank's window summary, the input of the rule.
@@ -73,7 +77,7 @@ struct RunEvaluation {
 };
 
 // Merges the ranks' windows into the run's diagnostics (Summarize of the
-// merged moments) and, when at least options.min_ranks ranks have data,
+// merged moments) and, when min_ranks to max_ranks ranks have data,
 // summarises each rank's covariance and applies DivergentRanks. Windows with
 // no pieces are skipped. Cost: one Summarize plus one covariance summary per
 // rank.

@@ -60,6 +60,20 @@ TEST(DivergenceTest, FlagsARankWithAScaledGradient) {
   EXPECT_EQ(e.ranks.size(), 8u);
 }
 
+TEST(DivergenceTest, SkipsThePerRankPassAboveMaxRanks) {
+  std::mt19937_64 rng(1);
+  PlantedGaussian gen(kDim, kSpectrum, 1);
+  std::vector<RankWindow> windows;
+  for (uint32_t r = 0; r < 5; ++r) windows.push_back(Window(r, gen, rng, r == 3 ? 3.0 : 1.0));
+  DivergenceOptions o;
+  o.max_ranks = 4;
+  const RunEvaluation e = EvaluateRanks(std::move(windows), Options(), o);
+  EXPECT_TRUE(e.ranks.empty());
+  EXPECT_TRUE(e.divergent.empty());
+  ASSERT_TRUE(e.merged.has_value());
+  EXPECT_EQ(e.merged->rows, 5u * 40u * 16u);
+}
+
 TEST(DivergenceTest, FlagsARankWithADifferentSpectrumOfTheSameTrace) {
   std::mt19937_64 rng(2);
   PlantedGaussian gen(kDim, kSpectrum, 2);
