@@ -3,6 +3,8 @@
 #include <cmath>
 #include <cstring>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/cord.h"
 #include "absl/strings/str_format.h"
 #include "core/util/status_macros.h"
 #include "google/protobuf/util/message_differencer.h"
@@ -209,6 +211,20 @@ SpectrumOptions ToSpectrumOptions(const v1::RunConfig& c) {
   return o;
 }
 
+namespace {
+constexpr char kReasonPayload[] = "type.spotter.dev/reject-reason";
+}  // namespace
+
+absl::Status WithReason(absl::Status status, absl::string_view reason) {
+  if (!status.ok()) status.SetPayload(kReasonPayload, absl::Cord(reason));
+  return status;
+}
+
+std::string ReasonLabel(const absl::Status& status) {
+  if (auto p = status.GetPayload(kReasonPayload)) return std::string(*p);
+  return absl::AsciiStrToLower(absl::StatusCodeToString(status.code()));
+}
+
 const char* RejectReasonLabel(v1::RejectReason reason) {
   switch (reason) {
     case v1::REJECT_REASON_MALFORMED: return "malformed";
@@ -291,6 +307,14 @@ std::optional<Rejection> DecodeSketch(const v1::SketchBatch& b, uint32_t k,
       return Rejection{v1::REJECT_REASON_NON_FINITE,
                        absl::StrFormat("value %g at row %d col %d; every value must be finite",
                                        v, i / b.cols(), i % b.cols())};
+    }
+    if (std::fabs(v) > limits.max_abs_value) {
+      return Rejection{v1::REJECT_REASON_TOO_LARGE,
+                       absl::StrFormat("value %g at row %d col %d exceeds the server's limit "
+                                       "|value| <= %g (--max_abs_value): it would overflow the "
+                                       "float32 sketch",
+                                       v, i / b.cols(), i % b.cols(), limits.max_abs_value),
+                       "value_too_large"};
     }
     if (std::fpclassify(v) == FP_SUBNORMAL) {
       ++subnormal;

@@ -45,7 +45,17 @@ SpectrumOptions ToSpectrumOptions(const v1::RunConfig& config);
 struct Rejection {
   v1::RejectReason reason;
   std::string message;
+  // The spotter_rejects_total label when more specific than the reason's
+  // (RejectReasonLabel); nullptr: the reason's.
+  const char* label = nullptr;
 };
+
+// Attaches the spotter_rejects_total{reason} label to an error status (a
+// status payload; it never reaches the client).
+absl::Status WithReason(absl::Status status, absl::string_view reason);
+// The label attached with WithReason, else the status code in snake_case
+// ("invalid_argument", "not_found", ...).
+std::string ReasonLabel(const absl::Status& status);
 
 // Short snake_case name of a reject reason, used as the metric label.
 const char* RejectReasonLabel(v1::RejectReason reason);

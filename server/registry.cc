@@ -7,8 +7,20 @@
 
 namespace spotter {
 
+absl::Status RunRegistry::Restore(std::vector<LoadedRun> runs) {
+  for (LoadedRun& loaded : runs) {
+    ASSIGN_OR_RETURN(std::shared_ptr<Run> run, Run::Restore(std::move(loaded), deps_));
+    absl::MutexLock l(&mu_);
+    next_order_ = std::max(next_order_, run->order() + 1);
+    ++per_owner_[run->owner()];
+    runs_[run->name()] = std::move(run);
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<RunRegistry::Opened> RunRegistry::Open(const std::string& name,
-                                                      const v1::RunConfig& requested) {
+                                                      const v1::RunConfig& requested,
+                                                      const std::string& owner) {
   RETURN_IF_ERROR(ValidateRunName(name));
   ASSIGN_OR_RETURN(v1::RunConfig config, ResolveRunConfig(requested, deps_.limits));
   absl::MutexLock l(&mu_);
@@ -23,13 +35,23 @@ absl::StatusOr<RunRegistry::Opened> RunRegistry::Open(const std::string& name,
     return Opened{it->second, false};
   }
   if (runs_.size() >= deps_.limits.max_runs) {
-    return absl::ResourceExhaustedError(absl::StrFormat(
-        "the server holds %d runs, its limit (--max_runs); finish and delete old runs",
-        runs_.size()));
+    return WithReason(absl::ResourceExhaustedError(absl::StrFormat(
+                          "the server holds %d runs, its limit (--max_runs); finish and "
+                          "delete old runs",
+                          runs_.size())),
+                      "run_quota");
   }
-  std::shared_ptr<Run> run = Run::Create(name, std::move(config), deps_);
+  if (!owner.empty() && deps_.limits.max_runs_per_principal != 0 &&
+      per_owner_[owner] >= deps_.limits.max_runs_per_principal) {
+    return WithReason(absl::ResourceExhaustedError(absl::StrFormat(
+                          "principal %s holds %d runs, its limit (--max_runs_per_principal); "
+                          "delete old runs",
+                          owner, per_owner_[owner])),
+                      "principal_run_quota");
+  }
+  std::shared_ptr<Run> run = Run::Create(name, std::move(config), owner, next_order_++, deps_);
   runs_[name] = run;
-  order_[name] = next_order_++;
+  ++per_owner_[owner];
   return Opened{run, true};
 }
 
@@ -37,18 +59,21 @@ absl::StatusOr<std::shared_ptr<Run>> RunRegistry::Get(const std::string& name) c
   absl::MutexLock l(&mu_);
   auto it = runs_.find(name);
   if (it == runs_.end()) {
-    return absl::NotFoundError(absl::StrFormat("no run named %s; OpenRun creates it", name));
+    return WithReason(
+        absl::NotFoundError(absl::StrFormat("no run named %s; OpenRun creates it", name)),
+        "unknown_run");
   }
   return it->second;
 }
 
 std::vector<std::shared_ptr<Run>> RunRegistry::List() const {
   absl::MutexLock l(&mu_);
-  std::vector<std::pair<uint64_t, std::shared_ptr<Run>>> v;
-  for (const auto& [name, run] : runs_) v.emplace_back(order_.at(name), run);
-  std::sort(v.begin(), v.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
   std::vector<std::shared_ptr<Run>> out;
-  for (auto& [o, r] : v) out.push_back(std::move(r));
+  out.reserve(runs_.size());
+  for (const auto& [name, run] : runs_) out.push_back(run);
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
+    return a->order() > b->order();
+  });
   return out;
 }
 
@@ -58,14 +83,23 @@ absl::Status RunRegistry::Delete(const std::string& name) {
     absl::MutexLock l(&mu_);
     auto it = runs_.find(name);
     if (it == runs_.end()) {
-      return absl::NotFoundError(absl::StrFormat("no run named %s", name));
+      return WithReason(absl::NotFoundError(absl::StrFormat("no run named %s", name)),
+                        "unknown_run");
     }
     run = std::move(it->second);
     runs_.erase(it);
-    order_.erase(name);
+    if (--per_owner_[run->owner()] == 0) per_owner_.erase(run->owner());
+    // Under mu_, so that a run re-created with this name queues its rows
+    // after the deletion of these.
+    run->End();
+    deps_.committer->Enqueue({StoreOp::DeleteRun(name)});
   }
-  run->End();
   return absl::OkStatus();
+}
+
+size_t RunRegistry::size() const {
+  absl::MutexLock l(&mu_);
+  return runs_.size();
 }
 
 }  // namespace spotter

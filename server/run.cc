@@ -1,11 +1,16 @@
 #include "server/run.h"
 
 #include <algorithm>
+#include <atomic>
+#include <functional>
 #include <cmath>
 #include <limits>
 #include <utility>
 
 #include "absl/strings/str_format.h"
+#include "core/phase/controller_state.h"
+#include "core/spectrum/checkpoint.h"
+#include "core/spectrum/divergence.h"
 
 namespace spotter {
 
@@ -20,6 +25,15 @@ constexpr absl::Duration kRateBaseline = absl::Seconds(1);
 // that spans this long: directives issued in a run's first second must cover
 // the delivery budget too.
 constexpr absl::Duration kProvisionalBaseline = absl::Milliseconds(100);
+
+// Logged uploads passed the admission limits of their time; replaying them
+// must not depend on today's limits.
+Limits ReplayLimits() {
+  Limits l;
+  l.max_batch_rows = std::numeric_limits<uint32_t>::max();
+  l.max_abs_value = std::numeric_limits<double>::infinity();
+  return l;
+}
 }  // namespace
 
 struct RankState {
@@ -27,45 +41,136 @@ struct RankState {
       : rank(r), acc(dim, rows, w) {}
   const uint32_t rank;
 
-  // Ingestion, under `mu`.
+  // Ingestion, status and cadence, under `mu`.
   absl::Mutex mu;
   RankAccumulator acc ABSL_GUARDED_BY(mu);
   uint64_t last_seq ABSL_GUARDED_BY(mu) = 0;
   uint64_t last_step ABSL_GUARDED_BY(mu) = 0;
   bool any_step ABSL_GUARDED_BY(mu) = false;
+  uint64_t uploads ABSL_GUARDED_BY(mu) = 0;
+  uint64_t rows ABSL_GUARDED_BY(mu) = 0;
+  double loss_sum ABSL_GUARDED_BY(mu) = 0.0;  // cumulative, uploads with a loss
+  uint64_t loss_count ABSL_GUARDED_BY(mu) = 0;
+  double last_loss ABSL_GUARDED_BY(mu) = kNaN;
+  double last_lr ABSL_GUARDED_BY(mu) = kNaN;
+  uint64_t reported_step ABSL_GUARDED_BY(mu) = 0;
+  absl::Time last_seen ABSL_GUARDED_BY(mu) = absl::InfinitePast();
+  bool has_upload ABSL_GUARDED_BY(mu) = false;
+  uint64_t last_upload_step ABSL_GUARDED_BY(mu) = 0;
+  absl::Time rate_anchor_time ABSL_GUARDED_BY(mu);  // start of the current rate baseline
+  uint64_t rate_anchor_step ABSL_GUARDED_BY(mu) = 0;
+  double rate ABSL_GUARDED_BY(mu) = 0.0;  // steps per second, over >= kRateBaseline (EMA)
+  bool rate_known ABSL_GUARDED_BY(mu) = false;
+  double gap ABSL_GUARDED_BY(mu) = 0.0;  // steps between consecutive uploads (EMA)
+  int cadence_samples ABSL_GUARDED_BY(mu) = 0;
+  // The upload log since the last checkpoint.
+  uint64_t logged_uploads ABSL_GUARDED_BY(mu) = 0;
+  size_t logged_bytes ABSL_GUARDED_BY(mu) = 0;
+  // The highest seq whose effect is durable: what a Welcome and RankStatus
+  // report, so that a client never drops an upload a crash could still lose.
+  // Set by commit callbacks (which may outlive the run, hence shared).
+  const std::shared_ptr<std::atomic<uint64_t>> durable_seq =
+      std::make_shared<std::atomic<uint64_t>>(0);
 
-  // Status and cadence, under the owning Run's mu_.
-  uint64_t uploads = 0;
-  uint64_t rows = 0;
+  // Raises durable_seq to `seq` once the entry queued next is committed.
+  std::function<void()> MarkDurable(uint64_t seq) const {
+    return [d = durable_seq, seq] {
+      uint64_t cur = d->load();
+      while (cur < seq && !d->compare_exchange_weak(cur, seq)) {
+      }
+    };
+  }
+
+  // Under the owning Run's mu_.
   uint64_t rejects = 0;
-  uint64_t reported_step = 0;
   int connected = 0;
-  absl::Time last_seen = absl::InfinitePast();
-  bool has_upload = false;
-  uint64_t last_upload_step = 0;
-  absl::Time rate_anchor_time;  // start of the current rate baseline
-  uint64_t rate_anchor_step = 0;
-  double rate = 0.0;  // steps per second, over >= kRateBaseline (EMA); provisional before
-  bool rate_known = false;
-  double gap = 0.0;   // steps between consecutive uploads (EMA)
-  int cadence_samples = 0;
+
+  state::RankRecord RecordLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    state::RankRecord r;
+    r.set_rank(rank);
+    r.set_last_seq(last_seq);
+    r.set_last_step(last_step);
+    r.set_any_step(any_step);
+    r.set_uploads(uploads);
+    r.set_rows(rows);
+    r.set_loss_sum(loss_sum);
+    r.set_loss_count(loss_count);
+    r.set_last_loss(last_loss);
+    r.set_last_lr(last_lr);
+    r.set_reported_step(reported_step);
+    r.set_gap(gap);
+    r.set_rate(rate);
+    r.set_rate_known(rate_known);
+    r.set_cadence_samples(static_cast<uint32_t>(cadence_samples));
+    r.set_last_upload_step(last_upload_step);
+    return r;
+  }
+
+  void RestoreLocked(const state::RankRecord& r, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    last_seq = r.last_seq();
+    last_step = r.last_step();
+    any_step = r.any_step();
+    uploads = r.uploads();
+    rows = r.rows();
+    loss_sum = r.loss_sum();
+    loss_count = r.loss_count();
+    last_loss = r.last_loss();
+    last_lr = r.last_lr();
+    reported_step = r.reported_step();
+    gap = r.gap();
+    rate = r.rate();
+    rate_known = r.rate_known();
+    cadence_samples = static_cast<int>(std::min<uint32_t>(r.cadence_samples(), 1u << 30));
+    last_upload_step = r.last_upload_step();
+    has_upload = r.uploads() > 0;
+    // The rate baseline restarts: the time since the crash is no cadence.
+    rate_anchor_time = now;
+    rate_anchor_step = last_upload_step;
+    durable_seq->store(last_seq);
+  }
 };
 
-Run::Run(std::string name, v1::RunConfig config, const RunDeps& deps)
+// Queues a run's changes to the committer until the run is deleted; after
+// that, nothing of it is written (its rows are being deleted).
+class Run::Journal {
+ public:
+  explicit Journal(Committer* committer) : committer_(committer) {}
+
+  void Enqueue(std::vector<StoreOp> ops, Committer::Callback done) {
+    absl::MutexLock l(&mu_);
+    if (closed_) return;
+    committer_->Enqueue(std::move(ops), std::move(done));
+  }
+  void Close() {
+    absl::MutexLock l(&mu_);
+    closed_ = true;
+  }
+
+ private:
+  Committer* const committer_;
+  absl::Mutex mu_;
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+Run::Run(std::string name, v1::RunConfig config, std::string owner, uint64_t order,
+         const RunDeps& deps)
     : name_(std::move(name)),
       config_(std::move(config)),
+      owner_(std::move(owner)),
+      order_(order),
       deps_(deps),
       window_(ToWindowOptions(config_)),
       spectrum_(ToSpectrumOptions(config_)),
+      journal_(std::make_shared<Journal>(deps.committer)),
       controller_(ToControllerConfig(config_)),
-      last_loss_(kNaN),
-      last_lr_(kNaN),
       val_metric_(kNaN),
       next_eval_step_(config_.eval_every()) {}
 
-std::shared_ptr<Run> Run::Create(std::string name, v1::RunConfig config,
-                                 const RunDeps& deps) {
-  std::shared_ptr<Run> run(new Run(std::move(name), std::move(config), deps));
+std::shared_ptr<Run> Run::Create(std::string name, v1::RunConfig config, std::string owner,
+                                 uint64_t order, const RunDeps& deps) {
+  std::shared_ptr<Run> run(
+      new Run(std::move(name), std::move(config), std::move(owner), order, deps));
   absl::MutexLock l(&run->mu_);
   run->created_at_ = deps.clock->Now();
   run->metrics_ = std::make_unique<RunMetrics>(deps.metrics->runs(), run->name_);
@@ -77,7 +182,115 @@ std::shared_ptr<Run> Run::Create(std::string name, v1::RunConfig config,
                              d.plan.lr.start_lr, d.plan.lr.end_lr, d.plan.lr.end_step);
   run->IssueLocked(d, 0);
   run->transitions_.clear();  // the opening directive is not a transition
+  std::vector<StoreOp> ops;
+  if (deps.persistent) {
+    state::RunRecord rec;
+    rec.set_name(run->name_);
+    *rec.mutable_config() = run->config_;
+    rec.set_created_unix_micros(absl::ToUnixMicros(run->created_at_));
+    rec.set_order(order);
+    rec.set_owner(run->owner_);
+    ops.push_back(PutRunRecord(rec));
+  }
+  run->CommitLocked(std::move(ops));
   deps.metrics->runs_active.Increment();
+  return run;
+}
+
+absl::StatusOr<std::shared_ptr<Run>> Run::Restore(LoadedRun loaded, const RunDeps& deps) {
+  const std::string name = loaded.run.name();
+  auto fail = [&name](const std::string& what) {
+    return absl::DataLossError(absl::StrFormat(
+        "state of run '%s': %s; restore the state file from a backup, or move it aside to "
+        "start with empty state",
+        name, what));
+  };
+  // The stored config must be an effective config this build accepts.
+  Limits open;
+  open.max_sketch_dim = open.max_sketch_rows = open.max_world_size =
+      std::numeric_limits<uint32_t>::max();
+  absl::StatusOr<v1::RunConfig> resolved = ResolveRunConfig(loaded.run.config(), open);
+  if (!resolved.ok()) return fail(std::string(resolved.status().message()));
+  if (const std::string diff = ConfigDifference(*resolved, loaded.run.config()); !diff.empty()) {
+    return fail("its stored config is not an effective config: " + diff);
+  }
+  const state::ControllerRecord& c = loaded.controller;
+  if (c.state() != v1::RUN_STATE_ACTIVE && c.state() != v1::RUN_STATE_FINISHED) {
+    return fail(absl::StrFormat("run state %d", static_cast<int>(c.state())));
+  }
+  std::shared_ptr<Run> run(new Run(name, loaded.run.config(), loaded.run.owner(),
+                                   loaded.run.order(), deps));
+  absl::MutexLock l(&run->mu_);
+  if (absl::Status s = DecodeControllerState(c.controller(), &run->controller_); !s.ok()) {
+    return fail("controller state: " + std::string(s.message()));
+  }
+  run->created_at_ = absl::FromUnixMicros(loaded.run.created_unix_micros());
+  run->state_ = c.state();
+  run->next_eval_step_ = std::max<uint64_t>(c.next_eval_step(), 1);
+  run->val_metric_ = c.val_metric();
+  run->latest_ = c.latest();
+  run->latest_published_ = c.latest();
+  run->declared_input_dim_ = c.declared_input_dim();
+  run->max_step_ = c.max_step();
+  for (const auto& [rank, base] : c.loss_baseline()) {
+    run->loss_baseline_[rank] = {base.sum(), base.count()};
+  }
+  for (const v1::Directive& d : loaded.directives) {
+    absl::StatusOr<Directive> dir = DirectiveFromProto(d);
+    if (!dir.ok()) {
+      return fail(absl::StrFormat("directive v%d: %s", d.version(), dir.status().message()));
+    }
+    run->directives_.push_back(*std::move(dir));
+  }
+  run->transitions_ = std::move(loaded.transitions);
+  run->points_ = std::move(loaded.points);
+  run->published_ = {run->points_.size(), run->transitions_.size(), run->directives_.size(),
+                     run->state_ != v1::RUN_STATE_ACTIVE};
+  run->queued_ = run->published_;
+  run->closed_ = run->state_ != v1::RUN_STATE_ACTIVE;
+
+  const Limits replay = ReplayLimits();
+  const absl::Time now = deps.clock->Now();
+  RowMatrixXf rows;
+  for (auto& [id, lr] : loaded.ranks) {
+    RankState* r = run->RankLocked(id);
+    absl::MutexLock rl(&r->mu);
+    if (lr.has_checkpoint) {
+      absl::StatusOr<RankAccumulator> acc = DecodeRankAccumulator(
+          lr.checkpoint.accumulator(), static_cast<int>(run->config_.sketch_dim()),
+          static_cast<int>(run->config_.sketch_rows()), run->window_);
+      if (!acc.ok()) {
+        return fail(absl::StrFormat("rank %d checkpoint (after seq %d): %s", id,
+                                    lr.checkpoint.seq(), acc.status().message()));
+      }
+      r->acc = *std::move(acc);
+    }
+    r->RestoreLocked(lr.record, now);
+    for (const v1::SketchBatch& b : lr.uploads) {
+      if (std::optional<Rejection> rej =
+              DecodeSketch(b, run->config_.sketch_dim(), replay, &rows)) {
+        return fail(absl::StrFormat("rank %d logged upload seq %d no longer decodes: %s", id,
+                                    b.seq(), rej->message));
+      }
+      if (!r->acc.empty() && b.step() < r->acc.last_step()) {
+        return fail(absl::StrFormat("rank %d logged upload seq %d at step %d is before step %d",
+                                    id, b.seq(), b.step(), r->acc.last_step()));
+      }
+      r->acc.Add(b.step(), rows, b.samples_per_row() == 0 ? 1.0 : b.samples_per_row());
+      r->logged_uploads += 1;
+      r->logged_bytes += b.data().size();
+    }
+    run->max_step_ = std::max(run->max_step_, r->reported_step);
+  }
+  if (run->state_ == v1::RUN_STATE_ACTIVE) {
+    run->metrics_ = std::make_unique<RunMetrics>(deps.metrics->runs(), run->name_);
+    const Directive& d = run->directives_.back();
+    run->metrics_->SetPhase(d.plan.phase, d.version);
+    if (!std::isnan(run->val_metric_)) run->metrics_->SetValMetric(run->val_metric_);
+    deps.metrics->runs_active.Increment();
+  } else {
+    deps.metrics->runs_finished.Increment();
+  }
   return run;
 }
 
@@ -92,61 +305,92 @@ RankState* Run::RankLocked(uint32_t rank) {
   return slot.get();
 }
 
+uint32_t Run::StreamQuota() const {
+  if (deps_.limits.max_streams_per_run != 0) return deps_.limits.max_streams_per_run;
+  return static_cast<uint32_t>(std::min<uint64_t>(2ull * config_.world_size() + 2, UINT32_MAX));
+}
+
 absl::StatusOr<RankState*> Run::Join(const v1::Hello& hello, RunObserver* observer) {
   absl::MutexLock l(&mu_);
   if (hello.rank() >= config_.world_size()) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "rank %d is outside run %s's world_size %d: expected 0 <= rank < %d", hello.rank(),
-        name_, config_.world_size(), config_.world_size()));
+    return WithReason(
+        absl::InvalidArgumentError(absl::StrFormat(
+            "rank %d is outside run %s's world_size %d: expected 0 <= rank < %d", hello.rank(),
+            name_, config_.world_size(), config_.world_size())),
+        "rank_out_of_range");
   }
   const v1::ProjectionSpec& want = config_.projection();
   const v1::ProjectionKind kind = hello.projection().kind() == v1::PROJECTION_KIND_UNSPECIFIED
                                       ? v1::PROJECTION_KIND_COUNT_SKETCH
                                       : hello.projection().kind();
   if (kind != want.kind() || hello.projection().seed() != want.seed()) {
-    return absl::FailedPreconditionError(absl::StrFormat(
-        "projection {kind %s, seed %d} differs from run %s's {kind %s, seed %d}: every rank "
-        "must sketch with the run's projection",
-        v1::ProjectionKind_Name(kind), hello.projection().seed(), name_,
-        v1::ProjectionKind_Name(want.kind()), want.seed()));
+    return WithReason(
+        absl::FailedPreconditionError(absl::StrFormat(
+            "projection {kind %s, seed %d} differs from run %s's {kind %s, seed %d}: every "
+            "rank must sketch with the run's projection",
+            v1::ProjectionKind_IsValid(kind) ? v1::ProjectionKind_Name(kind)
+                                             : std::to_string(static_cast<int>(kind)),
+            hello.projection().seed(), name_, v1::ProjectionKind_Name(want.kind()),
+            want.seed())),
+        "projection_mismatch");
   }
   const uint64_t declared = want.input_dim() ? want.input_dim() : declared_input_dim_;
   const uint64_t p = hello.projection().input_dim();
   if (p != 0 && declared != 0 && p != declared) {
-    return absl::FailedPreconditionError(absl::StrFormat(
-        "projection input_dim %d differs from the %d parameters run %s's ranks declared", p,
-        declared, name_));
+    return WithReason(absl::FailedPreconditionError(absl::StrFormat(
+                          "projection input_dim %d differs from the %d parameters run %s's "
+                          "ranks declared",
+                          p, declared, name_)),
+                      "projection_mismatch");
   }
-  if (p != 0 && declared == 0) declared_input_dim_ = p;
+  if (!published_.ended && streams_ >= static_cast<int>(StreamQuota())) {
+    return WithReason(
+        absl::ResourceExhaustedError(absl::StrFormat(
+            "run %s has %d Connect streams open, its quota (--max_streams_per_run; default "
+            "2 x world_size + 2); close stale streams or raise the quota",
+            name_, streams_)),
+        "run_stream_quota");
+  }
+  const bool declare = p != 0 && declared == 0;
+  if (declare) declared_input_dim_ = p;
 
   RankState* rank = RankLocked(hello.rank());
   v1::Welcome welcome;
   *welcome.mutable_config() = config_;
   {
     absl::MutexLock rl(&rank->mu);
-    welcome.set_last_seq(rank->last_seq);
+    welcome.set_last_seq(rank->durable_seq->load());
+    rank->last_seen = deps_.clock->Now();
   }
   welcome.set_phase(ToProto(controller_.phase()));
   observer->OnWelcome(welcome);
   // Every directive newer than what the stream already holds, the older
   // ones too: a rank resuming from a checkpoint before the current
-  // directive's effective_step needs the one in force at its own step.
-  for (const Directive& d : directives_) {
-    if (d.version > hello.last_directive_version()) observer->OnDirective(ToProto(d));
+  // directive's effective_step needs the one in force at its own step. Only
+  // durable (published) directives are sent; a newer one reaches the
+  // observer when its commit publishes it.
+  for (size_t i = 0; i < published_.directives; ++i) {
+    if (directives_[i].version > hello.last_directive_version()) {
+      observer->OnDirective(ToProto(directives_[i]));
+    }
   }
-  if (state_ != v1::RUN_STATE_ACTIVE) {
+  if (declare) CommitLocked();
+  if (published_.ended) {
     observer->OnEnded(state_);
     return rank;
   }
   observers_.insert(observer);
+  ++streams_;
   ++rank->connected;
-  rank->last_seen = deps_.clock->Now();
   return rank;
 }
 
 void Run::Leave(RankState* rank, RunObserver* observer) {
   absl::MutexLock l(&mu_);
-  if (observers_.erase(observer) > 0 && rank != nullptr) --rank->connected;
+  if (observers_.erase(observer) > 0 && rank != nullptr) {
+    --rank->connected;
+    --streams_;
+  }
 }
 
 void Run::NoteReject(RankState* rank) {
@@ -167,6 +411,10 @@ std::optional<Rejection> Run::Ingest(RankState* rank, const v1::SketchBatch& b,
       *duplicate = true;
       return std::nullopt;
     }
+    if (closed_) {
+      return Rejection{v1::REJECT_REASON_RUN_FINISHED,
+                       absl::StrFormat("run %s has finished; it takes no more uploads", name_)};
+    }
     if (rank->any_step && b.step() < rank->last_step) {
       return Rejection{v1::REJECT_REASON_STEP_BACKWARDS,
                        absl::StrFormat("step %d is before this rank's last step %d; steps "
@@ -177,44 +425,70 @@ std::optional<Rejection> Run::Ingest(RankState* rank, const v1::SketchBatch& b,
     rank->last_seq = b.seq();
     rank->last_step = b.step();
     rank->any_step = true;
-  }
-  absl::MutexLock l(&mu_);
-  const absl::Time now = deps_.clock->Now();
-  ++rank->uploads;
-  rank->rows += b.rows();
-  rank->last_seen = now;
-  rank->reported_step = std::max(rank->reported_step, b.step());
-  if (!rank->has_upload) {
-    rank->has_upload = true;
-    rank->last_upload_step = b.step();
-    rank->rate_anchor_time = now;
-    rank->rate_anchor_step = b.step();
-  } else if (b.step() > rank->last_upload_step) {
-    const double ds = static_cast<double>(b.step() - rank->last_upload_step);
-    const double a = rank->cadence_samples == 0 ? 1.0 : kCadenceAlpha;
-    rank->gap = (1 - a) * rank->gap + a * ds;
-    ++rank->cadence_samples;
-    rank->last_upload_step = b.step();
-    const absl::Duration span = now - rank->rate_anchor_time;
-    if (span >= kRateBaseline) {
-      const double r = static_cast<double>(b.step() - rank->rate_anchor_step) /
-                       absl::ToDoubleSeconds(span);
-      rank->rate = rank->rate_known ? 0.5 * rank->rate + 0.5 * r : r;
-      rank->rate_known = true;
+    const absl::Time now = deps_.clock->Now();
+    ++rank->uploads;
+    rank->rows += b.rows();
+    rank->last_seen = now;
+    rank->reported_step = std::max(rank->reported_step, b.step());
+    if (!std::isnan(b.loss())) {
+      rank->loss_sum += b.loss();
+      ++rank->loss_count;
+      rank->last_loss = b.loss();
+    }
+    rank->last_lr = b.lr();
+    if (!rank->has_upload) {
+      rank->has_upload = true;
+      rank->last_upload_step = b.step();
       rank->rate_anchor_time = now;
       rank->rate_anchor_step = b.step();
-    } else if (!rank->rate_known && span >= kProvisionalBaseline) {
-      rank->rate = static_cast<double>(b.step() - rank->rate_anchor_step) /
-                   absl::ToDoubleSeconds(span);
+    } else if (b.step() > rank->last_upload_step) {
+      const double ds = static_cast<double>(b.step() - rank->last_upload_step);
+      const double a = rank->cadence_samples == 0 ? 1.0 : kCadenceAlpha;
+      rank->gap = (1 - a) * rank->gap + a * ds;
+      ++rank->cadence_samples;
+      rank->last_upload_step = b.step();
+      const absl::Duration span = now - rank->rate_anchor_time;
+      if (span >= kRateBaseline) {
+        const double r = static_cast<double>(b.step() - rank->rate_anchor_step) /
+                         absl::ToDoubleSeconds(span);
+        rank->rate = rank->rate_known ? 0.5 * rank->rate + 0.5 * r : r;
+        rank->rate_known = true;
+        rank->rate_anchor_time = now;
+        rank->rate_anchor_step = b.step();
+      } else if (!rank->rate_known && span >= kProvisionalBaseline) {
+        rank->rate = static_cast<double>(b.step() - rank->rate_anchor_step) /
+                     absl::ToDoubleSeconds(span);
+      }
+    }
+    if (deps_.persistent) {
+      // The upload and the rank's new record, in one queue entry (one
+      // commit): a restart sees both or neither.
+      std::vector<StoreOp> ops;
+      ++rank->logged_uploads;
+      rank->logged_bytes += b.data().size();
+      if (rank->logged_uploads >= deps_.checkpoint.every_uploads ||
+          rank->logged_bytes >= deps_.checkpoint.every_bytes) {
+        state::CheckpointRecord ckpt;
+        ckpt.set_seq(b.seq());
+        ckpt.set_accumulator(EncodeRankAccumulator(rank->acc));
+        ops.push_back(PutCheckpointRecord(name_, rank->rank, ckpt));
+        ops.push_back(StoreOp::DeleteUpTo(Table::kUploads, name_, rank->rank, b.seq()));
+        rank->logged_uploads = 0;
+        rank->logged_bytes = 0;
+      } else {
+        ops.push_back(PutUploadRecord(name_, rank->rank, b));
+      }
+      ops.push_back(PutRankRecord(name_, rank->RecordLocked()));
+      journal_->Enqueue(std::move(ops),
+                        [mark = rank->MarkDurable(b.seq())](const absl::Status& s) {
+                          if (s.ok()) mark();
+                        });
+    } else {
+      rank->MarkDurable(b.seq())();  // nothing is kept: applied is all there is
     }
   }
+  absl::MutexLock l(&mu_);
   max_step_ = std::max(max_step_, b.step());
-  if (!std::isnan(b.loss())) {
-    loss_sum_ += b.loss();
-    ++loss_count_;
-    last_loss_ = b.loss();
-  }
-  last_lr_ = b.lr();
   MaybeScheduleEvalLocked();
   return std::nullopt;
 }
@@ -233,32 +507,42 @@ std::optional<Rejection> Run::Report(RankState* rank, const v1::EvalReport& r,
                                        value)};
     }
   }
-  {
-    absl::MutexLock l(&rank->mu);
-    if (r.seq() <= rank->last_seq) {
-      *duplicate = true;
-      return std::nullopt;
-    }
-    rank->last_seq = r.seq();
-  }
+  // The whole report under the run's lock (reports are rare): its seq, the
+  // validation metric and any directive it causes commit together.
   absl::MutexLock l(&mu_);
+  const uint64_t eff = EffectiveStepLocked();
+  absl::MutexLock rl(&rank->mu);
+  if (r.seq() <= rank->last_seq) {
+    *duplicate = true;
+    return std::nullopt;
+  }
+  rank->last_seq = r.seq();
   rank->last_seen = deps_.clock->Now();
   rank->reported_step = std::max(rank->reported_step, r.step());
   max_step_ = std::max(max_step_, r.step());
+  std::vector<StoreOp> ops;
+  if (deps_.persistent) ops.push_back(PutRankRecord(name_, rank->RecordLocked()));
+  std::function<void()> mark = rank->MarkDurable(r.seq());
+  if (!deps_.persistent) mark();
   auto it = r.metrics().find(config_.phase().val_metric());
-  if (it == r.metrics().end()) return std::nullopt;
-  val_metric_ = it->second;
-  if (metrics_) metrics_->SetValMetric(val_metric_);
-  if (state_ != v1::RUN_STATE_ACTIVE) return std::nullopt;
-  const uint64_t eff = EffectiveStepLocked();
-  if (auto d = controller_.OnValidation(r.step(), it->second, eff)) IssueLocked(*d, eff);
+  if (it != r.metrics().end()) {
+    val_metric_ = it->second;
+    if (metrics_) metrics_->SetValMetric(val_metric_);
+    if (state_ == v1::RUN_STATE_ACTIVE) {
+      if (auto d = controller_.OnValidation(r.step(), it->second, eff)) IssueLocked(*d, eff);
+    }
+  }
+  CommitLocked(std::move(ops), std::move(mark));
   return std::nullopt;
 }
 
 void Run::Heartbeat(RankState* rank, uint64_t step) {
+  {
+    absl::MutexLock rl(&rank->mu);
+    rank->last_seen = deps_.clock->Now();
+    rank->reported_step = std::max(rank->reported_step, step);
+  }
   absl::MutexLock l(&mu_);
-  rank->last_seen = deps_.clock->Now();
-  rank->reported_step = std::max(rank->reported_step, step);
   max_step_ = std::max(max_step_, step);
 }
 
@@ -270,6 +554,7 @@ uint64_t Run::EffectiveStepLocked() const {
   const double budget = config_.phase().delivery_budget_seconds();
   uint64_t margin = 1;
   for (const auto& [id, r] : ranks_) {
+    absl::MutexLock rl(&r->mu);
     if (r->cadence_samples == 0) continue;
     const double m = std::ceil(r->rate * budget + r->gap) + 1.0;
     margin = std::max<uint64_t>(margin, static_cast<uint64_t>(std::min(m, 1e9)));
@@ -279,10 +564,7 @@ uint64_t Run::EffectiveStepLocked() const {
   return eff;
 }
 
-void Run::RecordTransitionLocked(const Transition& t) {
-  transitions_.push_back(ToProto(t));
-  for (RunObserver* o : observers_) o->OnTransition(transitions_.back());
-}
+void Run::RecordTransitionLocked(const Transition& t) { transitions_.push_back(ToProto(t)); }
 
 void Run::IssueLocked(const Decision& decision, uint64_t eff,
                       std::optional<v1::Directive>* issued) {
@@ -297,11 +579,83 @@ void Run::IssueLocked(const Decision& decision, uint64_t eff,
   directives_.push_back(d);
   RecordTransitionLocked({eff, d.issued_at, decision.from, decision.to, decision.cause,
                           decision.reason, decision.evidence, d.version});
-  const v1::Directive proto = ToProto(d);
-  for (RunObserver* o : observers_) o->OnDirective(proto);
   deps_.metrics->directives.Increment();
   if (metrics_) metrics_->SetPhase(d.plan.phase, d.version);
-  if (issued) *issued = proto;
+  if (issued) *issued = ToProto(d);
+}
+
+state::ControllerRecord Run::ControllerRecordLocked() const {
+  state::ControllerRecord c;
+  c.set_state(state_);
+  c.set_controller(EncodeControllerState(controller_));
+  c.set_next_eval_step(next_eval_step_);
+  c.set_val_metric(val_metric_);
+  *c.mutable_latest() = latest_;
+  c.set_declared_input_dim(declared_input_dim_);
+  for (const auto& [rank, base] : loss_baseline_) {
+    state::LossBaseline& b = (*c.mutable_loss_baseline())[rank];
+    b.set_sum(base.first);
+    b.set_count(base.second);
+  }
+  c.set_max_step(max_step_);
+  c.set_points(queued_.points);
+  c.set_transitions(queued_.transitions);
+  c.set_directives(queued_.directives);
+  return c;
+}
+
+void Run::CommitLocked(std::vector<StoreOp> ops, std::function<void()> on_durable) {
+  const Published target{points_.size(), transitions_.size(), directives_.size(),
+                         state_ != v1::RUN_STATE_ACTIVE};
+  if (deps_.persistent) {
+    for (size_t i = queued_.points; i < target.points; ++i) {
+      ops.push_back(PutPointRecord(name_, i, points_[i]));
+    }
+    for (size_t i = queued_.transitions; i < target.transitions; ++i) {
+      ops.push_back(PutTransitionRecord(name_, i, transitions_[i]));
+    }
+    for (size_t i = queued_.directives; i < target.directives; ++i) {
+      ops.push_back(PutDirectiveRecord(name_, ToProto(directives_[i])));
+    }
+  }
+  queued_ = target;
+  if (deps_.persistent) ops.push_back(PutControllerRecord(name_, ControllerRecordLocked()));
+  std::weak_ptr<Run> weak = weak_from_this();
+  journal_->Enqueue(std::move(ops), [weak, target, on_durable = std::move(on_durable)](
+                                        const absl::Status& s) {
+    // A failed commit publishes nothing: clients must not see what may be
+    // lost. The server stops taking writes (see Committer).
+    if (!s.ok()) return;
+    if (on_durable) on_durable();
+    if (std::shared_ptr<Run> run = weak.lock()) run->Publish(target);
+  });
+}
+
+void Run::Publish(const Published& upto) {
+  absl::MutexLock l(&mu_);
+  for (; published_.points < upto.points; ++published_.points) {
+    const size_t i = published_.points;
+    // The newest point goes out with its eigenvalues (history keeps none).
+    const bool newest = i + 1 == points_.size() && latest_.step() == points_[i].step();
+    const v1::TrajectoryPoint& p = newest ? latest_ : points_[i];
+    latest_published_ = p;
+    for (RunObserver* o : observers_) o->OnPoint(p);
+  }
+  for (; published_.transitions < upto.transitions; ++published_.transitions) {
+    for (RunObserver* o : observers_) o->OnTransition(transitions_[published_.transitions]);
+  }
+  for (; published_.directives < upto.directives; ++published_.directives) {
+    const v1::Directive d = ToProto(directives_[published_.directives]);
+    for (RunObserver* o : observers_) o->OnDirective(d);
+  }
+  if (upto.ended && !published_.ended) {
+    published_.ended = true;
+    for (RunObserver* o : observers_) o->OnEnded(state_);
+    observers_.clear();
+    streams_ = 0;
+    watchers_ = 0;
+    for (auto& [id, r] : ranks_) r->connected = 0;
+  }
 }
 
 void Run::MaybeScheduleEvalLocked() {
@@ -321,31 +675,59 @@ void Run::MaybeScheduleEvalLocked() {
 void Run::Evaluate() {
   const absl::Time start = absl::Now();
   uint64_t now_step;
-  double loss;
   std::vector<RankState*> ranks;
   {
     absl::MutexLock l(&mu_);
     now_step = max_step_;
-    loss = loss_count_ > 0 ? loss_sum_ / static_cast<double>(loss_count_) : last_loss_;
-    loss_sum_ = 0.0;
-    loss_count_ = 0;
     ranks.reserve(ranks_.size());
     for (auto& [id, r] : ranks_) ranks.push_back(r.get());
   }
-  // Copy each rank's window under its own lock; merge and summarise unlocked.
-  std::vector<GradientMoments> pieces;
+  std::sort(ranks.begin(), ranks.end(),
+            [](const RankState* a, const RankState* b) { return a->rank < b->rank; });
+  // Copy each rank's window and loss totals under its own lock; merge and
+  // summarise unlocked.
+  struct RankLoss {
+    uint32_t rank;
+    double sum;
+    uint64_t count;
+    double last_loss;
+    double last_lr;
+    uint64_t last_step;
+    bool any;
+  };
+  std::vector<RankLoss> losses;
+  std::vector<RankWindow> windows;
   for (RankState* r : ranks) {
     absl::MutexLock l(&r->mu);
+    losses.push_back({r->rank, r->loss_sum, r->loss_count, r->last_loss, r->last_lr,
+                      r->last_step, r->any_step});
     if (r->acc.empty()) continue;
-    for (GradientMoments& m : r->acc.Snapshot(now_step)) pieces.push_back(std::move(m));
+    windows.push_back({r->rank, r->acc.Snapshot(now_step)});
   }
-  std::optional<Diagnostics> diag;
-  if (!pieces.empty()) diag = Summarize(MergeAll(std::move(pieces)), spectrum_);
+  // The merged diagnostics, and (with >= 3 ranks) per-rank summaries and the
+  // ranks whose spectrum diverges from the others' (core/spectrum/divergence.h).
+  RunEvaluation eval = EvaluateRanks(std::move(windows), spectrum_, DivergenceOptions());
+  const std::optional<Diagnostics>& diag = eval.merged;
 
   absl::MutexLock l(&mu_);
   eval_busy_ = false;
   next_eval_step_ = (now_step / config_.eval_every() + 1) * config_.eval_every();
   if (diag && state_ == v1::RUN_STATE_ACTIVE) {
+    // The mean loss reported since the last evaluation; without one, the
+    // latest loss and LR (of the rank furthest ahead, lowest rank on ties).
+    double loss_sum = 0.0;
+    uint64_t loss_count = 0;
+    const RankLoss* latest = nullptr;
+    for (const RankLoss& rl : losses) {
+      auto& base = loss_baseline_[rl.rank];
+      loss_sum += rl.sum - base.first;
+      loss_count += rl.count - base.second;
+      base = {rl.sum, rl.count};
+      if (rl.any && (latest == nullptr || rl.last_step > latest->last_step)) latest = &rl;
+    }
+    const double loss = loss_count > 0 ? loss_sum / static_cast<double>(loss_count)
+                                       : (latest ? latest->last_loss : kNaN);
+    const double lr = latest ? latest->last_lr : kNaN;
     v1::TrajectoryPoint p;
     p.set_step(now_step);
     ToProto(deps_.clock->Now(), p.mutable_time());
@@ -354,7 +736,7 @@ void Run::Evaluate() {
     const Directive* in_force = DirectiveInForce(directives_, now_step, /*skip_advisory=*/false);
     p.set_phase(ToProto(in_force ? in_force->plan.phase : controller_.phase()));
     p.set_loss(loss);
-    p.set_lr(last_lr_);
+    p.set_lr(lr);
     ToProto(diag->covariance, p.mutable_covariance());
     ToProto(diag->second_moment, p.mutable_second_moment());
     p.set_noise_scale(diag->noise_scale);
@@ -362,48 +744,64 @@ void Run::Evaluate() {
     p.set_effective_samples(diag->effective_samples);
     p.set_val_metric(val_metric_);
     p.set_rows(diag->rows);
-    latest_ = p;
-    for (RunObserver* o : observers_) o->OnPoint(latest_);
-    p.mutable_covariance()->clear_eigenvalues();
-    p.mutable_second_moment()->clear_eigenvalues();
-    points_.push_back(std::move(p));
-    if (metrics_) {
-      metrics_->SetSummary(diag->covariance, diag->noise_scale);
-      metrics_->SetTraining(now_step, loss, last_lr_);
-    }
-    deps_.metrics->evaluations.Increment();
-    if (diag->covariance.valid) {
-      Observation obs;
-      obs.step = now_step;
-      obs.loss = loss;
-      obs.effective_rank = diag->covariance.effective_rank.value;
-      obs.rank_censored = diag->covariance.effective_rank.censored;
-      obs.participation_ratio = diag->covariance.participation_ratio.value;
-      const uint64_t eff = EffectiveStepLocked();
-      if (auto d = controller_.OnEvaluation(obs, eff)) IssueLocked(*d, eff);
+    for (const RankDivergence& d : eval.divergent) p.add_divergent_ranks(d.rank);
+    // Points are strictly increasing in step (an evaluation of a step that
+    // already has one, after a restart, replaces nothing).
+    if (points_.empty() || now_step > points_.back().step()) {
+      latest_ = p;
+      p.mutable_covariance()->clear_eigenvalues();
+      p.mutable_second_moment()->clear_eigenvalues();
+      points_.push_back(std::move(p));
+      if (metrics_) {
+        metrics_->SetSummary(diag->covariance, diag->noise_scale);
+        metrics_->SetTraining(now_step, loss, lr);
+      }
+      deps_.metrics->evaluations.Increment();
+      if (diag->covariance.valid) {
+        Observation obs;
+        obs.step = now_step;
+        obs.loss = loss;
+        obs.effective_rank = diag->covariance.effective_rank.value;
+        obs.rank_censored = diag->covariance.effective_rank.censored;
+        obs.participation_ratio = diag->covariance.participation_ratio.value;
+        const uint64_t eff = EffectiveStepLocked();
+        if (auto d = controller_.OnEvaluation(obs, eff)) IssueLocked(*d, eff);
+      }
     }
   }
+  if (state_ == v1::RUN_STATE_ACTIVE) CommitLocked();
   deps_.metrics->eval_duration.Observe(absl::ToDoubleSeconds(absl::Now() - start));
   MaybeScheduleEvalLocked();
 }
 
-void Run::Watch(RunObserver* observer, bool include_history) {
+absl::Status Run::Watch(RunObserver* observer, bool include_history) {
   absl::MutexLock l(&mu_);
-  if (include_history) {
-    for (const v1::TrajectoryPoint& p : points_) observer->OnPoint(p);
-    for (const v1::PhaseTransition& t : transitions_) observer->OnTransition(t);
-    for (const Directive& d : directives_) observer->OnDirective(ToProto(d));
+  if (!published_.ended && watchers_ >= static_cast<int>(deps_.limits.max_watchers_per_run)) {
+    return WithReason(absl::ResourceExhaustedError(absl::StrFormat(
+                          "run %s has %d WatchRun streams open, its quota "
+                          "(--max_watchers_per_run)",
+                          name_, watchers_)),
+                      "run_watcher_quota");
   }
-  if (state_ != v1::RUN_STATE_ACTIVE) {
+  if (include_history) {
+    for (size_t i = 0; i < published_.points; ++i) observer->OnPoint(points_[i]);
+    for (size_t i = 0; i < published_.transitions; ++i) observer->OnTransition(transitions_[i]);
+    for (size_t i = 0; i < published_.directives; ++i) {
+      observer->OnDirective(ToProto(directives_[i]));
+    }
+  }
+  if (published_.ended) {
     observer->OnEnded(state_);
-    return;
+    return absl::OkStatus();
   }
   observers_.insert(observer);
+  ++watchers_;
+  return absl::OkStatus();
 }
 
 void Run::Unwatch(RunObserver* observer) {
   absl::MutexLock l(&mu_);
-  observers_.erase(observer);
+  if (observers_.erase(observer) > 0) --watchers_;
 }
 
 absl::Status Run::Override(const v1::OverridePhaseRequest& req,
@@ -423,7 +821,7 @@ absl::Status Run::Override(const v1::OverridePhaseRequest& req,
       }
       IssueLocked(controller_.ForcePhase(FromProto(req.phase()), req.hold(), req.reason(), eff),
                   eff, issued);
-      return absl::OkStatus();
+      break;
     }
     case v1::OverridePhaseRequest::ACTION_PIN_DIRECTIVE: {
       if (!req.has_directive()) {
@@ -432,7 +830,7 @@ absl::Status Run::Override(const v1::OverridePhaseRequest& req,
       absl::StatusOr<DirectivePlan> plan = PlanFromProto(req.directive());
       if (!plan.ok()) return plan.status();
       IssueLocked(controller_.Pin(*plan, req.reason(), eff), eff, issued);
-      return absl::OkStatus();
+      break;
     }
     case v1::OverridePhaseRequest::ACTION_RELEASE: {
       if (auto d = controller_.Release(req.reason(), eff)) {
@@ -444,12 +842,14 @@ absl::Status Run::Override(const v1::OverridePhaseRequest& req,
                                     (req.reason().empty() ? "" : ": " + req.reason()),
                                 {}, 0});
       }
-      return absl::OkStatus();
+      break;
     }
     default:
       return absl::InvalidArgumentError(absl::StrFormat(
           "action %d: expected FORCE_PHASE, PIN_DIRECTIVE or RELEASE", req.action()));
   }
+  CommitLocked();
+  return absl::OkStatus();
 }
 
 void Run::Finish(const std::string& reason) {
@@ -464,9 +864,9 @@ void Run::Finish(const std::string& reason) {
                 eff);
   }
   state_ = v1::RUN_STATE_FINISHED;
-  for (RunObserver* o : observers_) o->OnEnded(state_);
-  observers_.clear();
-  for (auto& [id, r] : ranks_) r->connected = 0;
+  closed_ = true;
+  // Streams end when the stop directive is durable and published.
+  CommitLocked();
   metrics_.reset();
   deps_.metrics->runs_active.Decrement();
   deps_.metrics->runs_finished.Increment();
@@ -474,8 +874,13 @@ void Run::Finish(const std::string& reason) {
 
 void Run::End() {
   absl::MutexLock l(&mu_);
+  journal_->Close();
+  closed_ = true;
   for (RunObserver* o : observers_) o->OnEnded(state_);
   observers_.clear();
+  streams_ = 0;
+  watchers_ = 0;
+  published_.ended = true;
   for (auto& [id, r] : ranks_) r->connected = 0;
   metrics_.reset();
   if (state_ == v1::RUN_STATE_ACTIVE) {
@@ -499,30 +904,30 @@ v1::RunInfo Run::Info() const {
   info.set_state(state_);
   info.set_phase(ToProto(controller_.phase()));
   info.set_overridden(controller_.held());
-  if (!directives_.empty()) *info.mutable_directive() = ToProto(directives_.back());
-  if (latest_.step() > 0 || latest_.has_covariance()) *info.mutable_latest() = latest_;
-  std::vector<const RankState*> ranks;
+  if (published_.directives > 0) {
+    *info.mutable_directive() = ToProto(directives_[published_.directives - 1]);
+  }
+  if (published_.points > 0) *info.mutable_latest() = latest_published_;
+  std::vector<RankState*> ranks;
   for (const auto& [id, r] : ranks_) ranks.push_back(r.get());
   std::sort(ranks.begin(), ranks.end(),
             [](const RankState* a, const RankState* b) { return a->rank < b->rank; });
-  for (const RankState* r : ranks) {
+  for (RankState* r : ranks) {
     v1::RankStatus* s = info.add_ranks();
     s->set_rank(r->rank);
-    s->set_last_step(r->reported_step);
-    {
-      absl::MutexLock rl(&const_cast<RankState*>(r)->mu);
-      s->set_last_seq(r->last_seq);
-    }
-    s->set_uploads(r->uploads);
-    s->set_rows(r->rows);
     s->set_rejects(r->rejects);
     s->set_connected(r->connected > 0);
+    absl::MutexLock rl(&r->mu);
+    s->set_last_step(r->reported_step);
+    s->set_last_seq(r->durable_seq->load());
+    s->set_uploads(r->uploads);
+    s->set_rows(r->rows);
     if (r->last_seen != absl::InfinitePast()) ToProto(r->last_seen, s->mutable_last_seen());
   }
-  for (const v1::PhaseTransition& t : transitions_) *info.add_transitions() = t;
+  for (size_t i = 0; i < published_.transitions; ++i) *info.add_transitions() = transitions_[i];
   ToProto(created_at_, info.mutable_created_at());
   info.set_max_step(max_step_);
-  info.set_points(points_.size());
+  info.set_points(published_.points);
   return info;
 }
 
@@ -539,7 +944,7 @@ v1::RunSummary Run::Summary() const {
   for (const auto& [id, r] : ranks_) connected += r->connected > 0 ? 1 : 0;
   s.set_connected_ranks(connected);
   s.set_world_size(config_.world_size());
-  if (!points_.empty()) *s.mutable_latest() = points_.back();
+  if (published_.points > 0) *s.mutable_latest() = points_[published_.points - 1];
   ToProto(created_at_, s.mutable_created_at());
   *s.mutable_labels() = config_.labels();
   return s;
@@ -548,11 +953,13 @@ v1::RunSummary Run::Summary() const {
 v1::GetTrajectoryResponse Run::Trajectory(uint64_t since_step) const {
   absl::MutexLock l(&mu_);
   v1::GetTrajectoryResponse out;
-  for (const v1::TrajectoryPoint& p : points_) {
-    if (p.step() >= since_step) *out.add_points() = p;
+  for (size_t i = 0; i < published_.points; ++i) {
+    if (points_[i].step() >= since_step) *out.add_points() = points_[i];
   }
-  for (const v1::PhaseTransition& t : transitions_) *out.add_transitions() = t;
-  for (const Directive& d : directives_) *out.add_directives() = ToProto(d);
+  for (size_t i = 0; i < published_.transitions; ++i) *out.add_transitions() = transitions_[i];
+  for (size_t i = 0; i < published_.directives; ++i) {
+    *out.add_directives() = ToProto(directives_[i]);
+  }
   return out;
 }
 

@@ -9,7 +9,11 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "core/util/clock.h"
+#include "server/auth.h"
 #include "server/limits.h"
+#include "server/run.h"
+#include "server/sqlite_store.h"
+#include "server/store.h"
 
 namespace grpc {
 class Channel;
@@ -37,14 +41,46 @@ struct ServerOptions {
   absl::Duration metrics_run_ttl = absl::Minutes(30);
   // Most runs with series on /metrics at once; 0: no cap.
   size_t metrics_max_runs = 1000;
+
+  // Durable state (docs/RELIABILITY.md). The SQLite file at state_file
+  // (created if missing); empty: nothing survives a restart. `store`, when
+  // set, is used instead (tests: MemoryStore, FaultInjectingStore).
+  std::string state_file;
+  SqliteOptions sqlite;
+  std::shared_ptr<Store> store;
+  CheckpointPolicy checkpoint;
+
+  // Security (docs/RELIABILITY.md). TLS when tls_cert_file and tls_key_file
+  // are set (PEM); mutual TLS when tls_client_ca_file is set too (clients
+  // must present a certificate it signed).
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_client_ca_file;
+  // Bearer tokens with roles (server/auth.h): a tokens file, or a parsed
+  // table (tests). Neither: no authentication.
+  std::string tokens_file;
+  std::shared_ptr<const TokenTable> tokens;
+  // Without TLS and tokens the server only listens on loopback addresses;
+  // this allows any address anyway.
+  bool insecure = false;
+  // Connect streams that send nothing for this long are ended
+  // (RESOURCE_EXHAUSTED); zero: never. On `clock`.
+  absl::Duration idle_timeout = absl::Minutes(5);
+  // Real-time period of the idle-stream sweep; zero: only SweepIdleStreams().
+  absl::Duration idle_sweep_interval = absl::Seconds(1);
 };
 
 // Thread-safe.
 class Server {
  public:
-  // Starts the gRPC server (with the health service and reflection) and the
-  // metrics exposer. UNAVAILABLE when an address cannot be bound, with the
-  // address in the message.
+  // Opens the state store and restores every run in it, then starts the gRPC
+  // server (with the health service; with reflection unless tokens are on)
+  // and the metrics exposer. UNAVAILABLE when an address cannot be bound,
+  // with the address in the message; FAILED_PRECONDITION for a non-loopback
+  // address without TLS and tokens (and not insecure); the store's error
+  // (DATA_LOSS for damaged state, naming the file, table, run and key) when
+  // the state cannot be restored; INVALID_ARGUMENT / NOT_FOUND for
+  // unreadable certificate or token files.
   static absl::StatusOr<std::unique_ptr<Server>> BuildAndStart(const ServerOptions& options);
 
   // Shuts down with a 2 s deadline if Shutdown was not called.
@@ -62,6 +98,18 @@ class Server {
 
   // Waits until every evaluation queued so far has completed (tests).
   void DrainEvaluations();
+
+  // Waits until every change queued so far is committed to the store.
+  void FlushState();
+
+  // Ends the Connect streams idle for longer than idle_timeout; returns how
+  // many (tests advance a fake clock, then call it).
+  int SweepIdleStreams();
+
+  // One line each for the logs: where state lives and what was restored, and
+  // how the server is secured.
+  std::string DescribeState() const;
+  std::string DescribeSecurity() const;
 
   // Ends open streams with UNAVAILABLE, stops accepting calls, and cancels
   // what is still running after `deadline`. Idempotent.

@@ -1,85 +1,138 @@
 // The gRPC edge: SpotterService on the callback API. Converts between proto
 // and the run registry once, here; nothing below it knows about gRPC.
+//
+// Every method is registered raw (grpc::ByteBuffer in and out) so that the
+// edge, not gRPC, parses requests: an oversized or unparseable message is
+// answered with a clear status or Reject and counted, like every other bad
+// input, instead of gRPC's bare UNIMPLEMENTED or a silently ended stream.
+// Every call is authenticated and authorized (server/auth.h) before it
+// touches a run. Calls that change state reply, and uploads are acknowledged,
+// only once the change is durable (server/committer.h).
 #ifndef SPOTTER_SERVER_SERVICE_H_
 #define SPOTTER_SERVER_SERVICE_H_
 
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "server/auth.h"
 #include "server/registry.h"
 #include "spotter/v1/spotter.grpc.pb.h"
 
 namespace spotter {
 
-// A live server stream that can be told to end (at shutdown).
+// A live server stream that can be told to end (at shutdown, or when idle).
 class StoppableStream {
  public:
   virtual ~StoppableStream() = default;
   // Finishes the stream with `status` once its queued messages are written.
   virtual void Stop(const grpc::Status& status) = 0;
+  // True when the client has sent nothing since `now - timeout` while the
+  // server was reading (Connect streams; watchers only listen).
+  virtual bool IdleSince(absl::Time cutoff) const { return false; }
 };
 
 grpc::Status ToGrpcStatus(const absl::Status& s);
 
+// Every method of SpotterService, raw.
+using RawSpotterService = v1::SpotterService::WithRawCallbackMethod_OpenRun<
+    v1::SpotterService::WithRawCallbackMethod_Connect<
+        v1::SpotterService::WithRawCallbackMethod_GetRun<
+            v1::SpotterService::WithRawCallbackMethod_ListRuns<
+                v1::SpotterService::WithRawCallbackMethod_GetTrajectory<
+                    v1::SpotterService::WithRawCallbackMethod_WatchRun<
+                        v1::SpotterService::WithRawCallbackMethod_OverridePhase<
+                            v1::SpotterService::WithRawCallbackMethod_FinishRun<
+                                v1::SpotterService::WithRawCallbackMethod_DeleteRun<
+                                    v1::SpotterService::Service>>>>>>>>>;
+
+struct ServiceOptions {
+  RunDeps deps;
+  // Bearer tokens; null: no authentication.
+  std::shared_ptr<const TokenTable> tokens;
+  // A Connect stream that sends nothing (not even a heartbeat) for this long
+  // is ended with RESOURCE_EXHAUSTED; zero: never. Measured on deps.clock.
+  absl::Duration idle_timeout = absl::Minutes(5);
+  // How often the idle streams are looked for (real time); zero: only when
+  // SweepIdleStreams is called.
+  absl::Duration idle_sweep_interval = absl::Seconds(1);
+};
+
 // Thread-safe: gRPC calls every method from its own threads.
-class SpotterServiceImpl final : public v1::SpotterService::CallbackService {
+class SpotterServiceImpl final : public RawSpotterService {
  public:
-  SpotterServiceImpl(const RunDeps& deps);
+  explicit SpotterServiceImpl(const ServiceOptions& options);
   ~SpotterServiceImpl() override;
 
   grpc::ServerUnaryReactor* OpenRun(grpc::CallbackServerContext* ctx,
-                                    const v1::OpenRunRequest* req,
-                                    v1::OpenRunResponse* resp) override;
-  grpc::ServerBidiReactor<v1::ConnectRequest, v1::ConnectResponse>* Connect(
+                                    const grpc::ByteBuffer* req,
+                                    grpc::ByteBuffer* resp) override;
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* Connect(
       grpc::CallbackServerContext* ctx) override;
-  grpc::ServerUnaryReactor* GetRun(grpc::CallbackServerContext* ctx,
-                                   const v1::GetRunRequest* req,
-                                   v1::GetRunResponse* resp) override;
+  grpc::ServerUnaryReactor* GetRun(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
+                                   grpc::ByteBuffer* resp) override;
   grpc::ServerUnaryReactor* ListRuns(grpc::CallbackServerContext* ctx,
-                                     const v1::ListRunsRequest* req,
-                                     v1::ListRunsResponse* resp) override;
+                                     const grpc::ByteBuffer* req,
+                                     grpc::ByteBuffer* resp) override;
   grpc::ServerUnaryReactor* GetTrajectory(grpc::CallbackServerContext* ctx,
-                                          const v1::GetTrajectoryRequest* req,
-                                          v1::GetTrajectoryResponse* resp) override;
-  grpc::ServerWriteReactor<v1::WatchRunResponse>* WatchRun(
-      grpc::CallbackServerContext* ctx, const v1::WatchRunRequest* req) override;
+                                          const grpc::ByteBuffer* req,
+                                          grpc::ByteBuffer* resp) override;
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* WatchRun(grpc::CallbackServerContext* ctx,
+                                                       const grpc::ByteBuffer* req) override;
   grpc::ServerUnaryReactor* OverridePhase(grpc::CallbackServerContext* ctx,
-                                          const v1::OverridePhaseRequest* req,
-                                          v1::OverridePhaseResponse* resp) override;
+                                          const grpc::ByteBuffer* req,
+                                          grpc::ByteBuffer* resp) override;
   grpc::ServerUnaryReactor* FinishRun(grpc::CallbackServerContext* ctx,
-                                      const v1::FinishRunRequest* req,
-                                      v1::FinishRunResponse* resp) override;
+                                      const grpc::ByteBuffer* req,
+                                      grpc::ByteBuffer* resp) override;
   grpc::ServerUnaryReactor* DeleteRun(grpc::CallbackServerContext* ctx,
-                                      const v1::DeleteRunRequest* req,
-                                      v1::DeleteRunResponse* resp) override;
+                                      const grpc::ByteBuffer* req,
+                                      grpc::ByteBuffer* resp) override;
 
   // Ends every open stream with UNAVAILABLE (graceful shutdown); streams that
   // start afterwards are refused.
   void StopStreams();
+  // Ends the Connect streams idle for longer than the idle timeout; returns
+  // how many. The sweeper thread calls it; tests call it after advancing a
+  // fake clock.
+  int SweepIdleStreams();
 
   RunRegistry& registry() { return registry_; }
-  const RunDeps& deps() const { return deps_; }
-  const Limits& limits() const { return deps_.limits; }
+  const RunDeps& deps() const { return options_.deps; }
+  const Limits& limits() const { return options_.deps.limits; }
+  const Authorizer& authorizer() const { return authorizer_; }
+  Committer& committer() { return *options_.deps.committer; }
 
-  // Stream bookkeeping, for the reactors. Track returns false after
-  // StopStreams.
-  bool Track(StoppableStream* s);
+  // Stream bookkeeping, for the reactors. Track fails with UNAVAILABLE after
+  // StopStreams and RESOURCE_EXHAUSTED beyond limits.max_streams (counted).
+  absl::Status Track(StoppableStream* s);
   void Untrack(StoppableStream* s);
 
-  // Finishes a unary call: counts a rejection when not OK, records latency.
-  grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* ctx, const char* method,
-                                  absl::Time start, const absl::Status& status);
+  // Authenticates the call for `rpc` from its metadata (counted on failure).
+  absl::StatusOr<const Principal*> Authenticate(const grpc::CallbackServerContext* ctx, Rpc rpc);
+
+  // Counts a failed call or message under its reason label.
+  void CountReject(const absl::Status& status);
 
  private:
-  const RunDeps deps_;
+  template <typename Req, typename Resp, typename Handler>
+  grpc::ServerUnaryReactor* Unary(grpc::CallbackServerContext* ctx, Rpc rpc,
+                                  const grpc::ByteBuffer* raw, grpc::ByteBuffer* out,
+                                  Handler handler);
+  void SweepLoop();
+
+  const ServiceOptions options_;
+  const Authorizer authorizer_;
   RunRegistry registry_;
   absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   absl::flat_hash_set<StoppableStream*> streams_ ABSL_GUARDED_BY(mu_);
+  std::thread sweeper_;
 };
 
 }  // namespace spotter
