@@ -3,7 +3,8 @@
 // the controller's directive before its effective_step and switch exactly
 // there; a late joiner and a resumed rank get what they need; a reconnecting
 // stream gets no directive twice; ADVISE never changes what trainers apply;
-// transitions keep their evidence through GetTrajectory.
+// pins, holds and releases go through the API into the history; transitions
+// keep their evidence through GetTrajectory.
 #include <algorithm>
 #include <functional>
 #include <map>
@@ -426,6 +427,71 @@ TEST_P(DirectivesTest, AdviseNeverChangesWhatTrainersApply) {
   EXPECT_GT(traj.transitions(0).evidence().size(), 10);
   EXPECT_EQ(traj.transitions(1).cause(), v1::CAUSE_OVERRIDE);
   EXPECT_EQ(traj.transitions(2).cause(), v1::CAUSE_FINISH);
+}
+
+TEST_P(DirectivesTest, PinHoldAndReleaseThroughTheApi) {
+  const v1::RunConfig config = Config(1);
+  auto s = Session("pin", config, 0);
+  ASSERT_TRUE(s && s->WaitForDirective(1, absl::Seconds(20)));
+  auto override = [&](v1::OverridePhaseRequest req) {
+    req.set_name("pin");
+    grpc::ClientContext ctx;
+    v1::OverridePhaseResponse resp;
+    const grpc::Status st = stub_->OverridePhase(&ctx, req, &resp);
+    EXPECT_TRUE(st.ok()) << st.error_message();
+    return resp;
+  };
+  // Pin a constant LR with natural gradient: trainers apply it from its
+  // effective step, the run shows the hold.
+  v1::OverridePhaseRequest pin;
+  pin.set_action(v1::OverridePhaseRequest::ACTION_PIN_DIRECTIVE);
+  pin.mutable_directive()->mutable_lr()->set_kind(v1::LrSchedule::KIND_CONSTANT);
+  pin.mutable_directive()->mutable_lr()->set_start_lr(0.003);
+  pin.mutable_directive()->mutable_optimizer()->set_kind(
+      v1::OptimizerInstruction::KIND_NATURAL_GRADIENT);
+  pin.mutable_directive()->mutable_optimizer()->set_damping(0.01);
+  pin.mutable_directive()->mutable_optimizer()->set_factor_update_interval(10);
+  pin.mutable_directive()->mutable_optimizer()->set_inverse_update_interval(100);
+  pin.set_reason("manual");
+  const v1::Directive pinned = override(pin).directive();
+  EXPECT_EQ(pinned.version(), 2u);
+  EXPECT_EQ(pinned.cause(), v1::CAUSE_OVERRIDE);
+  ASSERT_TRUE(s->WaitForDirective(2, absl::Seconds(20)));
+  EXPECT_DOUBLE_EQ(s->LrAt(pinned.effective_step(), -1), 0.003);
+  EXPECT_EQ(s->DirectiveAt(pinned.effective_step())->plan.optimizer.kind,
+            OptimizerInstruction::Kind::kNaturalGradient);
+  EXPECT_TRUE(Get("pin").overridden());
+  // Release: the warm-up plan of the phase comes back, the hold goes.
+  v1::OverridePhaseRequest release;
+  release.set_action(v1::OverridePhaseRequest::ACTION_RELEASE);
+  const v1::Directive back = override(release).directive();
+  EXPECT_EQ(back.version(), 3u);
+  EXPECT_EQ(back.cause(), v1::CAUSE_RELEASE);
+  EXPECT_EQ(back.phase(), v1::PHASE_ACQUISITION);
+  EXPECT_EQ(back.lr().kind(), v1::LrSchedule::KIND_LINEAR);
+  EXPECT_EQ(back.optimizer().kind(), v1::OptimizerInstruction::KIND_KEEP);
+  EXPECT_FALSE(Get("pin").overridden());
+  // A held force, then a release that has no directive to restore: both
+  // are in the history, the release without a directive.
+  v1::OverridePhaseRequest force;
+  force.set_action(v1::OverridePhaseRequest::ACTION_FORCE_PHASE);
+  force.set_phase(v1::PHASE_POLISH);
+  force.set_hold(true);
+  EXPECT_EQ(override(force).directive().phase(), v1::PHASE_POLISH);
+  EXPECT_TRUE(Get("pin").overridden());
+  EXPECT_FALSE(override(release).has_directive());
+  EXPECT_FALSE(Get("pin").overridden());
+  const v1::GetTrajectoryResponse traj = Trajectory("pin");
+  ASSERT_EQ(traj.transitions_size(), 4);
+  EXPECT_EQ(traj.transitions(0).cause(), v1::CAUSE_OVERRIDE);
+  EXPECT_THAT(traj.transitions(0).reason(), HasSubstr("manual"));
+  EXPECT_EQ(traj.transitions(1).cause(), v1::CAUSE_RELEASE);
+  EXPECT_EQ(traj.transitions(1).directive_version(), 3u);
+  EXPECT_EQ(traj.transitions(2).to_phase(), v1::PHASE_POLISH);
+  EXPECT_EQ(traj.transitions(3).cause(), v1::CAUSE_RELEASE);
+  EXPECT_EQ(traj.transitions(3).from_phase(), v1::PHASE_POLISH);
+  EXPECT_EQ(traj.transitions(3).to_phase(), v1::PHASE_POLISH);
+  EXPECT_EQ(traj.transitions(3).directive_version(), 0u);
 }
 
 INSTANTIATE_TEST_SUITE_P(Transport, DirectivesTest, ::testing::Values(false, true),
