@@ -5,7 +5,8 @@
 //                           steady state: rows/s, nominal GFLOP/s (8 l k flops
 //                           per row) and efficiency = nominal / GEMM rate
 //   BM_AccumulatorIngest    the same through RankAccumulator::Add (batch
-//                           centring, traces, means sketch, decay)
+//                           centring, traces, means sketch, decay), and the
+//                           rounding bound rho / trace in that steady state
 //   BM_Summarize/k/l        Summarize of a full window (covariance + second
 //                           moment)
 //   BM_Merge/k/l/ranks      MergeAll of the ranks' snapshots
@@ -197,6 +198,11 @@ void BM_AccumulatorIngest(benchmark::State& state) {
     ++step;
   }
   SetIngestCounters(state, k, l);
+  // The certified rounding bound of the covariance sketch in this decayed
+  // steady state, relative to the trace (docs/DIAGNOSTICS.md, "Float32
+  // rounding").
+  const SketchSpectrum sk = MergeAll(acc.Snapshot(step - 1)).centred.Spectrum();
+  state.counters["rho_over_trace"] = sk.rounding / sk.trace;
 }
 BENCHMARK(BM_AccumulatorIngest)
     ->ArgsProduct({{4096}, {64}})

@@ -24,12 +24,19 @@ constexpr double kMaxScale = 1e12;
 // Columns per float32 panel of the Gram matrix; the panels are summed in
 // double, so an entry's rounding error is that of a kGramPanel-term float dot
 // product (gamma_64 = 3.8e-6). Shorter panels tighten the rounding bound at
-// some speed; docs/PERFORMANCE.md has the trade-off.
-constexpr int kGramPanel = 64;
+// some speed; docs/PERFORMANCE.md has the trade-off (the compile-time
+// overrides exist to reproduce it, not for production builds).
+#ifndef SPOTTER_FD_GRAM_PANEL
+#define SPOTTER_FD_GRAM_PANEL 64
+#endif
+#ifndef SPOTTER_FD_PRODUCT_DEPTH
+#define SPOTTER_FD_PRODUCT_DEPTH 32
+#endif
+constexpr int kGramPanel = SPOTTER_FD_GRAM_PANEL;
 // Columns per block of the in-place product W * B of a shrink, and the depth
 // of its float32 partial products (summed in double, rounded once).
 constexpr int kProductBlock = 256;
-constexpr int kProductDepth = 32;
+constexpr int kProductDepth = SPOTTER_FD_PRODUCT_DEPTH;
 
 // gamma_n = n u / (1 - n u) (Higham, Accuracy and Stability, 2nd ed., 3.4):
 // the relative error bound of an n-term float32 dot product.

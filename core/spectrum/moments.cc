@@ -9,21 +9,65 @@ namespace spotter {
 GradientMoments::GradientMoments(int dim, int sketch_rows)
     : centred(dim, sketch_rows), means(dim, std::min(sketch_rows, kMeanSketchRows)) {}
 
+namespace {
+
+// sum_j v[j]^2 in double over n floats (float products are exact in double),
+// with four independent accumulators so the adds pipeline.
+double SquaredNorm(const float* v, Eigen::Index n) {
+  double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0;
+  Eigen::Index j = 0;
+  for (; j + 3 < n; j += 4) {
+    a0 += static_cast<double>(v[j]) * v[j];
+    a1 += static_cast<double>(v[j + 1]) * v[j + 1];
+    a2 += static_cast<double>(v[j + 2]) * v[j + 2];
+    a3 += static_cast<double>(v[j + 3]) * v[j + 3];
+  }
+  for (; j < n; ++j) a0 += static_cast<double>(v[j]) * v[j];
+  return (a0 + a1) + (a2 + a3);
+}
+
+// out = float(x - mean) computed in double; returns sum (x - mean)^2 of the
+// double values.
+double CentreRow(const float* x, const double* mean, Eigen::Index n, float* out) {
+  double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0;
+  Eigen::Index j = 0;
+  for (; j + 3 < n; j += 4) {
+    const double v0 = static_cast<double>(x[j]) - mean[j];
+    const double v1 = static_cast<double>(x[j + 1]) - mean[j + 1];
+    const double v2 = static_cast<double>(x[j + 2]) - mean[j + 2];
+    const double v3 = static_cast<double>(x[j + 3]) - mean[j + 3];
+    a0 += v0 * v0;
+    a1 += v1 * v1;
+    a2 += v2 * v2;
+    a3 += v3 * v3;
+    out[j] = static_cast<float>(v0);
+    out[j + 1] = static_cast<float>(v1);
+    out[j + 2] = static_cast<float>(v2);
+    out[j + 3] = static_cast<float>(v3);
+  }
+  for (; j < n; ++j) {
+    const double v = static_cast<double>(x[j]) - mean[j];
+    a0 += v * v;
+    out[j] = static_cast<float>(v);
+  }
+  return (a0 + a1) + (a2 + a3);
+}
+
+}  // namespace
+
 void GradientMoments::AddBatch(const Eigen::Ref<const RowMatrixXf>& x,
                                double samples_per_row) {
   const Eigen::Index m = x.rows();
   const Eigen::Index k = x.cols();
   if (m == 0) return;
-  // Mean and raw trace, accumulated in double (float products are exact in
-  // double).
+  // Mean and raw trace, accumulated in double.
   Eigen::VectorXd mean = Eigen::VectorXd::Zero(k);
   double raw = 0.0;
   for (Eigen::Index i = 0; i < m; ++i) {
     const float* r = x.row(i).data();
-    for (Eigen::Index j = 0; j < k; ++j) {
-      mean[j] += r[j];
-      raw += static_cast<double>(r[j]) * r[j];
-    }
+    double* mu = mean.data();
+    for (Eigen::Index j = 0; j < k; ++j) mu[j] += r[j];
+    raw += SquaredNorm(r, k);
   }
   mean /= static_cast<double>(m);
   const double mean_sq = mean.squaredNorm();
@@ -34,13 +78,7 @@ void GradientMoments::AddBatch(const Eigen::Ref<const RowMatrixXf>& x,
   if (m >= 2) {
     RowMatrixXf c(m, k);
     for (Eigen::Index i = 0; i < m; ++i) {
-      const float* r = x.row(i).data();
-      float* out = c.row(i).data();
-      for (Eigen::Index j = 0; j < k; ++j) {
-        const double v = static_cast<double>(r[j]) - mean[j];
-        centred_tr += v * v;
-        out[j] = static_cast<float>(v);
-      }
+      centred_tr += CentreRow(x.row(i).data(), mean.data(), k, c.row(i).data());
     }
     centred.Append(c);
     const double md = static_cast<double>(m);
