@@ -20,8 +20,6 @@
 
 namespace spotter {
 
-namespace v1 = ::spotter::v1;
-
 // OK when `name` is 1-128 characters of [A-Za-z0-9._-]; else INVALID_ARGUMENT.
 absl::Status ValidateRunName(const std::string& name);
 

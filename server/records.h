@@ -24,8 +24,6 @@
 
 namespace spotter {
 
-namespace v1 = ::spotter::v1;
-
 // The framed value of row (table, run, k1, k2) holding `payload`.
 std::string FrameRecord(Table table, std::string_view run, uint64_t k1, uint64_t k2,
                         std::string_view payload);

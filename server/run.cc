@@ -205,11 +205,9 @@ absl::StatusOr<std::shared_ptr<Run>> Run::Restore(LoadedRun loaded, const RunDep
         "start with empty state",
         name, what));
   };
-  // The stored config must be an effective config this build accepts.
-  Limits open;
-  open.max_sketch_dim = open.max_sketch_rows = open.max_world_size =
-      std::numeric_limits<uint32_t>::max();
-  absl::StatusOr<v1::RunConfig> resolved = ResolveRunConfig(loaded.run.config(), open);
+  // The stored config must be an effective config within the server's
+  // limits (sizes decide the memory a run takes).
+  absl::StatusOr<v1::RunConfig> resolved = ResolveRunConfig(loaded.run.config(), deps.limits);
   if (!resolved.ok()) return fail(std::string(resolved.status().message()));
   if (const std::string diff = ConfigDifference(*resolved, loaded.run.config()); !diff.empty()) {
     return fail("its stored config is not an effective config: " + diff);
@@ -249,37 +247,16 @@ absl::StatusOr<std::shared_ptr<Run>> Run::Restore(LoadedRun loaded, const RunDep
   run->queued_ = run->published_;
   run->closed_ = run->state_ != v1::RUN_STATE_ACTIVE;
 
-  const Limits replay = ReplayLimits();
   const absl::Time now = deps.clock->Now();
-  RowMatrixXf rows;
   for (auto& [id, lr] : loaded.ranks) {
+    absl::StatusOr<RankAccumulator> acc = RestoreRankAccumulator(lr, run->config_);
+    if (!acc.ok()) return fail(absl::StrFormat("rank %d: %s", id, acc.status().message()));
     RankState* r = run->RankLocked(id);
     absl::MutexLock rl(&r->mu);
-    if (lr.has_checkpoint) {
-      absl::StatusOr<RankAccumulator> acc = DecodeRankAccumulator(
-          lr.checkpoint.accumulator(), static_cast<int>(run->config_.sketch_dim()),
-          static_cast<int>(run->config_.sketch_rows()), run->window_);
-      if (!acc.ok()) {
-        return fail(absl::StrFormat("rank %d checkpoint (after seq %d): %s", id,
-                                    lr.checkpoint.seq(), acc.status().message()));
-      }
-      r->acc = *std::move(acc);
-    }
+    r->acc = *std::move(acc);
     r->RestoreLocked(lr.record, now);
-    for (const v1::SketchBatch& b : lr.uploads) {
-      if (std::optional<Rejection> rej =
-              DecodeSketch(b, run->config_.sketch_dim(), replay, &rows)) {
-        return fail(absl::StrFormat("rank %d logged upload seq %d no longer decodes: %s", id,
-                                    b.seq(), rej->message));
-      }
-      if (!r->acc.empty() && b.step() < r->acc.last_step()) {
-        return fail(absl::StrFormat("rank %d logged upload seq %d at step %d is before step %d",
-                                    id, b.seq(), b.step(), r->acc.last_step()));
-      }
-      r->acc.Add(b.step(), rows, b.samples_per_row() == 0 ? 1.0 : b.samples_per_row());
-      r->logged_uploads += 1;
-      r->logged_bytes += b.data().size();
-    }
+    r->logged_uploads = lr.uploads.size();
+    for (const v1::SketchBatch& b : lr.uploads) r->logged_bytes += b.data().size();
     run->max_step_ = std::max(run->max_step_, r->reported_step);
   }
   if (run->state_ == v1::RUN_STATE_ACTIVE) {
@@ -295,6 +272,38 @@ absl::StatusOr<std::shared_ptr<Run>> Run::Restore(LoadedRun loaded, const RunDep
 }
 
 Run::~Run() = default;
+
+absl::StatusOr<RankAccumulator> RestoreRankAccumulator(const LoadedRank& rank,
+                                                       const v1::RunConfig& config) {
+  const int dim = static_cast<int>(config.sketch_dim());
+  const WindowOptions window = ToWindowOptions(config);
+  RankAccumulator acc(dim, static_cast<int>(config.sketch_rows()), window);
+  if (rank.has_checkpoint) {
+    absl::StatusOr<RankAccumulator> decoded = DecodeRankAccumulator(
+        rank.checkpoint.accumulator(), dim, static_cast<int>(config.sketch_rows()), window);
+    if (!decoded.ok()) {
+      return absl::Status(decoded.status().code(),
+                          absl::StrFormat("checkpoint (after seq %d): %s", rank.checkpoint.seq(),
+                                          decoded.status().message()));
+    }
+    acc = *std::move(decoded);
+  }
+  const Limits replay = ReplayLimits();
+  RowMatrixXf rows;
+  for (const v1::SketchBatch& b : rank.uploads) {
+    if (std::optional<Rejection> rej = DecodeSketch(b, config.sketch_dim(), replay, &rows)) {
+      return absl::DataLossError(
+          absl::StrFormat("logged upload seq %d no longer decodes: %s", b.seq(), rej->message));
+    }
+    if (!acc.empty() && b.step() < acc.last_step()) {
+      return absl::DataLossError(absl::StrFormat(
+          "logged upload seq %d at step %d is before step %d", b.seq(), b.step(),
+          acc.last_step()));
+    }
+    acc.Add(b.step(), rows, b.samples_per_row() == 0 ? 1.0 : b.samples_per_row());
+  }
+  return acc;
+}
 
 RankState* Run::RankLocked(uint32_t rank) {
   auto& slot = ranks_[rank];

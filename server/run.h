@@ -72,6 +72,12 @@ struct RunDeps {
   Limits limits;
 };
 
+// A rank's sketch as the store holds it: its checkpoint (if any), then the
+// uploads logged after it, replayed. DATA_LOSS / INVALID_ARGUMENT naming what
+// does not decode. (Run::Restore uses it; so does the crash test's checker.)
+absl::StatusOr<RankAccumulator> RestoreRankAccumulator(const LoadedRank& rank,
+                                                       const v1::RunConfig& config);
+
 // A rank's ingestion state. Ingest for different ranks proceeds in parallel:
 // each rank has its own lock.
 struct RankState;

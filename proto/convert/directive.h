@@ -11,8 +11,6 @@
 
 namespace spotter {
 
-namespace v1 = ::spotter::v1;
-
 v1::Phase ToProto(Phase p);
 // UNSPECIFIED maps to kAcquisition.
 Phase FromProto(v1::Phase p);

@@ -473,7 +473,7 @@ TEST(CorruptionTest, TornStateIsReportedAtStartup) {
   ASSERT_THAT(bad->Apply({PutCheckpointRecord("c", 0, ckpt)}), IsOk());
   s = StartOn(bad);
   EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
-  EXPECT_THAT(s.message(), HasSubstr("rank 0 checkpoint"));
+  EXPECT_THAT(s.message(), HasSubstr("rank 0: checkpoint (after seq 3)"));
 }
 
 TEST(SqliteTest, StateSurvivesAndTheFileIsExclusive) {
