@@ -46,12 +46,6 @@ struct ControllerStateAccess {
           "%s: phase %d, lr kind %d, optimizer kind %d out of range", what, phase, lr_kind,
           opt_kind));
     }
-    for (double v : {p->lr.start_lr, p->lr.end_lr, p->optimizer.damping, p->noise_std}) {
-      if (!std::isfinite(v)) {
-        return absl::InvalidArgumentError(
-            absl::StrFormat("%s: a learning rate or setting is %g; expected finite", what, v));
-      }
-    }
     p->phase = static_cast<Phase>(phase);
     p->lr.kind = static_cast<LrSchedule::Kind>(lr_kind);
     p->optimizer.kind = static_cast<OptimizerInstruction::Kind>(opt_kind);
@@ -124,24 +118,17 @@ struct ControllerStateAccess {
           !r.Bool(&o.rank_censored) || !r.F64(&o.participation_ratio)) {
         return Truncated("window");
       }
-      // The loss may be NaN (not reported); the spectrum values are finite.
-      if (!std::isfinite(o.effective_rank) || !std::isfinite(o.participation_ratio) ||
-          std::isinf(o.loss)) {
-        return absl::InvalidArgumentError(absl::StrFormat(
-            "window evaluation %d: r90 %g, PR %g, loss %g; expected finite values (loss may "
-            "be NaN)",
-            i, o.effective_rank, o.participation_ratio, o.loss));
-      }
+      // Values are data, restored as they were: the controller takes any
+      // double (a flat spectrum's corrected PR is +inf, a missing loss NaN).
       c.window_.push_back(o);
     }
     if (!r.I32(&c.latched_) || !r.Bool(&c.val_seen_) || !r.F64(&c.val_best_) ||
         !r.I32(&c.val_stale_)) {
       return Truncated("trailer");
     }
-    if (c.latched_ < 0 || c.val_stale_ < 0 || !std::isfinite(c.val_best_)) {
+    if (c.latched_ < 0 || c.val_stale_ < 0) {
       return absl::InvalidArgumentError(absl::StrFormat(
-          "latched %d, val_stale %d, val_best %g: expected counts >= 0 and a finite best",
-          c.latched_, c.val_stale_, c.val_best_));
+          "latched %d, val_stale %d: expected counts >= 0", c.latched_, c.val_stale_));
     }
     if (!r.done()) {
       return absl::InvalidArgumentError(

@@ -5,9 +5,11 @@
 //
 // The encoding holds only state, not the ControllerConfig: the caller builds
 // the controller from the run's config and restores the state into it.
-// Decoding validates every field (enum ranges, window length, finite values)
-// and fails with a message rather than producing a controller in a state the
-// machine could not reach.
+// Decoding validates the structure (enum ranges, window length, counts) and
+// fails with a message rather than producing a controller in a state the
+// machine could not reach. Values are restored as they were, NaN and
+// infinities included: a state the controller can be in always restores
+// (tests/fuzz/controller_fuzz.cc checks the round trip at every step).
 #ifndef SPOTTER_CORE_PHASE_CONTROLLER_STATE_H_
 #define SPOTTER_CORE_PHASE_CONTROLLER_STATE_H_
 

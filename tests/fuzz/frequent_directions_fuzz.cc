@@ -33,8 +33,10 @@ RowMatrixXf Batch(fuzz::FuzzInput& in, int k) {
   for (int i = 0; i < m; ++i) {
     for (int j = 0; j < k; ++j) {
       float v = Value(in);
-      if (std::fabs(v) < 1e30f && in.U8() % 4 == 0) v = static_cast<float>(v * std::pow(10.0, scale_exp));
-      rows(i, j) = std::isfinite(v) ? std::clamp(v, -kMaxAbs, kMaxAbs) : 0.0f;
+      if (in.U8() % 4 == 0) v = static_cast<float>(v * std::pow(10.0, scale_exp));
+      // What DecodeSketch admits: finite, bounded, subnormals flushed.
+      if (!std::isfinite(v) || std::fpclassify(v) == FP_SUBNORMAL) v = 0.0f;
+      rows(i, j) = std::clamp(v, -kMaxAbs, kMaxAbs);
     }
   }
   return rows;
@@ -69,7 +71,8 @@ void Run1(const uint8_t* data, size_t size) {
         break;
       }
       default: {
-        const double w = in.U8() & 1 ? 1.0 : 4.0 * in.Unit();
+        // The server's weights: samples per row, >= 1.
+        const double w = in.U8() & 1 ? 1.0 : 1.0 + 4.0 * in.Unit();
         const RowMatrixXf rows = Batch(in, k);
         fd.Append(rows, w);
         // The sketch stores sqrt(w) * row in float: the exact reference is

@@ -39,9 +39,12 @@ void CheckFinite(const v1::SpectrumSummary& s, const char* what) {
   FUZZ_CHECK(std::isfinite(s.eigenvalue_error()), "%s error %g", what, s.eigenvalue_error());
 }
 
+// What must survive a restart. A rank that joined but never sent an upload
+// or report has nothing durable (it is listed again when it reconnects).
 std::string Describe(const v1::RunInfo& info) {
   std::string out;
   for (const v1::RankStatus& r : info.ranks()) {
+    if (r.last_seq() == 0) continue;
     out += std::to_string(r.rank()) + ":" + std::to_string(r.last_seq()) + ":" +
            std::to_string(r.uploads()) + ":" + std::to_string(r.rows()) + " ";
   }
