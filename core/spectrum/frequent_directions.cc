@@ -51,6 +51,22 @@ constexpr double kAppendRounding =
 // Folding the scale into the buffer: one rounded factor, one rounded product.
 constexpr double kNormalizeRounding = 2.0 * Gamma(2) + Gamma(2) * Gamma(2);
 
+// Float32 underflow. The bounds above are relative, and a result below the
+// normal range (2^-126) loses its relative accuracy: every float operation can
+// then also err by up to kTiny absolutely (this covers flush-to-zero too).
+// The terms that bound its effect on the eigenvalues are negligible for
+// gradients of any realistic magnitude; they keep the certificate true for
+// sketches of vanishingly small values (a fuzz finding: rows of ~1e-27 whose
+// squares underflow in the float Gram matrix, reported as eigenvalue 0 with a
+// bound of 1e-60).
+constexpr double kTiny = 0x1p-126;
+
+// A bound on ||(B + E)^T (B + E) - B^T B||_2 for ||B||_2^2 <= norm_sq and
+// ||E||_F <= e.
+double PerturbationBound(double norm_sq, double e) {
+  return 2.0 * std::sqrt(std::max(norm_sq, 0.0)) * e + e * e;
+}
+
 // Lower triangle of rows * rows^T in double, from float32 panels of
 // kGramPanel columns. Returns a bound on ||G - rows rows^T||_2 (exact
 // product): each entry errs by at most gamma_{kGramPanel} (|B||B|^T)_ij plus
@@ -70,7 +86,12 @@ double GramLower(const Eigen::Ref<const RowMatrixXf>& rows, Eigen::MatrixXd* g) 
     }
   }
   const double gamma = Gamma(kGramPanel) + (static_cast<double>(panels) + 2.0) * kEps;
-  return gamma * g->diagonal().sum() / (1.0 - gamma);
+  // Underflow: a panel entry is a float dot product of at most kGramPanel
+  // products and additions, each off by at most kTiny: 2 k kTiny per entry
+  // over the panels, n times that in the 2-norm.
+  const double underflow =
+      2.0 * static_cast<double>(n) * static_cast<double>(rows.cols()) * kTiny;
+  return gamma * g->diagonal().sum() / (1.0 - gamma) + underflow;
 }
 
 // A bound on the error of the eigenvalues a backward-stable symmetric
@@ -106,7 +127,12 @@ void FrequentDirections::Scale(double factor) {
 
 void FrequentDirections::Normalize() {
   if (scale_ == 1.0) return;
-  rounding_ += kNormalizeRounding * FrobeniusSq();
+  const double frob_sq = FrobeniusSq();
+  // Underflow: the float factor may be off by kTiny, and each product too.
+  double stored_sq = 0.0;
+  for (int i = 0; i < used_; ++i) stored_sq += buf_.row(i).cast<double>().squaredNorm();
+  const double e = kTiny * (std::sqrt(stored_sq) + std::sqrt(static_cast<double>(used_) * dim_));
+  rounding_ += kNormalizeRounding * frob_sq + PerturbationBound(frob_sq * (1.0 + Gamma(4)), e);
   buf_.topRows(used_) *= static_cast<float>(std::sqrt(scale_));
   scale_ = 1.0;
 }
@@ -121,7 +147,14 @@ void FrequentDirections::Append(const Eigen::Ref<const RowMatrixXf>& rows,
   if (rows.rows() == 0 || weight == 0.0) return;
   const double mass = weight * AppendRows(rows, weight);
   trace_ += mass;
-  rounding_ += kAppendRounding * mass;
+  rounding_ += kAppendRounding * mass + AppendUnderflow(mass, rows.rows());
+}
+
+double FrequentDirections::AppendUnderflow(double mass, Eigen::Index rows) const {
+  // Each stored entry fl(x s) may be off by kTiny, sqrt(scale) kTiny in the
+  // sketch's units.
+  const double e = kTiny * std::sqrt(scale_ * static_cast<double>(rows) * dim_);
+  return PerturbationBound(mass * (1.0 + Gamma(4)), e);
 }
 
 double FrequentDirections::AppendRows(const Eigen::Ref<const RowMatrixXf>& rows,
@@ -162,8 +195,9 @@ double FrequentDirections::AppendRows(const Eigen::Ref<const RowMatrixXf>& rows,
 void FrequentDirections::Merge(const FrequentDirections& other) {
   assert(other.dim_ == dim_);
   if (other.used_ > 0) {
-    rounding_ += kAppendRounding * other.scale_ *
-                 AppendRows(other.buf_.topRows(other.used_), other.scale_);
+    const double mass =
+        other.scale_ * AppendRows(other.buf_.topRows(other.used_), other.scale_);
+    rounding_ += kAppendRounding * mass + AppendUnderflow(mass, other.used_);
   }
   trace_ += other.trace_;
   delta_ += other.delta_;
@@ -236,7 +270,13 @@ void FrequentDirections::Shrink() {
                        (1.0 + 4.0 * kU);
   const double f = Gamma(kProductDepth + 2) * abs_w * std::sqrt(norm + gram_error);
   const double wb_norm = std::sqrt(std::max(top.top_value, 0.0) + gram_error + solver_error);
-  const double product_error = 2.0 * wb_norm * f + f * f;
+  // Underflow of fl(W B): a partial product of depth d errs by 2 d kTiny, the
+  // final rounding by kTiny, and an entry of W that underflowed by kTiny
+  // (||E_W B|| <= ||E_W||_F ||B||_2).
+  const double under =
+      (2.0 * n + 1.0) * kTiny * std::sqrt(static_cast<double>(keep) * dim_) +
+      kTiny * std::sqrt(static_cast<double>(keep) * n) * std::sqrt(norm + gram_error);
+  const double product_error = 2.0 * wb_norm * (f + under) + (f + under) * (f + under);
 
   // B <- W B in place, a block of columns at a time (each block of B is read
   // in full before it is overwritten).

@@ -103,6 +103,9 @@ class FrequentDirections {
   // Returns the sum of the squared row norms of `rows` (unweighted, in
   // double); leaves trace_ and rounding_ to the caller.
   double AppendRows(const Eigen::Ref<const RowMatrixXf>& rows, double weight);
+  // The rounding bound of float underflow in storing `rows` rows of total
+  // weighted squared norm `mass` (frequent_directions.cc, kTiny).
+  double AppendUnderflow(double mass, Eigen::Index rows) const;
   // Folds scale_ into the buffer so that scale_ == 1.
   void Normalize();
 
