@@ -46,6 +46,7 @@
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
+#include "core/util/allocator.h"
 #include "core/spectrum/frequent_directions.h"
 #include "core/spectrum/moments.h"
 #include "core/spectrum/summary.h"
@@ -71,6 +72,9 @@ ABSL_FLAG(double, decay, 1.0, "spotter: per-message decay of the exponential win
 ABSL_FLAG(double, max_seconds, 60.0, "exact: stop after this many seconds (once one "
                                      "evaluation has run) and report the partial rate");
 ABSL_FLAG(bool, json, false, "print one JSON line instead of text");
+ABSL_FLAG(int, malloc_trim_threshold_mb, 256,
+          "the allocator settings spotterd uses (its flag of the same name); 0: the C "
+          "library's defaults");
 
 namespace spotter {
 namespace {
@@ -302,6 +306,9 @@ int Main(int argc, char** argv) {
       "--rows=20000 [--rows_file=F | --write_rows=F] [--json]\nThe NumPy peer is "
       "bench/numpy_fd.py; bench/alternatives.sh runs the comparison.");
   absl::ParseCommandLine(argc, argv);
+  if (const int trim = absl::GetFlag(FLAGS_malloc_trim_threshold_mb); trim > 0) {
+    TuneAllocator(trim);
+  }
 
   const int k = absl::GetFlag(FLAGS_k), l = absl::GetFlag(FLAGS_l);
   const int batch = absl::GetFlag(FLAGS_batch), eval_every = absl::GetFlag(FLAGS_eval_every);

@@ -18,7 +18,9 @@
 # Writes OUT_DIR/alternatives.json (a list of the JSON lines, each tagged with
 # "group" and "blas") and prints the tables. About 2-3 minutes on 2 cores.
 # Knobs (environment): ROWS (20000), SWEEP_ROWS (6400), EXACT_BUDGET (15),
-# SWEEP_KS ("64 128 256 512 1024 2048 4096"), PYTHON (/usr/bin/python3).
+# SWEEP_KS ("64 128 256 512 1024 2048 4096"), PYTHON (/usr/bin/python3);
+# ALTERNATIVES_SMOKE=1 runs every step on tiny inputs (seconds; the CI smoke
+# of bench/perf_e2e.py).
 set -euo pipefail
 
 if [[ $# -ne 2 ]]; then
@@ -31,6 +33,9 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 BIN=$BUILD/bench/spotter_alternatives
 PY=${PYTHON:-/usr/bin/python3}
 PEER=$HERE/numpy_fd.py
+if [[ -n ${ALTERNATIVES_SMOKE:-} ]]; then
+  : "${ROWS:=1280}" "${SWEEP_ROWS:=640}" "${EXACT_BUDGET:=2}" "${SWEEP_KS:=64 256}" "${COMMON_KS:=256}"
+fi
 ROWS=${ROWS:-20000}
 SWEEP_ROWS=${SWEEP_ROWS:-6400}
 EXACT_BUDGET=${EXACT_BUDGET:-15}
@@ -38,7 +43,7 @@ SWEEP_KS=${SWEEP_KS:-"64 128 256 512 1024 2048 4096"}
 L=64
 BATCH=64
 EVAL=10
-COMMON_KS="256 1024"
+COMMON_KS=${COMMON_KS:-"256 1024"}
 
 [[ -x $BIN ]] || { echo "no $BIN (cmake --build $BUILD --target spotter_alternatives)" >&2; exit 1; }
 mkdir -p "$OUT"

@@ -10,6 +10,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_format.h"
+#include "core/util/allocator.h"
 #include "server/server.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
@@ -25,6 +26,10 @@ ABSL_FLAG(uint32_t, max_world_size, 65536, "most ranks in one run");
 ABSL_FLAG(uint32_t, max_runs, 10000, "most runs held at once");
 ABSL_FLAG(int64_t, max_message_bytes, 64 << 20, "largest gRPC message accepted, bytes");
 ABSL_FLAG(int32_t, eval_threads, 2, "threads computing spectral summaries");
+ABSL_FLAG(int32_t, malloc_trim_threshold_mb, 256,
+          "keep up to this much freed heap per malloc arena instead of returning it to the "
+          "kernel, and serve blocks up to 32 MiB from the heap (the sketch math allocates and "
+          "frees such blocks per message); 0: the C library's defaults");
 ABSL_FLAG(absl::Duration, metrics_run_ttl, absl::Minutes(30),
           "remove a run's per-run metric series after this long without an update (0: only "
           "when the run ends)");
@@ -72,6 +77,11 @@ int main(int argc, char** argv) {
       "three-phase schedule with directives, and exports Prometheus metrics.\n"
       "Usage: spotterd [--listen=127.0.0.1:50051] [--metrics_listen=127.0.0.1:9464] ...");
   absl::ParseCommandLine(argc, argv);
+  if (const int trim = absl::GetFlag(FLAGS_malloc_trim_threshold_mb); trim > 0) {
+    if (!spotter::TuneAllocator(trim)) {
+      std::fprintf(stderr, "spotterd: the C library refused the malloc settings; running on its defaults\n");
+    }
+  }
 
   // Block the shutdown signals in every thread; main waits for them below.
   sigset_t signals;

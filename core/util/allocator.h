@@ -1,0 +1,23 @@
+// Allocator settings for the processes that run the sketch math.
+//
+// glibc serves blocks of 128 KiB and more by mmap and returns freed heap tops
+// to the kernel (trim) once they pass a threshold. A Frequent Directions
+// shrink allocates several such blocks (the Gram matrix, the product
+// accumulator; hundreds of KiB at k = 256, l = 64) and frees them a moment
+// later, on several threads: every message then pays page faults and, for
+// the unmaps, TLB shootdowns across cores. Profiled under spotter_load, that
+// was up to half of spotterd's CPU at 8-64 KiB messages
+// (docs/PERFORMANCE.md, "Profile").
+#ifndef SPOTTER_CORE_UTIL_ALLOCATOR_H_
+#define SPOTTER_CORE_UTIL_ALLOCATOR_H_
+
+namespace spotter {
+
+// Keeps blocks up to 32 MiB on the heap and freed memory up to
+// `trim_threshold_mb` per arena in the process (glibc mallopt; a no-op
+// elsewhere). Returns false if the C library refused.
+bool TuneAllocator(int trim_threshold_mb = 256);
+
+}  // namespace spotter
+
+#endif  // SPOTTER_CORE_UTIL_ALLOCATOR_H_
