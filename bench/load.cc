@@ -758,7 +758,7 @@ int Main() {
               sent / elapsed, row_count / elapsed,
               static_cast<double>(totals.bytes.load()) / elapsed / 1e6,
               row_count > 0 ? cpu / row_count * 1e6 : NAN);
-  if (!null_target) {
+  if (!null_target && !lat.empty()) {
     std::printf(
         "spotter_load: directive latency (issue to receipt): per delivery (%zu) p50 %.2f ms, p99 "
         "%.2f ms, max %.2f ms; at every stream of the run (%zu directives) p50 %.2f ms, p99 "

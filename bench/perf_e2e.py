@@ -100,13 +100,28 @@ def throughput(b, res):
         core = b.run("--core_only", *common)
         null = b.run("--target=null", *common, *streams)
         spot = b.run(*common, *streams)
+        # The same without evaluations (one per 10^6 steps): ingest alone.
+        ingest = b.run(*common, *streams, "--eval_every=1000000")
         ceiling = min(null["rows_per_s"], core["rows_per_s"])
-        table.append({"message_bytes": size, "rows": rows, "core": core, "null": null,
-                      "spotterd": spot, "ratio": spot["rows_per_s"] / ceiling,
-                      "bound": "null" if null["rows_per_s"] < core["rows_per_s"] else "core"})
-        print(f"   spotterd {spot['rows_per_s']:.0f} rows/s, null {null['rows_per_s']:.0f}, "
-              f"core {core['rows_per_s']:.0f}: ratio {table[-1]['ratio']:.2f} "
-              f"(bound: {table[-1]['bound']})", flush=True)
+        # Client, transport and server share the machine's cores, so the
+        # costs add: the CPU spotterd spends per row against the core's plus
+        # the null service's is the efficiency independent of the load
+        # generator.
+        base_cpu = core["cpu_us_per_row"] + null["cpu_us_per_row"]
+        row = {"message_bytes": size, "rows": rows, "core": core, "null": null,
+               "spotterd": spot, "spotterd_ingest_only": ingest,
+               "ratio": spot["rows_per_s"] / ceiling,
+               "ratio_ingest_only": ingest["rows_per_s"] / ceiling,
+               "cpu_efficiency": base_cpu / spot["cpu_us_per_row"],
+               "cpu_efficiency_ingest_only": base_cpu / ingest["cpu_us_per_row"],
+               "bound": "null" if null["rows_per_s"] < core["rows_per_s"] else "core"}
+        table.append(row)
+        print(f"   spotterd {spot['rows_per_s']:.0f} rows/s ({ingest['rows_per_s']:.0f} without "
+              f"evaluations), null {null['rows_per_s']:.0f}, core {core['rows_per_s']:.0f}: "
+              f"ratio {row['ratio']:.2f} ({row['ratio_ingest_only']:.2f}; bound: {row['bound']}); "
+              f"CPU per row {spot['cpu_us_per_row']:.1f} us ({ingest['cpu_us_per_row']:.1f}) "
+              f"against core + null {base_cpu:.1f}: efficiency {row['cpu_efficiency']:.2f} "
+              f"({row['cpu_efficiency_ingest_only']:.2f})", flush=True)
     res["throughput"] = table
 
 
@@ -159,7 +174,8 @@ def scaling(b, res):
     # runs; the RSS difference per idle run against the budget.
     curve("idle_runs", [0, 100] if quick else [0, 100, 1000, 10000],
           lambda n: ["--dim=256", "--sketch_rows=64", "--rows=64", "--streams=100",
-                     "--runs=100", "--window=4", "--override_ms=0", f"--idle_runs={n}"])
+                     "--runs=100", "--window=4", "--override_ms=0", f"--idle_runs={n}",
+                     "--spotterd_args=--max_runs=20000"])
     for p in curves["idle_runs"]:
         n = p["x"]
         if n:
@@ -202,10 +218,14 @@ def plots(res, out):
         for key, label in (("spotterd", "spotterd"), ("null", "null gRPC (ceiling)"),
                            ("core", "core in-process")):
             ax[0].plot(x, [p[key]["rows_per_s"] for p in t], "o-", label=label)
+        ax[0].plot(x, [p["spotterd_ingest_only"]["rows_per_s"] for p in t], "o--",
+                   label="spotterd, no evaluations")
         ax[0].set(xscale="log", yscale="log", xlabel="message size (KiB)", ylabel="rows/s",
                   title="ingest throughput (k=256, l=64)")
         ax[0].legend()
-        ax[1].plot(x, [p["ratio"] for p in t], "o-")
+        ax[1].plot(x, [p["ratio"] for p in t], "o-", label="rows/s ratio")
+        ax[1].plot(x, [p["ratio_ingest_only"] for p in t], "o--", label="rows/s, no evaluations")
+        ax[1].plot(x, [p["cpu_efficiency"] for p in t], "s-", label="CPU/row efficiency")
         ax[1].axhline(0.7, ls="--", c="gray", label="goal 0.7")
         ax[1].set(xscale="log", xlabel="message size (KiB)", ylim=(0, 1.2),
                   ylabel="spotterd / min(null, core)", title="ratio to the ceiling")
