@@ -231,7 +231,11 @@ std::string Server::ScrapeMetrics() const {
   return prometheus::TextSerializer().Serialize(impl_->registry->Collect());
 }
 
-void Server::DrainEvaluations() { impl_->pool->Drain(); }
+void Server::DrainEvaluations() {
+  impl_->pool->Drain();
+  // Evaluations publish through the commit queue (even in memory).
+  impl_->committer->Flush();
+}
 
 void Server::FlushState() { impl_->committer->Flush(); }
 

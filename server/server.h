@@ -96,7 +96,9 @@ class Server {
   // The Prometheus text exposition of every metric, as /metrics serves it.
   std::string ScrapeMetrics() const;
 
-  // Waits until every evaluation queued so far has completed (tests).
+  // Waits until every evaluation queued so far has completed and what it
+  // produced (points, directives) is committed and published, so that GetRun
+  // and the streams see it (tests).
   void DrainEvaluations();
 
   // Waits until every change queued so far is committed to the store.
