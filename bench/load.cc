@@ -308,7 +308,7 @@ class NullConnect : public grpc::ServerBidiReactor<v1::ConnectRequest, v1::Conne
       max_seq_ = std::max(max_seq_, req_.eval().seq());
     }
     MaybeWriteLocked();
-    StartRead(&req_);
+    if (!finished_) StartRead(&req_);
   }
 
   void OnWriteDone(bool ok) override {
