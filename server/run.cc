@@ -760,7 +760,9 @@ void Run::Evaluate() {
       latest_ = p;
       p.mutable_covariance()->clear_eigenvalues();
       p.mutable_second_moment()->clear_eigenvalues();
-      points_.push_back(std::move(p));
+      // A copy, not a move: clear_*() keeps the arrays' capacity, which the
+      // history would hold for every point.
+      points_.push_back(p);
       if (metrics_) {
         metrics_->SetSummary(diag->covariance, diag->noise_scale);
         metrics_->SetTraining(now_step, loss, lr);
