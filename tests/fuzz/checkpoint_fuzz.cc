@@ -22,6 +22,7 @@
 #include "server/store.h"
 #include "tests/fuzz/fuzz_check.h"
 #include "tests/fuzz/fuzz_input.h"
+#include "tests/fuzz/run_env.h"
 
 namespace spotter {
 namespace {
@@ -83,22 +84,9 @@ void StoreRows(fuzz::FuzzInput& in) {
                loaded.status().ToString().c_str());
     return;
   }
-  FakeClock clock;
-  prometheus::Registry registry;
-  RunSeriesOptions series;
-  series.clock = &clock;
-  series.idle_ttl = absl::ZeroDuration();
-  series.sweep_interval = absl::ZeroDuration();
-  ServerMetrics metrics(registry, series);
   NullStore null;
-  EvalPool pool(1, 4);
-  Committer committer(&null, &metrics);
-  RunDeps deps;
-  deps.clock = &clock;
-  deps.pool = &pool;
-  deps.metrics = &metrics;
-  deps.registry = &registry;
-  deps.committer = &committer;
+  fuzz::RunEnv env(&null, 4);
+  RunDeps& deps = env.deps;
   deps.limits.max_sketch_dim = 64;  // a damaged config must not take gigabytes
   deps.limits.max_sketch_rows = 16;
   deps.limits.max_world_size = 16;

@@ -23,6 +23,7 @@
 #include "server/run.h"
 #include "server/store.h"
 #include "spotter/v1/spotter.pb.h"
+#include "tests/fuzz/run_env.h"
 
 namespace spotter {
 namespace {
@@ -186,22 +187,9 @@ void Checkpoints(const std::filesystem::path& dir) {
   }
   // A stored run, as rows (a store op per row, as the target reads them):
   // one rank, a checkpoint after 2 uploads, then 1 logged upload.
-  FakeClock clock;
-  prometheus::Registry registry;
-  RunSeriesOptions series;
-  series.clock = &clock;
-  series.idle_ttl = absl::ZeroDuration();
-  series.sweep_interval = absl::ZeroDuration();
-  ServerMetrics metrics(registry, series);
   auto memory = std::make_shared<MemoryStore>();
-  EvalPool pool(1, 4);
-  Committer committer(memory.get(), &metrics);
-  RunDeps deps;
-  deps.clock = &clock;
-  deps.pool = &pool;
-  deps.metrics = &metrics;
-  deps.registry = &registry;
-  deps.committer = &committer;
+  fuzz::RunEnv env(memory.get(), 4);
+  RunDeps& deps = env.deps;
   deps.persistent = true;
   deps.checkpoint.every_uploads = 2;
   v1::RunConfig requested;
@@ -228,11 +216,11 @@ void Checkpoints(const std::filesystem::path& dir) {
     DecodeSketch(r.sketch(), 4, deps.limits, &rows);
     bool dup = false;
     run->Ingest(rank, r.sketch(), rows, &dup);
-    pool.Drain();
+    env.pool.Drain();
   }
   run->Leave(rank, &nop);
-  pool.Drain();
-  committer.Flush();
+  env.pool.Drain();
+  env.committer.Flush();
   Bytes b;
   b.Put<uint8_t>(2);
   (void)memory->Scan([&](StoredRow&& row) {

@@ -21,6 +21,7 @@
 #include "server/store.h"
 #include "tests/fuzz/fuzz_check.h"
 #include "tests/fuzz/fuzz_input.h"
+#include "tests/fuzz/run_env.h"
 
 namespace spotter {
 namespace {
@@ -72,23 +73,10 @@ void Run1(const uint8_t* data, size_t size) {
   if (!config.ok()) return;
   const bool persistent = in.U8() & 1;
 
-  FakeClock clock;
-  prometheus::Registry registry;
-  RunSeriesOptions series;
-  series.clock = &clock;
-  series.idle_ttl = absl::ZeroDuration();
-  series.sweep_interval = absl::ZeroDuration();
-  ServerMetrics metrics(registry, series);
   auto memory = std::make_shared<MemoryStore>();
   NullStore null;
-  EvalPool pool(1, 16);
-  Committer committer(persistent ? static_cast<Store*>(memory.get()) : &null, &metrics);
-  RunDeps deps;
-  deps.clock = &clock;
-  deps.pool = &pool;
-  deps.metrics = &metrics;
-  deps.registry = &registry;
-  deps.committer = &committer;
+  fuzz::RunEnv env(persistent ? static_cast<Store*>(memory.get()) : &null, 16);
+  RunDeps& deps = env.deps;
   deps.persistent = persistent;
   deps.checkpoint.every_uploads = static_cast<uint32_t>(in.InRange(1, 8));
   deps.limits = limits;
@@ -123,10 +111,10 @@ void Run1(const uint8_t* data, size_t size) {
       default:
         break;
     }
-    clock.Advance(absl::Milliseconds(10));
+    env.clock.Advance(absl::Milliseconds(10));
   }
-  pool.Drain();
-  committer.Flush();
+  env.pool.Drain();
+  env.committer.Flush();
 
   const v1::RunInfo info = run->Info();
   if (info.has_latest()) {
@@ -151,8 +139,8 @@ void Run1(const uint8_t* data, size_t size) {
     FUZZ_CHECK(before == after, "restored %s, was %s", after.c_str(), before.c_str());
     (*restored)->End();
   }
-  pool.Drain();
-  committer.Flush();
+  env.pool.Drain();
+  env.committer.Flush();
 }
 
 }  // namespace
