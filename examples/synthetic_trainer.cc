@@ -2,8 +2,10 @@
 // model whose gradient spectrum collapses and plateaus (DriftingGradients),
 // project each step's gradient samples with the run's CountSketch, stream them
 // to spotterd, and follow its directives (learning rate, stop). Rank 0 prints
-// the trajectory as the server computes it.
+// the trajectory as the server computes it. The ranks step in lockstep, as
+// data-parallel ranks do (their gradient all-reduce is a barrier per step).
 #include <atomic>
+#include <barrier>
 #include <cmath>
 #include <cstdio>
 #include <iostream>
@@ -79,6 +81,10 @@ int main(int argc, char** argv) {
   }
   std::atomic<int> failures{0};
   std::atomic<uint64_t> stopped_at{0};
+  // The all-reduce of a data-parallel step: no rank starts step s + 1 before
+  // every rank has finished step s. A rank that leaves (stopped, or failed to
+  // start) drops out of it.
+  std::barrier<> allreduce(static_cast<std::ptrdiff_t>(ranks));
   std::vector<std::thread> threads;
   const absl::Time start = absl::Now();
   for (uint32_t r = 0; r < ranks; ++r) {
@@ -92,6 +98,7 @@ int main(int argc, char** argv) {
       if (!session.ok()) {
         std::cerr << "rank " << r << ": " << session.status().message() << "\n";
         ++failures;
+        allreduce.arrive_and_drop();
         return;
       }
       spotter::examples::DriftOptions drift;
@@ -108,6 +115,7 @@ int main(int argc, char** argv) {
       for (; step < steps; ++step) {
         if ((*session)->ShouldStop(step)) {
           stopped_at = step;
+          allreduce.arrive_and_drop();
           break;
         }
         const double lr = (*session)->LrAt(step, absl::GetFlag(FLAGS_peak_lr));
@@ -137,6 +145,7 @@ int main(int argc, char** argv) {
         }
         next += pace;
         absl::SleepFor(next - absl::Now());
+        allreduce.arrive_and_wait();
       }
       (*session)->Close(absl::Seconds(5));
       const spotter::SessionStats st = (*session)->stats();
