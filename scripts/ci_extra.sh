@@ -62,10 +62,9 @@ for step in "${steps[@]}"; do
       # Left out under the sanitizers (5-10x slower code), with reasons in
       # docs/RELIABILITY.md: FourRanksAtDifferentSpeeds trains at 1,000
       # steps/s and needs the evaluations to keep up to see the automatic
-      # transition before step 4,000; AnUploadRacingTheFinish has an ordering
-      # flake under ASan (the Ack after the Reject went missing once).
+      # transition before step 4,000.
       (cd "$dir" && ctest --output-on-failure -j"$jobs" -L '^(unit|integration|fuzz|crash|load)$' \
-        -E 'FourRanksAtDifferentSpeedsSwitchAtTheSameStep|AnUploadRacingTheFinishIsRejected' \
+        -E 'FourRanksAtDifferentSpeedsSwitchAtTheSameStep' \
         --timeout 900)
       ;;
     *)

@@ -282,12 +282,18 @@ class ConnectReactor final
     StartRead(&buf_);
   }
 
-  // Acknowledges `seq` once everything handled so far is durable.
+  // Counts an ack as owed. Called before the message is handled, so that a
+  // run ending meanwhile (OnEnded, from the committer) sees the ack owed and
+  // ends the stream only after it: a Reject already sent is then always
+  // followed by its ack.
+  void OweAck() {
+    absl::MutexLock l(&mu_);
+    ++unacked_;
+  }
+
+  // Acknowledges `seq` (owed by OweAck) once everything handled so far is
+  // durable.
   void AckWhenDurable(uint64_t seq) {
-    {
-      absl::MutexLock l(&mu_);
-      ++unacked_;
-    }
     svc_->committer().Enqueue({}, [t = target_, seq](const absl::Status& s) {
       t->Deliver(seq, s);
     });
@@ -326,6 +332,7 @@ class ConnectReactor final
                            : req.has_eval() ? req.eval().seq()
                                             : 0;
       if (!run_ && !req.has_hello()) return NoHello();
+      if (seq != 0) OweAck();
       Reject(seq,
              {v1::REJECT_REASON_TOO_LARGE,
               absl::StrFormat("a message of %d bytes exceeds the server's limit of %d bytes "
@@ -341,6 +348,7 @@ class ConnectReactor final
       case v1::ConnectRequest::kSketch: {
         if (!run_) return NoHello();
         const v1::SketchBatch& b = req.sketch();
+        OweAck();
         std::optional<Rejection> rej =
             DecodeSketch(b, run_->config().sketch_dim(), limits, &rows_);
         bool duplicate = false;
@@ -359,6 +367,7 @@ class ConnectReactor final
       }
       case v1::ConnectRequest::kEval: {
         if (!run_) return NoHello();
+        OweAck();
         bool duplicate = false;
         if (auto rej = run_->Report(rank_, req.eval(), &duplicate)) {
           Reject(req.eval().seq(), *rej);
