@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "core/types.h"
@@ -217,9 +219,12 @@ inline std::string ReadText(const std::string& path) {
   return out;
 }
 
-// Fails the test (and returns an empty dir) when openssl is missing.
-inline TestPki MakeTestPki(const std::string& dir) {
-  std::system(("mkdir -p '" + dir + "'").c_str());
+// Made in a directory of this process's own under the test's temporary
+// directory (ctest -j runs a suite's tests as concurrent processes).
+// Fails the test when openssl is missing.
+inline TestPki MakeTestPki(const std::string& name) {
+  const std::string dir = absl::StrCat(::testing::TempDir(), "/spotter_", getpid(), "_", name);
+  std::system(("rm -rf '" + dir + "' && mkdir -p '" + dir + "'").c_str());
   const std::string script_path = dir + "/make_pki.sh";
   if (FILE* f = std::fopen(script_path.c_str(), "w")) {
     std::fputs(
@@ -259,6 +264,8 @@ inline TestPki MakeTestPki(const std::string& dir) {
   p.other_client_key = dir + "/other.key";
   return p;
 }
+
+inline void RemoveTestPki(const TestPki& p) { std::system(("rm -rf '" + p.dir + "'").c_str()); }
 
 }  // namespace spotter::reliability
 

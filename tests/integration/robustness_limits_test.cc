@@ -120,6 +120,9 @@ TEST_F(LimitsTest, StreamQuotas) {
     EXPECT_THAT(st.error_message(), HasSubstr("--max_streams_per_run"));
   }
   EXPECT_EQ(Rejects("run_stream_quota"), 1);
+  // The refused stream counts against --max_streams until the server is done
+  // with it, which may be after the client has its status.
+  ASSERT_TRUE(Eventually([&] { return Counter(*server_, "spotter_streams{kind=\"connect\"}") == 4; }));
   // Watchers per run.
   grpc::ClientContext w1;
   v1::WatchRunRequest wreq;

@@ -49,9 +49,12 @@ const Caller kCallers[] = {{"no token", ""},  {"unknown token", kBogus}, {"admin
 class RoleMatrixTest : public ::testing::TestWithParam<Transport> {
  protected:
   static void SetUpTestSuite() {
-    pki_ = new TestPki(MakeTestPki(absl::StrCat(::testing::TempDir(), "/spotter_roles_pki")));
+    pki_ = new TestPki(MakeTestPki("roles_pki"));
   }
-  static void TearDownTestSuite() { delete pki_; }
+  static void TearDownTestSuite() {
+    RemoveTestPki(*pki_);
+    delete pki_;
+  }
 
   void SetUp() override {
     ServerOptions o = TestOptions();

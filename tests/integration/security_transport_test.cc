@@ -27,9 +27,12 @@ constexpr char kTokens[] = "ops admin admin-token-0123456789abcdef\n";
 class TransportTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    pki_ = new TestPki(MakeTestPki(absl::StrCat(::testing::TempDir(), "/spotter_tls_pki")));
+    pki_ = new TestPki(MakeTestPki("tls_pki"));
   }
-  static void TearDownTestSuite() { delete pki_; }
+  static void TearDownTestSuite() {
+    RemoveTestPki(*pki_);
+    delete pki_;
+  }
 
   std::unique_ptr<Server> Start(bool mutual) {
     ServerOptions o = TestOptions();
