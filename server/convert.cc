@@ -125,6 +125,7 @@ absl::StatusOr<v1::RunConfig> ResolveRunConfig(const v1::RunConfig& in,
   SPOTTER_DEFAULT(p, window_evals, 5u);
   SPOTTER_DEFAULT(p, loss_decrease_min, 0.01);
   SPOTTER_DEFAULT(p, confirm_evals, 3u);
+  SPOTTER_DEFAULT(p, hysteresis, ControllerConfig{}.hysteresis);
   SPOTTER_DEFAULT(p, min_dwell_steps, std::max<uint64_t>(1, c.total_steps() / 20));
   SPOTTER_DEFAULT(p, lr_cut, 0.5);
   SPOTTER_DEFAULT(p, refine_loss_rate_min, 0.02);
@@ -175,6 +176,7 @@ ControllerConfig ToControllerConfig(const v1::RunConfig& c) {
   o.window_evals = static_cast<int>(std::min<uint32_t>(p.window_evals(), 1u << 30));
   o.loss_decrease_min = p.loss_decrease_min();
   o.confirm_evals = static_cast<int>(std::min<uint32_t>(p.confirm_evals(), 1u << 30));
+  o.hysteresis = p.hysteresis();
   o.min_dwell_steps = p.min_dwell_steps();
   o.lr_cut = p.lr_cut();
   o.refine_loss_rate_min = p.refine_loss_rate_min();

@@ -205,18 +205,26 @@ absl::StatusOr<std::shared_ptr<Run>> Run::Restore(LoadedRun loaded, const RunDep
         "start with empty state",
         name, what));
   };
+  // Fields added to RunConfig after the state was written take the value
+  // the writing server used implicitly.
+  v1::RunConfig stored = loaded.run.config();
+  if (stored.phase().hysteresis() == 0.0) {
+    // Written before PhaseConfig.hysteresis existed, by a controller fixed at
+    // the default.
+    stored.mutable_phase()->set_hysteresis(ControllerConfig{}.hysteresis);
+  }
   // The stored config must be an effective config within the server's
   // limits (sizes decide the memory a run takes).
-  absl::StatusOr<v1::RunConfig> resolved = ResolveRunConfig(loaded.run.config(), deps.limits);
+  absl::StatusOr<v1::RunConfig> resolved = ResolveRunConfig(stored, deps.limits);
   if (!resolved.ok()) return fail(std::string(resolved.status().message()));
-  if (const std::string diff = ConfigDifference(*resolved, loaded.run.config()); !diff.empty()) {
+  if (const std::string diff = ConfigDifference(*resolved, stored); !diff.empty()) {
     return fail("its stored config is not an effective config: " + diff);
   }
   const state::ControllerRecord& c = loaded.controller;
   if (c.state() != v1::RUN_STATE_ACTIVE && c.state() != v1::RUN_STATE_FINISHED) {
     return fail(absl::StrFormat("run state %d", static_cast<int>(c.state())));
   }
-  std::shared_ptr<Run> run(new Run(name, loaded.run.config(), loaded.run.owner(),
+  std::shared_ptr<Run> run(new Run(name, stored, loaded.run.owner(),
                                    loaded.run.order(), deps));
   absl::MutexLock l(&run->mu_);
   if (absl::Status s = DecodeControllerState(c.controller(), &run->controller_); !s.ok()) {

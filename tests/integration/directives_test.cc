@@ -59,6 +59,7 @@ v1::RunConfig Config(uint32_t world_size, v1::Mode mode = v1::MODE_CONTROL) {
   p->set_window_evals(3);
   p->set_confirm_evals(2);
   p->set_min_dwell_steps(20);
+  p->set_hysteresis(2.0);  // not the default: the evidence shows it reached the controller
   // The fastest rank runs ~1000 steps/s: the margin is ~500 steps.
   p->set_delivery_budget_seconds(0.5);
   return c;
@@ -243,6 +244,8 @@ TEST_P(DirectivesTest, FourRanksAtDifferentSpeedsSwitchAtTheSameStep) {
                           "confirm_evals", "step", "lr_before", "lr_after"}) {
     EXPECT_TRUE(e.count(key)) << key;
   }
+  ASSERT_TRUE(e.count("hysteresis"));
+  EXPECT_EQ(e.at("hysteresis"), 2.0);
   EXPECT_LT(e.at("rank_fraction"), e.at("rank_fraction_max"));
   EXPECT_DOUBLE_EQ(e.at("rank_fraction"), e.at("effective_rank") / kRows);
   EXPECT_LT(e.at("rank_rel_change"), e.at("plateau_epsilon"));

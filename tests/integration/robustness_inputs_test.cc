@@ -438,6 +438,9 @@ TEST_F(BadInputTest, AbsurdConfigsAndRequestsAreRefused) {
                    "projection.kind"});
   cases.push_back({"lr cut above 1",
                    with([](v1::RunConfig& c) { c.mutable_phase()->set_lr_cut(3); }), "lr_cut"});
+  cases.push_back({"hysteresis below 1",
+                   with([](v1::RunConfig& c) { c.mutable_phase()->set_hysteresis(0.5); }),
+                   "hysteresis"});
   for (const Case& c : cases) {
     const grpc::Status s = Open("absurd", c.config);
     EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << c.what;

@@ -480,6 +480,29 @@ TEST(CorruptionTest, TornStateIsReportedAtStartup) {
   EXPECT_THAT(s.message(), HasSubstr("rank 0: checkpoint (after seq 3)"));
 }
 
+TEST(UpgradeTest, StateWrittenBeforeHysteresisWasConfigurableRestoresWithTheDefault) {
+  auto memory = std::make_shared<MemoryStore>();
+  MakeState(memory);
+  // Rewrite the run's record as a server without PhaseConfig.hysteresis
+  // wrote it.
+  absl::StatusOr<std::vector<LoadedRun>> loaded = LoadState(*memory);
+  ASSERT_THAT(loaded, IsOk());
+  ASSERT_EQ(loaded->size(), 1u);
+  state::RunRecord old = (*loaded)[0].run;
+  ASSERT_EQ(old.config().phase().hysteresis(), 1.5);
+  old.mutable_config()->mutable_phase()->clear_hysteresis();
+  ASSERT_THAT(memory->Apply({PutRunRecord(old)}), IsOk());
+
+  ServerOptions o = TestOptions();
+  o.store = memory;
+  auto server = Server::BuildAndStart(o);
+  ASSERT_THAT(server, IsOk());
+  auto stub = v1::SpotterService::NewStub((*server)->InProcessChannel());
+  EXPECT_EQ(GetRun(stub.get(), "c").config().phase().hysteresis(), 1.5);
+  // The same client config as before joins the run (no config mismatch).
+  EXPECT_TRUE(Open(stub.get(), "c", SmallConfig(1)).ok());
+}
+
 TEST(SqliteTest, StateSurvivesAndTheFileIsExclusive) {
   const std::string path = TempPath("state.db");
   MakeState(nullptr, path);
