@@ -65,7 +65,9 @@ for step in "${steps[@]}"; do
       # transition before step 4,000.
       (cd "$dir" && ctest --output-on-failure -j"$jobs" -L '^(unit|integration|fuzz|crash|load)$' \
         -E 'FourRanksAtDifferentSpeedsSwitchAtTheSameStep' \
-        --timeout 900)
+        --timeout 900 2>&1 | tee ctest.log)
+      # No test may be skipped (as in `make test`).
+      if grep -F '***Skipped' "$dir/ctest.log"; then echo "FAIL: skipped tests" >&2; exit 1; fi
       ;;
     *)
       echo "unknown step $step (expected tsa, asan or tsan)" >&2
