@@ -6,7 +6,11 @@ BUILD ?= build
 JOBS ?= 2
 CMAKE_FLAGS ?=
 
-.PHONY: all deps configure build demo test clean
+# What the demo runs; `make demo` builds these and nothing else (not the tests,
+# fuzzers and benchmarks that `make test` builds).
+DEMO_TARGETS := spotterd spotterctl synthetic_trainer
+
+.PHONY: all deps configure build build-demo demo test clean
 
 all: build
 
@@ -14,13 +18,17 @@ deps:
 	@scripts/install-deps.sh
 
 configure: deps
-	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS) > $(BUILD).configure.log 2>&1 \
-	  || { cat $(BUILD).configure.log; exit 1; }
+	@mkdir -p $(BUILD)
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS) > $(BUILD)/configure.log 2>&1 \
+	  || { cat $(BUILD)/configure.log; exit 1; }
 
 build: configure
 	cmake --build $(BUILD) -j$(JOBS)
 
-demo: build
+build-demo: configure
+	cmake --build $(BUILD) -j$(JOBS) --target $(DEMO_TARGETS)
+
+demo: build-demo
 	scripts/demo.sh $(BUILD)
 
 # No test may be skipped: a skipped test checks nothing (it once hid a shared
@@ -30,4 +38,4 @@ test: build
 	@! grep -F '***Skipped' $(BUILD)/ctest.log || { echo "FAIL: skipped tests (above)"; exit 1; }
 
 clean:
-	rm -rf $(BUILD) $(BUILD).configure.log
+	rm -rf $(BUILD)

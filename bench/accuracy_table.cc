@@ -26,7 +26,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
-#include "core/sketch/projection.h"
+#include "core/projection/projection.h"
 #include "core/spectrum/moments.h"
 #include "core/spectrum/summary.h"
 #include "tests/testing/planted.h"
@@ -40,8 +40,9 @@ ABSL_FLAG(std::string, ks, "256,1024,4096", "sketch dims k");
 ABSL_FLAG(std::string, ls, "32,64,128", "FD sketch sizes l");
 ABSL_FLAG(std::string, projection, "count_sketch", "count_sketch or gaussian");
 ABSL_FLAG(std::string, kinds, "", "comma-separated spectrum kinds (empty: all)");
-ABSL_FLAG(int, exact_max_dim, 1024, "check certified intervals against the exact "
-                                    "observed covariance for k up to this");
+ABSL_FLAG(int, exact_max_dim, 1024,
+          "check certified intervals against the exact "
+          "observed covariance for k up to this");
 ABSL_FLAG(double, point_shift, 1.0, "SpectrumOptions::point_shift");
 
 namespace spotter {
@@ -100,16 +101,16 @@ struct Cell {
   // Sums over seeds.
   int runs = 0;
   int r90_censored = 0;
-  double r90_err = 0.0;       // estimate - truth, uncensored runs
+  double r90_err = 0.0;  // estimate - truth, uncensored runs
   double r90_abs_err = 0.0;
-  double r90_lower = 0.0;     // censored runs: the reported lower bound
-  double pr_rel = 0.0;        // corrected / truth - 1
+  double r90_lower = 0.0;  // censored runs: the reported lower bound
+  double pr_rel = 0.0;     // corrected / truth - 1
   double pr_abs_rel = 0.0;
-  double raw_rel = 0.0;       // raw / truth - 1
+  double raw_rel = 0.0;  // raw / truth - 1
   int pr_censored = 0;
-  int pr_closer = 0;          // |corrected - truth| < |raw - truth|
-  int checked = 0;            // runs with an exact observed reference
-  int contained = 0;          // ... whose every certified interval held
+  int pr_closer = 0;  // |corrected - truth| < |raw - truth|
+  int checked = 0;    // runs with an exact observed reference
+  int contained = 0;  // ... whose every certified interval held
   double rho_over_delta = 0.0;
   double delta_over_trace = 0.0;
   double rho_over_trace = 0.0;
@@ -192,9 +193,8 @@ int Main() {
       std::vector<std::vector<RankAccumulator>> acc;
       for (int k : ks) {
         maps.push_back(*Projection::Create(kind, 77 + seed, p, k));
-        exact.push_back(k <= absl::GetFlag(FLAGS_exact_max_dim)
-                            ? std::make_unique<ExactMoments>(k)
-                            : nullptr);
+        exact.push_back(k <= absl::GetFlag(FLAGS_exact_max_dim) ? std::make_unique<ExactMoments>(k)
+                                                                : nullptr);
         acc.emplace_back();
         for (int l : ls) acc.back().emplace_back(k, std::min(l, k), window);
       }
@@ -269,13 +269,15 @@ int Main() {
   }
 
   // The table.
-  std::printf("Planted spectra in P = %d dims, %s projection, %d steps x %d rows, "
-              "decay %.4g (window %.0f steps), %d seeds per cell.\n\n",
-              p, kind == ProjectionKind::kGaussian ? "Gaussian" : "CountSketch", steps, m,
-              gamma, gamma < 1 ? 1 / (1 - gamma) : 0.0, seeds);
-  std::printf("Each cell: r90 error (estimate - truth, mean over seeds; `>=x` when the "
-              "sketch reports a lower bound x) / PR relative error of the bias-corrected "
-              "estimate (uncorrected in brackets).\n\n");
+  std::printf(
+      "Planted spectra in P = %d dims, %s projection, %d steps x %d rows, "
+      "decay %.4g (window %.0f steps), %d seeds per cell.\n\n",
+      p, kind == ProjectionKind::kGaussian ? "Gaussian" : "CountSketch", steps, m, gamma,
+      gamma < 1 ? 1 / (1 - gamma) : 0.0, seeds);
+  std::printf(
+      "Each cell: r90 error (estimate - truth, mean over seeds; `>=x` when the "
+      "sketch reports a lower bound x) / PR relative error of the bias-corrected "
+      "estimate (uncorrected in brackets).\n\n");
   std::vector<std::string> header = {"spectrum", "true r90", "true PR"};
   for (int k : ks)
     for (int l : ls) header.push_back(absl::StrFormat("k=%d, l=%d", k, std::min(l, k)));
@@ -300,8 +302,8 @@ int Main() {
           r90 = absl::StrFormat("%+.1f", c.r90_err / (c.runs - c.r90_censored));
           if (c.r90_censored > 0) r90 += absl::StrFormat(" (%d cens.)", c.r90_censored);
         }
-        std::string pr = absl::StrFormat("%+.1f%% (%+.0f%%)", 100 * c.pr_rel / c.runs,
-                                         100 * c.raw_rel / c.runs);
+        std::string pr =
+            absl::StrFormat("%+.1f%% (%+.0f%%)", 100 * c.pr_rel / c.runs, 100 * c.raw_rel / c.runs);
         if (c.pr_censored > 0) pr += absl::StrFormat(" %d cens.", c.pr_censored);
         row.push_back(r90 + " / " + pr);
         checked += c.checked;
@@ -316,21 +318,29 @@ int Main() {
     }
     std::printf("| %s |\n", absl::StrJoin(row, " | ").c_str());
   }
-  std::printf("\nCertified intervals (eigenvalues, r90, observed PR) containing the exact "
-              "observed value: %d of %d runs checked (k <= %d).\n",
-              contained, checked, absl::GetFlag(FLAGS_exact_max_dim));
-  std::printf("Bias-corrected PR closer to the truth than the uncorrected one: %d of %d "
-              "runs.\n", closer, compared);
-  std::printf("Float32 rounding bound rho: at most %.2g of the trace (mean per cell); "
-              "at most %.3g times the FD delta.\n", max_rho_over_trace, max_rho_over_delta);
+  std::printf(
+      "\nCertified intervals (eigenvalues, r90, observed PR) containing the exact "
+      "observed value: %d of %d runs checked (k <= %d).\n",
+      contained, checked, absl::GetFlag(FLAGS_exact_max_dim));
+  std::printf(
+      "Bias-corrected PR closer to the truth than the uncorrected one: %d of %d "
+      "runs.\n",
+      closer, compared);
+  std::printf(
+      "Float32 rounding bound rho: at most %.2g of the trace (mean per cell); "
+      "at most %.3g times the FD delta.\n",
+      max_rho_over_trace, max_rho_over_delta);
   if (top_loss.runs > 0) {
-    std::printf("Top eigenvalue, exact minus sketch, in units of Delta: mean %.4f, range "
-                "[%.4f, %.4f] over the %d runs with Delta > 10 rho (the point estimate adds "
-                "point_shift * Delta).\n",
-                top_loss.sum / top_loss.runs, top_loss.min, top_loss.max, top_loss.runs);
+    std::printf(
+        "Top eigenvalue, exact minus sketch, in units of Delta: mean %.4f, range "
+        "[%.4f, %.4f] over the %d runs with Delta > 10 rho (the point estimate adds "
+        "point_shift * Delta).\n",
+        top_loss.sum / top_loss.runs, top_loss.min, top_loss.max, top_loss.runs);
   }
-  std::printf("Mean |log(PR / truth)| of the corrected PR: %.4f with point_shift 1, %.4f "
-              "with 0.5.\n", shift1 / compared, shift_half / compared);
+  std::printf(
+      "Mean |log(PR / truth)| of the corrected PR: %.4f with point_shift 1, %.4f "
+      "with 0.5.\n",
+      shift1 / compared, shift_half / compared);
   return 0;
 }
 

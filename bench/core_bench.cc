@@ -25,13 +25,13 @@
 
 #include <algorithm>
 #include <atomic>
-#include <ctime>
 #include <cstdlib>
+#include <ctime>
 #include <random>
 #include <vector>
 
 #include "benchmark/benchmark.h"
-#include "core/spectrum/divergence.h"
+#include "core/spectrum/evaluation.h"
 #include "core/spectrum/frequent_directions.h"
 #include "core/spectrum/moments.h"
 #include "core/spectrum/summary.h"
@@ -115,8 +115,7 @@ double ThreadCpuSeconds() {
 double GemmRate() {
   static const double rate = [] {
     const int n = 512;
-    Eigen::MatrixXf a = Eigen::MatrixXf::Random(n, n), b = Eigen::MatrixXf::Random(n, n),
-                    c(n, n);
+    Eigen::MatrixXf a = Eigen::MatrixXf::Random(n, n), b = Eigen::MatrixXf::Random(n, n), c(n, n);
     c.noalias() = a * b;  // warm up
     double best = 1e30;
     for (int r = 0; r < 15; ++r) {
@@ -137,8 +136,8 @@ void BM_Gemm(benchmark::State& state) {
     c.noalias() = a * b;
     benchmark::DoNotOptimize(c.data());
   }
-  state.counters["GFLOPS"] = benchmark::Counter(2.0 * n * n * n * state.iterations() / 1e9,
-                                                benchmark::Counter::kIsRate);
+  state.counters["GFLOPS"] =
+      benchmark::Counter(2.0 * n * n * n * state.iterations() / 1e9, benchmark::Counter::kIsRate);
   state.counters["best_GFLOPS"] = GemmRate() / 1e9;
 }
 BENCHMARK(BM_Gemm)->Arg(512)->Unit(benchmark::kMillisecond);
@@ -204,9 +203,7 @@ void BM_AccumulatorIngest(benchmark::State& state) {
   const SketchSpectrum sk = MergeAll(acc.Snapshot(step - 1)).centred.Spectrum();
   state.counters["rho_over_trace"] = sk.rounding / sk.trace;
 }
-BENCHMARK(BM_AccumulatorIngest)
-    ->ArgsProduct({{4096}, {64}})
-    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_AccumulatorIngest)->ArgsProduct({{4096}, {64}})->Unit(benchmark::kMillisecond);
 
 GradientMoments FullWindow(int k, int l, uint64_t seed) {
   WindowOptions w;
@@ -234,13 +231,10 @@ void BM_Merge(benchmark::State& state) {
   std::vector<GradientMoments> windows;
   for (int r = 0; r < ranks; ++r) windows.push_back(FullWindow(k, l, 100 * r));
   for (auto _ : state) benchmark::DoNotOptimize(MergeAll(windows));
-  state.counters["ranks_per_s"] =
-      benchmark::Counter(static_cast<double>(state.iterations()) * ranks,
-                         benchmark::Counter::kIsRate);
+  state.counters["ranks_per_s"] = benchmark::Counter(
+      static_cast<double>(state.iterations()) * ranks, benchmark::Counter::kIsRate);
 }
-BENCHMARK(BM_Merge)
-    ->ArgsProduct({{1024, 4096}, {64}, {8}})
-    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Merge)->ArgsProduct({{1024, 4096}, {64}, {8}})->Unit(benchmark::kMillisecond);
 
 // One evaluation of an 8-rank run as the server does it: merge, summarise,
 // per-rank covariance summaries and the divergence rule.
@@ -256,9 +250,7 @@ void BM_EvaluateRanks(benchmark::State& state) {
   o.sketch_rows = l;
   for (auto _ : state) benchmark::DoNotOptimize(EvaluateRanks(windows, o, DivergenceOptions()));
 }
-BENCHMARK(BM_EvaluateRanks)
-    ->ArgsProduct({{1024, 4096}, {64}, {8}})
-    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_EvaluateRanks)->ArgsProduct({{1024, 4096}, {64}, {8}})->Unit(benchmark::kMillisecond);
 
 // Heap bytes of one RankAccumulator (exponential window): resident between
 // calls once the sketches are full, and the peak during Add (the shrink's

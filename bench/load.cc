@@ -34,8 +34,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
-#include <cstring>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <iterator>
 #include <map>
@@ -60,8 +60,8 @@
 #include "core/spectrum/moments.h"
 #include "core/util/allocator.h"
 #include "grpcpp/grpcpp.h"
-#include "server/convert.h"
-#include "server/limits.h"
+#include "server/runs/limits.h"
+#include "server/runs/rejection.h"
 #include "spotter/v1/spotter.grpc.pb.h"
 
 ABSL_FLAG(std::string, server, "", "spotterd address; empty: start --spotterd");
@@ -446,14 +446,15 @@ int CoreOnly() {
   rusage after{};
   getrusage(RUSAGE_SELF, &after);
   auto secs = [](const timeval& tv) { return tv.tv_sec + tv.tv_usec / 1e6; };
-  const double cpu = secs(after.ru_utime) + secs(after.ru_stime) - secs(before.ru_utime) -
-                     secs(before.ru_stime);
+  const double cpu =
+      secs(after.ru_utime) + secs(after.ru_stime) - secs(before.ru_utime) - secs(before.ru_stime);
   const double n = static_cast<double>(batches.load());
   const double row_count = n * rows;
-  std::printf("spotter_load: core only, %d threads, %.1f s: %.0f uploads/s, %.0f rows/s, "
-              "%.1f MB/s, %.2f us CPU per row\n",
-              threads, elapsed, n / elapsed, row_count / elapsed,
-              n * rows * dim * 4 / elapsed / 1e6, cpu / row_count * 1e6);
+  std::printf(
+      "spotter_load: core only, %d threads, %.1f s: %.0f uploads/s, %.0f rows/s, "
+      "%.1f MB/s, %.2f us CPU per row\n",
+      threads, elapsed, n / elapsed, row_count / elapsed, n * rows * dim * 4 / elapsed / 1e6,
+      cpu / row_count * 1e6);
   if (const std::string path = absl::GetFlag(FLAGS_report); !path.empty()) {
     std::ofstream f(path);
     f << absl::StrFormat(
@@ -753,11 +754,11 @@ int Main() {
       static_cast<unsigned long long>(totals.acked.load()),
       static_cast<unsigned long long>(totals.rejected.load()), totals.errors.load(),
       totals.unacked_streams.load());
-  std::printf("spotter_load: throughput %.0f uploads/s, %.0f rows/s, %.1f MB/s of sketch data; "
-              "server CPU %.2f us per row\n",
-              sent / elapsed, row_count / elapsed,
-              static_cast<double>(totals.bytes.load()) / elapsed / 1e6,
-              row_count > 0 ? cpu / row_count * 1e6 : NAN);
+  std::printf(
+      "spotter_load: throughput %.0f uploads/s, %.0f rows/s, %.1f MB/s of sketch data; "
+      "server CPU %.2f us per row\n",
+      sent / elapsed, row_count / elapsed, static_cast<double>(totals.bytes.load()) / elapsed / 1e6,
+      row_count > 0 ? cpu / row_count * 1e6 : NAN);
   if (!null_target && !lat.empty()) {
     std::printf(
         "spotter_load: directive latency (issue to receipt): per delivery (%zu) p50 %.2f ms, p99 "
@@ -767,15 +768,17 @@ int Main() {
         lat_all.size(), Percentile(lat_all, 0.5), Percentile(lat_all, 0.99));
   }
   if (watch) {
-    std::printf("spotter_load: evaluation latency (upload reaching the step to its point, %zu "
-                "evaluations): p50 %.2f ms, p99 %.2f ms, max %.2f ms\n",
-                eval_lat.size(), Percentile(eval_lat, 0.5), Percentile(eval_lat, 0.99),
-                Percentile(eval_lat, 1.0));
+    std::printf(
+        "spotter_load: evaluation latency (upload reaching the step to its point, %zu "
+        "evaluations): p50 %.2f ms, p99 %.2f ms, max %.2f ms\n",
+        eval_lat.size(), Percentile(eval_lat, 0.5), Percentile(eval_lat, 0.99),
+        Percentile(eval_lat, 1.0));
   }
   if (!rss.empty()) {
-    std::printf("spotter_load: server RSS %.0f MiB at start, %.0f at half time, %.0f at the end, "
-                "max %.0f\n",
-                rss.front().second, rss_half, rss_end, rss_max);
+    std::printf(
+        "spotter_load: server RSS %.0f MiB at start, %.0f at half time, %.0f at the end, "
+        "max %.0f\n",
+        rss.front().second, rss_half, rss_end, rss_max);
   }
   for (const auto& [msg, n] : errors) std::printf("spotter_load: error x%d: %s\n", n, msg.c_str());
   if (const std::string path = absl::GetFlag(FLAGS_report); !path.empty()) {
@@ -783,8 +786,7 @@ int Main() {
     auto pct = [](const std::vector<double>& v) -> std::string {
       if (v.empty()) return "null";
       return absl::StrFormat("{\"p50\": %.3f, \"p99\": %.3f, \"max\": %.3f, \"n\": %d}",
-                             Percentile(v, 0.5), Percentile(v, 0.99), Percentile(v, 1.0),
-                             v.size());
+                             Percentile(v, 0.5), Percentile(v, 0.99), Percentile(v, 1.0), v.size());
     };
     f << absl::StrFormat(
         "{\"mode\": \"%s\", \"streams\": %d, \"runs\": %d, \"idle_runs\": %d, \"rows\": %d, "

@@ -1,6 +1,6 @@
 // Writes the projection test vectors of docs/PROJECTION.md: for a handful of
 // (kind, seed, input_dim, output_dim), input rows and the exact float32
-// output of core/sketch/projection.cc, as bit patterns. Every client that
+// output of core/projection/projection.cc, as bit patterns. Every client that
 // implements the maps (the Python package, a GPU kernel) must reproduce the
 // outputs bit for bit; tests/unit/projection_test.cc checks this code against
 // them.
@@ -18,7 +18,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_format.h"
-#include "core/sketch/projection.h"
+#include "core/projection/projection.h"
 
 ABSL_FLAG(std::string, out, "tests/data/projection", "output directory (must exist)");
 
@@ -60,10 +60,18 @@ RowMatrixXf Inputs(const Case& c) {
       if (i == 1) v = std::ldexp(v, ex(rng));
       if (i == 2) {
         switch (j % 4) {
-          case 0: v = (j % 8 == 0) ? 0.0f : -0.0f; break;
-          case 1: v = std::ldexp(1.0f, static_cast<int>(j % 23) - 11); break;
-          case 2: v = 3.0e7f; break;
-          default: v = -3.0e7f; break;
+          case 0:
+            v = (j % 8 == 0) ? 0.0f : -0.0f;
+            break;
+          case 1:
+            v = std::ldexp(1.0f, static_cast<int>(j % 23) - 11);
+            break;
+          case 2:
+            v = 3.0e7f;
+            break;
+          default:
+            v = -3.0e7f;
+            break;
         }
       }
       x(i, static_cast<Eigen::Index>(j)) = v;
@@ -93,11 +101,11 @@ int Write(const std::string& dir, const Case& c) {
     return 1;
   }
   absl::FPrintF(f,
-               "# Spotter projection test vector; format in docs/PROJECTION.md.\n"
-               "# Regenerate: spotter_projection_vectors --out=tests/data/projection\n"
-               "format spotter-projection-vector 1\n"
-               "kind %s\nseed %u\ninput_dim %u\noutput_dim %u\nrows %d\n",
-               KindName(c.kind), c.seed, c.input_dim, c.output_dim, c.rows);
+                "# Spotter projection test vector; format in docs/PROJECTION.md.\n"
+                "# Regenerate: spotter_projection_vectors --out=tests/data/projection\n"
+                "format spotter-projection-vector 1\n"
+                "kind %s\nseed %u\ninput_dim %u\noutput_dim %u\nrows %d\n",
+                KindName(c.kind), c.seed, c.input_dim, c.output_dim, c.rows);
   if (c.kind == ProjectionKind::kCountSketch) {
     for (uint64_t j = 0; j < std::min<uint64_t>(16, c.input_dim); ++j) {
       const CountSketchCell cell = CountSketchAt(c.seed, j, c.output_dim);
@@ -107,7 +115,7 @@ int Write(const std::string& dir, const Case& c) {
     for (uint64_t j = 0; j < std::min<uint64_t>(4, c.input_dim); ++j) {
       for (uint32_t b = 0; b < std::min<uint32_t>(4, c.output_dim); ++b) {
         absl::FPrintF(f, "entry %u %u %016x\n", j, b,
-                     Bits(GaussianEntry(c.seed, j, b, c.output_dim)));
+                      Bits(GaussianEntry(c.seed, j, b, c.output_dim)));
       }
     }
   }

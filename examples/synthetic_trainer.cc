@@ -17,9 +17,9 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
-#include "client/cpp/format.h"
+#include "client/cpp/ctl/format.h"
 #include "client/cpp/run_session.h"
-#include "core/sketch/projection.h"
+#include "core/projection/projection.h"
 #include "examples/synthetic/drifting_gradients.h"
 #include "proto/convert/directive.h"
 
@@ -122,7 +122,7 @@ int main(int argc, char** argv) {
         if (step % absl::GetFlag(FLAGS_sketch_every) == 0) {
           spotter::RowMatrixXf grads = model.Sample(step, static_cast<int>(m));
           (*projection)->ApplyRows(grads, sketch);
-          (*session)->Upload(step, sketch, model.loss(), lr);
+          (*session)->UploadSketch(step, sketch, model.loss(), lr);
         }
         model.Step(lr);
         if (step > 0 && step % absl::GetFlag(FLAGS_val_every) == 0 && r == 0) {
@@ -135,8 +135,9 @@ int main(int argc, char** argv) {
                         spotter::FormatDirective(spotter::ToProto(*d)).c_str(), d->reason.c_str());
           }
           if (auto pt = (*session)->LatestDiagnostics();
-              pt && (printed_step == 0 || pt->step() >= printed_step + absl::GetFlag(FLAGS_print_every) ||
-                     pt->phase() != printed_phase)) {
+              pt &&
+              (printed_step == 0 || pt->step() >= printed_step + absl::GetFlag(FLAGS_print_every) ||
+               pt->phase() != printed_phase)) {
             printed_phase = pt->phase();
             printed_step = pt->step();
             std::printf("%s\n", spotter::FormatPoint(*pt).c_str());
@@ -150,19 +151,21 @@ int main(int argc, char** argv) {
       (*session)->Close(absl::Seconds(5));
       const spotter::SessionStats st = (*session)->stats();
       if (r == 0 || st.rejects > 0 || st.dropped > 0) {
-        std::printf("rank %u: %lu steps, final loss %.5f, %lu uploads (%lu dropped, %lu rejected), "
-                    "%lu directives, %lu connects%s\n",
-                    r, static_cast<unsigned long>(step), model.loss(),
-                    static_cast<unsigned long>(st.uploads), static_cast<unsigned long>(st.dropped),
-                    static_cast<unsigned long>(st.rejects), static_cast<unsigned long>(st.directives),
-                    static_cast<unsigned long>(st.connects),
-                    st.last_reject.empty() ? "" : (", last reject: " + st.last_reject).c_str());
+        std::printf(
+            "rank %u: %lu steps, final loss %.5f, %lu uploads (%lu dropped, %lu rejected), "
+            "%lu directives, %lu connects%s\n",
+            r, static_cast<unsigned long>(step), model.loss(),
+            static_cast<unsigned long>(st.enqueued), static_cast<unsigned long>(st.dropped),
+            static_cast<unsigned long>(st.rejects), static_cast<unsigned long>(st.directives),
+            static_cast<unsigned long>(st.connects),
+            st.last_reject.empty() ? "" : (", last reject: " + st.last_reject).c_str());
       }
     });
   }
   for (auto& t : threads) t.join();
   std::printf("trainer done in %.1f s%s\n", absl::ToDoubleSeconds(absl::Now() - start),
-              stopped_at ? absl::StrFormat(" (stopped by directive at step %d)", stopped_at.load()).c_str()
-                         : "");
+              stopped_at
+                  ? absl::StrFormat(" (stopped by directive at step %d)", stopped_at.load()).c_str()
+                  : "");
   return failures > 0 ? 1 : 0;
 }

@@ -1,12 +1,17 @@
 #include "client/cpp/run_session.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <deque>
+#include <random>
 #include <thread>
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "grpcpp/grpcpp.h"
 #include "proto/convert/directive.h"
@@ -22,15 +27,30 @@ struct Pending {
   v1::ConnectRequest msg;
 };
 
+// Status codes after which retrying cannot help (the same set as Python's
+// PERMANENT_CODES). NOT_FOUND is not one: the run is opened again.
 bool Permanent(grpc::StatusCode code) {
   return code == grpc::StatusCode::INVALID_ARGUMENT ||
          code == grpc::StatusCode::FAILED_PRECONDITION ||
-         code == grpc::StatusCode::NOT_FOUND || code == grpc::StatusCode::PERMISSION_DENIED ||
-         code == grpc::StatusCode::UNAUTHENTICATED || code == grpc::StatusCode::UNIMPLEMENTED;
+         code == grpc::StatusCode::PERMISSION_DENIED || code == grpc::StatusCode::UNAUTHENTICATED ||
+         code == grpc::StatusCode::UNIMPLEMENTED || code == grpc::StatusCode::OUT_OF_RANGE;
 }
 
-std::string Describe(const grpc::Status& s) {
-  return absl::StrCat("code ", static_cast<int>(s.error_code()), ": ", s.error_message());
+std::string Describe(const char* rpc, const grpc::Status& s) {
+  return absl::StrCat(rpc, ": code ", static_cast<int>(s.error_code()), ": ", s.error_message());
+}
+
+absl::Status ToAbsl(const grpc::Status& s) {
+  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+}
+
+// "REJECT_REASON_DIM_MISMATCH" -> "dim_mismatch", as the Python client names it.
+std::string ReasonName(int reason) {
+  std::string name = v1::RejectReason_IsValid(reason)
+                         ? v1::RejectReason_Name(static_cast<v1::RejectReason>(reason))
+                         : absl::StrCat(reason);
+  if (absl::StartsWith(name, "REJECT_REASON_")) name.erase(0, sizeof("REJECT_REASON_") - 1);
+  return absl::AsciiStrToLower(name);
 }
 
 }  // namespace
@@ -38,51 +58,113 @@ std::string Describe(const grpc::Status& s) {
 struct RunSession::State {
   SessionOptions o;
   std::unique_ptr<v1::SpotterService::Stub> stub;
+  std::mt19937_64 rng{std::random_device{}()};  // backoff jitter; worker thread only
 
   mutable absl::Mutex mu;
-  std::deque<Pending> outbox ABSL_GUARDED_BY(mu);
-  size_t cursor ABSL_GUARDED_BY(mu) = 0;  // next outbox entry to write on this stream
+  std::deque<Pending> queue ABSL_GUARDED_BY(mu);
+  size_t cursor ABSL_GUARDED_BY(mu) = 0;    // next queue entry to write on this stream
+  bool opened ABSL_GUARDED_BY(mu) = false;  // OpenRun succeeded (since the last NOT_FOUND)
+  bool ever_opened ABSL_GUARDED_BY(mu) = false;
   bool welcomed_once ABSL_GUARDED_BY(mu) = false;
   bool welcomed ABSL_GUARDED_BY(mu) = false;  // on the current stream
   bool reader_done ABSL_GUARDED_BY(mu) = false;
   uint64_t last_seq ABSL_GUARDED_BY(mu) = 0;  // last seq assigned
+  // Arrival order, which is (generation, version) order: versions increase
+  // within a generation, and a run the server re-created starts a new one.
   std::vector<Directive> directives ABSL_GUARDED_BY(mu);
+  uint64_t last_version ABSL_GUARDED_BY(mu) = 0;  // highest version of this generation
   std::optional<v1::TrajectoryPoint> diagnostics ABSL_GUARDED_BY(mu);
   std::optional<v1::RunConfig> config ABSL_GUARDED_BY(mu);
   SessionStats stats ABSL_GUARDED_BY(mu);
-  uint64_t last_step ABSL_GUARDED_BY(mu) = 0;
-  bool closing ABSL_GUARDED_BY(mu) = false;
+  bool any_step ABSL_GUARDED_BY(mu) = false;
+  uint64_t last_step ABSL_GUARDED_BY(mu) = 0;   // highest step queued
+  uint64_t noted_step ABSL_GUARDED_BY(mu) = 0;  // from NoteStep
+  bool refusing ABSL_GUARDED_BY(mu) = false;    // Close(): no more uploads
+  bool closing ABSL_GUARDED_BY(mu) = false;     // Close(): end the stream
+  bool ended ABSL_GUARDED_BY(mu) = false;       // the server ended the run
+  absl::Status error ABSL_GUARDED_BY(mu);       // permanent error that stopped the session
   bool worker_done ABSL_GUARDED_BY(mu) = false;
   grpc::ClientContext* stream_ctx ABSL_GUARDED_BY(mu) = nullptr;
   std::thread worker;
 
+  bool Stopped() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    return ended || !error.ok() || worker_done;
+  }
+
+  uint64_t HeartbeatStep() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    return std::max(noted_step, last_step);
+  }
+
+  void RefuseInvalid() {
+    absl::MutexLock l(&mu);
+    ++stats.dropped_invalid;
+  }
+
   bool Enqueue(v1::ConnectRequest msg, uint64_t step) {
     absl::MutexLock l(&mu);
-    if (closing || outbox.size() >= o.outbox_capacity) {
-      ++stats.dropped;
+    if (any_step && step < last_step) {
+      ++stats.dropped_invalid;
       return false;
     }
-    outbox.push_back({0, std::move(msg)});
-    ++stats.uploads;
-    last_step = std::max(last_step, step);
+    if (refusing || Stopped()) {
+      ++stats.dropped_closed;
+      return false;
+    }
+    if (queue.size() >= o.queue_size) {
+      ++stats.dropped;
+      if (!MakeRoom(msg.has_eval())) return false;
+    }
+    queue.push_back({0, std::move(msg)});
+    ++stats.enqueued;
+    any_step = true;
+    last_step = step;
     return true;
   }
 
-  // Sleeps for `d` unless Close() interrupts. Returns false when closing.
+  // DropPolicy::kOldest: evicts the oldest sketch, or for an eval report in
+  // a queue of eval reports the oldest one. False when nothing may go.
+  bool MakeRoom(bool eval) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    if (o.drop != DropPolicy::kOldest || queue.empty()) return false;
+    auto victim = std::find_if(queue.begin(), queue.end(),
+                               [](const Pending& p) { return p.msg.has_sketch(); });
+    if (victim == queue.end()) {
+      if (!eval) return false;
+      victim = queue.begin();
+    }
+    const size_t i = static_cast<size_t>(victim - queue.begin());
+    queue.erase(victim);
+    if (i < cursor) --cursor;
+    return true;
+  }
+
+  // Sleeps for `d` (+-20%) unless Close() interrupts. Returns false when closing.
   bool Backoff(absl::Duration d) {
+    const double jitter = std::uniform_real_distribution<double>(0.8, 1.2)(rng);
     absl::MutexLock l(&mu);
-    mu.AwaitWithTimeout(absl::Condition(&closing), d);
+    mu.AwaitWithTimeout(absl::Condition(&closing), d * jitter);
     return !closing;
   }
 
   grpc::Status OpenRun() {
     grpc::ClientContext ctx;
-    ctx.set_deadline(absl::ToChronoTime(absl::Now() + o.rpc_timeout));
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + o.open_timeout));
     v1::OpenRunRequest req;
     req.set_name(o.run);
     *req.mutable_config() = o.config;
     v1::OpenRunResponse resp;
-    return stub->OpenRun(&ctx, req, &resp);
+    grpc::Status s = stub->OpenRun(&ctx, req, &resp);
+    absl::MutexLock l(&mu);
+    if (!s.ok()) {
+      stats.last_error = Describe("OpenRun", s);
+      return s;
+    }
+    if (resp.created() && ever_opened) {
+      // The server lost the run (restart without its state): its directive
+      // versions start again at 1, in a new generation.
+      last_version = 0;
+    }
+    opened = ever_opened = true;
+    return s;
   }
 
   void Handle(const v1::ConnectResponse& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
@@ -104,7 +186,8 @@ struct RunSession::State {
           stats.last_error = std::string(d.status().message());
           break;
         }
-        if (directives.empty() || d->version > directives.back().version) {
+        if (d->version > last_version) {
+          last_version = d->version;
           directives.push_back(*std::move(d));
           ++stats.directives;
         }
@@ -115,10 +198,12 @@ struct RunSession::State {
         break;
       case v1::ConnectResponse::kReject:
         ++stats.rejects;
+        ++stats.rejected[ReasonName(r.reject().reason())];
         stats.last_reject = r.reject().message();
         break;
       case v1::ConnectResponse::kDiagnostics:
         diagnostics = r.diagnostics();
+        ++stats.diagnostics;
         break;
       default:
         break;
@@ -127,14 +212,16 @@ struct RunSession::State {
 
   void Acknowledge(uint64_t seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     stats.acked_seq = std::max(stats.acked_seq, seq);
-    while (!outbox.empty() && outbox.front().seq != 0 && outbox.front().seq <= seq) {
-      outbox.pop_front();
+    while (!queue.empty() && queue.front().seq != 0 && queue.front().seq <= seq) {
+      queue.pop_front();
+      ++stats.acked;
       if (cursor > 0) --cursor;
     }
   }
 
-  // One stream, from Hello to Finish. Returns its final status.
-  grpc::Status Stream() {
+  // One stream, from Hello to Finish. Returns its final status; *got_welcome
+  // says whether it was welcomed.
+  grpc::Status Stream(bool* got_welcome) {
     grpc::ClientContext ctx;
     v1::ConnectRequest hello;
     {
@@ -143,12 +230,13 @@ struct RunSession::State {
       stream_ctx = &ctx;
       welcomed = false;
       reader_done = false;
+      if (stats.connects > 0) ++stats.reconnects;
       ++stats.connects;
       v1::Hello* h = hello.mutable_hello();
       h->set_run(o.run);
       h->set_rank(o.rank);
       *h->mutable_projection() = o.config.projection();
-      h->set_last_directive_version(directives.empty() ? 0 : directives.back().version);
+      h->set_last_directive_version(last_version);
       h->set_client(o.client_name);
     }
     std::unique_ptr<grpc::ClientReaderWriter<v1::ConnectRequest, v1::ConnectResponse>> stream =
@@ -163,30 +251,48 @@ struct RunSession::State {
       reader_done = true;
     });
     bool ok = stream->Write(hello);
-    absl::Time last_write = absl::Now();
-    while (ok) {
+    const absl::Time opened_at = absl::Now();
+    absl::Time last_write = opened_at;
+    bool last = false;
+    while (ok && !last) {
       v1::ConnectRequest msg;
       {
         absl::MutexLock l(&mu);
         auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
-          return reader_done || closing || (welcomed && cursor < outbox.size());
+          return reader_done || closing || (welcomed && cursor < queue.size());
         };
-        mu.AwaitWithTimeout(absl::Condition(&ready),
-                            last_write + o.heartbeat_interval - absl::Now());
-        if (reader_done || closing) break;
-        if (welcomed && cursor < outbox.size()) {
-          Pending& p = outbox[cursor++];
+        const absl::Time wake =
+            welcomed ? last_write + o.heartbeat_interval : opened_at + o.welcome_timeout;
+        mu.AwaitWithTimeout(absl::Condition(&ready), wake - absl::Now());
+        if (reader_done) break;
+        if (!welcomed) {
+          if (closing) break;
+          if (absl::Now() >= opened_at + o.welcome_timeout) {
+            stats.last_error = "Connect: no Welcome within welcome_timeout";
+            ctx.TryCancel();
+            break;
+          }
+          continue;
+        }
+        if (closing) {
+          // The last word: where this rank stopped.
+          msg.mutable_heartbeat()->set_step(HeartbeatStep());
+          ++stats.heartbeats;
+          last = true;
+        } else if (cursor < queue.size()) {
+          Pending& p = queue[cursor++];
           if (p.seq == 0) {
             p.seq = ++last_seq;
             if (p.msg.has_sketch()) p.msg.mutable_sketch()->set_seq(p.seq);
             if (p.msg.has_eval()) p.msg.mutable_eval()->set_seq(p.seq);
+          } else {
+            ++stats.replayed;
           }
           msg = p.msg;
           ++stats.sent;
-        } else if (welcomed) {
-          msg.mutable_heartbeat()->set_step(last_step);
         } else {
-          continue;
+          msg.mutable_heartbeat()->set_step(HeartbeatStep());
+          ++stats.heartbeats;
         }
       }
       ok = stream->Write(msg);
@@ -196,45 +302,54 @@ struct RunSession::State {
     reader.join();
     grpc::Status status = stream->Finish();
     absl::MutexLock l(&mu);
+    *got_welcome = welcomed;
     stream_ctx = nullptr;
     welcomed = false;
-    if (!status.ok()) stats.last_error = Describe(status);
+    if (!status.ok() && !closing) stats.last_error = Describe("Connect", status);
     return status;
   }
 
   void Run() {
     absl::Duration backoff = o.backoff_initial;
-    bool opened = false;
     for (;;) {
+      bool need_open;
       {
         absl::MutexLock l(&mu);
         if (closing) break;
+        need_open = !opened;
       }
-      if (!opened) {
+      if (need_open) {
         grpc::Status s = OpenRun();
-        if (s.ok()) {
-          opened = true;
-        } else {
-          {
-            absl::MutexLock l(&mu);
-            stats.last_error = Describe(s);
+        if (!s.ok()) {
+          if (Permanent(s.error_code())) {
+            Fail(s);
+            break;
           }
-          if (Permanent(s.error_code())) break;
           if (!Backoff(backoff)) break;
           backoff = std::min(backoff * 2, o.backoff_max);
           continue;
         }
       }
-      grpc::Status s = Stream();
-      bool got_welcome;
+      bool got_welcome = false;
+      grpc::Status s = Stream(&got_welcome);
       {
         absl::MutexLock l(&mu);
-        got_welcome = welcomed_once;
         if (closing) break;
+        // OK: the server ended the stream because the run ended.
+        if (s.ok()) {
+          ended = true;
+          break;
+        }
+        // The server no longer knows the run (restarted without its state):
+        // open it again with the same config.
+        if (s.error_code() == grpc::StatusCode::NOT_FOUND) opened = false;
       }
-      // OK: the server ended the stream because the run ended. A permanent
-      // error (wrong rank, projection mismatch) will not heal by retrying.
-      if (s.ok() || Permanent(s.error_code())) break;
+      // A permanent error (wrong rank, projection mismatch) will not heal by
+      // retrying.
+      if (Permanent(s.error_code())) {
+        Fail(s);
+        break;
+      }
       if (got_welcome) backoff = o.backoff_initial;
       if (!Backoff(backoff)) break;
       backoff = std::min(backoff * 2, o.backoff_max);
@@ -242,11 +357,17 @@ struct RunSession::State {
     absl::MutexLock l(&mu);
     worker_done = true;
   }
+
+  void Fail(const grpc::Status& s) {
+    absl::MutexLock l(&mu);
+    error = ToAbsl(s);
+  }
 };
 
 RunSession::RunSession(std::unique_ptr<State> s) : s_(std::move(s)) {}
 
 absl::StatusOr<std::unique_ptr<RunSession>> RunSession::Start(SessionOptions options) {
+  if (options.queue_size < 1) return absl::InvalidArgumentError("queue_size must be >= 1");
   auto s = std::make_unique<State>();
   s->o = std::move(options);
   std::shared_ptr<grpc::Channel> channel =
@@ -256,9 +377,8 @@ absl::StatusOr<std::unique_ptr<RunSession>> RunSession::Start(SessionOptions opt
   // The first OpenRun decides between a config error (returned) and an
   // unreachable server (fail-open: the worker keeps retrying).
   grpc::Status first = s->OpenRun();
-  if (!first.ok() && Permanent(first.error_code())) {
-    return absl::Status(static_cast<absl::StatusCode>(first.error_code()),
-                        first.error_message());
+  if (!first.ok() && (Permanent(first.error_code()) || s->o.require_server)) {
+    return ToAbsl(first);
   }
   State* raw = s.get();
   raw->worker = std::thread([raw] { raw->Run(); });
@@ -267,8 +387,12 @@ absl::StatusOr<std::unique_ptr<RunSession>> RunSession::Start(SessionOptions opt
 
 RunSession::~RunSession() { Close(); }
 
-bool RunSession::Upload(uint64_t step, const Eigen::Ref<const RowMatrixXf>& rows, double loss,
-                        double lr, uint32_t samples_per_row) {
+bool RunSession::UploadSketch(uint64_t step, const Eigen::Ref<const RowMatrixXf>& rows, double loss,
+                              double lr, uint32_t samples_per_row) {
+  if (rows.rows() < 1 || rows.cols() < 1 || !rows.allFinite() || std::isinf(loss)) {
+    s_->RefuseInvalid();
+    return false;
+  }
   v1::ConnectRequest msg;
   v1::SketchBatch* b = msg.mutable_sketch();
   b->set_step(step);
@@ -292,8 +416,19 @@ bool RunSession::ReportEval(uint64_t step, const std::map<std::string, double>& 
   v1::ConnectRequest msg;
   v1::EvalReport* r = msg.mutable_eval();
   r->set_step(step);
-  for (const auto& [k, v] : metrics) (*r->mutable_metrics())[k] = v;
+  for (const auto& [k, v] : metrics) {
+    if (!std::isfinite(v)) {
+      s_->RefuseInvalid();
+      return false;
+    }
+    (*r->mutable_metrics())[k] = v;
+  }
   return s_->Enqueue(std::move(msg), step);
+}
+
+void RunSession::NoteStep(uint64_t step) {
+  absl::MutexLock l(&s_->mu);
+  s_->noted_step = step;
 }
 
 std::optional<Directive> RunSession::DirectiveAt(uint64_t step) const {
@@ -301,12 +436,6 @@ std::optional<Directive> RunSession::DirectiveAt(uint64_t step) const {
   const Directive* d = DirectiveInForce(s_->directives, step, /*skip_advisory=*/true);
   if (!d) return std::nullopt;
   return *d;
-}
-
-std::optional<Directive> RunSession::LatestDirective() const {
-  absl::MutexLock l(&s_->mu);
-  if (s_->directives.empty()) return std::nullopt;
-  return s_->directives.back();
 }
 
 double RunSession::LrAt(uint64_t step, double fallback) const {
@@ -321,6 +450,25 @@ bool RunSession::ShouldStop(uint64_t step) const {
   return d && d->plan.stop;
 }
 
+std::optional<Directive> RunSession::Advice() const {
+  absl::MutexLock l(&s_->mu);
+  for (auto it = s_->directives.rbegin(); it != s_->directives.rend(); ++it) {
+    if (it->advisory) return *it;
+  }
+  return std::nullopt;
+}
+
+std::optional<Directive> RunSession::LatestDirective() const {
+  absl::MutexLock l(&s_->mu);
+  if (s_->directives.empty()) return std::nullopt;
+  return s_->directives.back();
+}
+
+std::vector<Directive> RunSession::Directives() const {
+  absl::MutexLock l(&s_->mu);
+  return s_->directives;
+}
+
 std::optional<v1::TrajectoryPoint> RunSession::LatestDiagnostics() const {
   absl::MutexLock l(&s_->mu);
   return s_->diagnostics;
@@ -333,34 +481,62 @@ std::optional<v1::RunConfig> RunSession::config() const {
 
 bool RunSession::WaitForDirective(uint64_t version, absl::Duration timeout) const {
   absl::MutexLock l(&s_->mu);
-  auto cond = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(s_->mu) {
+  auto arrived = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(s_->mu) {
     return !s_->directives.empty() && s_->directives.back().version >= version;
   };
-  return s_->mu.AwaitWithTimeout(absl::Condition(&cond), timeout);
+  auto cond = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(s_->mu) { return arrived() || s_->Stopped(); };
+  s_->mu.AwaitWithTimeout(absl::Condition(&cond), timeout);
+  return arrived();
 }
 
 bool RunSession::Flush(absl::Duration timeout) {
   absl::MutexLock l(&s_->mu);
   auto cond = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(s_->mu) {
-    return s_->outbox.empty() || s_->worker_done;
+    return s_->queue.empty() || s_->Stopped();
   };
-  return s_->mu.AwaitWithTimeout(absl::Condition(&cond), timeout) && s_->outbox.empty();
+  s_->mu.AwaitWithTimeout(absl::Condition(&cond), timeout);
+  return s_->queue.empty();
 }
 
 SessionStats RunSession::stats() const {
   absl::MutexLock l(&s_->mu);
-  return s_->stats;
+  SessionStats st = s_->stats;
+  st.queued = s_->queue.size();
+  st.connected = s_->welcomed;
+  return st;
 }
 
-void RunSession::Close(absl::Duration timeout) {
+bool RunSession::connected() const {
+  absl::MutexLock l(&s_->mu);
+  return s_->welcomed;
+}
+
+bool RunSession::ended() const {
+  absl::MutexLock l(&s_->mu);
+  return s_->ended;
+}
+
+absl::Status RunSession::error() const {
+  absl::MutexLock l(&s_->mu);
+  return s_->error;
+}
+
+void RunSession::Close(absl::Duration timeout, bool flush) {
   if (!s_->worker.joinable()) return;
-  Flush(timeout);
+  const absl::Time deadline = absl::Now() + timeout;
+  {
+    absl::MutexLock l(&s_->mu);
+    s_->refusing = true;
+  }
+  if (flush) Flush(timeout);
   {
     absl::MutexLock l(&s_->mu);
     s_->closing = true;
-    // Give the stream a moment to end cleanly, then cancel it.
+    // Let the stream end cleanly within the deadline (at least 100 ms), then
+    // cancel it.
     auto done = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(s_->mu) { return s_->worker_done; };
-    if (!s_->mu.AwaitWithTimeout(absl::Condition(&done), absl::Seconds(1)) &&
+    if (!s_->mu.AwaitWithTimeout(absl::Condition(&done),
+                                 std::max(deadline - absl::Now(), absl::Milliseconds(100))) &&
         s_->stream_ctx != nullptr) {
       s_->stream_ctx->TryCancel();
     }

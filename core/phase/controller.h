@@ -33,11 +33,11 @@ struct ControllerConfig {
   // l, so pick l at least 5x the effective rank you expect at the plateau.
   int sketch_rows = 64;
 
-  double warmup_fraction = 0.15;    // warm-up length / total_steps, in (0, 1)
+  double warmup_fraction = 0.15;  // warm-up length / total_steps, in (0, 1)
   // ACQUISITION exit: the smoothed participation ratio may fall by at most
   // this fraction per epoch (a rising PR passes). In (0, 10).
   double id_drop_threshold = 0.05;
-  double rank_fraction_max = 0.2;   // ACQUISITION exit: r90 / l below this, in (0, 1]
+  double rank_fraction_max = 0.2;  // ACQUISITION exit: r90 / l below this, in (0, 1]
   // Plateau: relative change of the smoothed r90 (and, in REFINEMENT, of the
   // PR) between the last window and the one before it, below this. In (0, 10).
   double plateau_epsilon = 0.1;
@@ -60,16 +60,16 @@ struct ControllerConfig {
   // before any automatic trigger, budget and validation stop included, may
   // leave it. DONE at total_steps ignores it.
   uint64_t min_dwell_steps = 50;
-  double lr_cut = 0.5;                  // REFINEMENT LR = lr_cut x LR in force, in (0, 1]
-  double refine_loss_rate_min = 0.02;   // REFINEMENT exit: loss improvement per epoch below this
-  double refine_budget_fraction = 0.75; // REFINEMENT exit at the latest at this step fraction
-  double lr_min = 0.001;                // POLISH: cosine decay ends here at total_steps (>= 0)
-  int val_patience = 5;                 // POLISH: reports without improvement before STOP
-  double val_min_delta = 1e-4;          // POLISH: least improvement that counts (metric units)
-  bool val_maximize = false;            // POLISH: the metric's goal
-  double kfac_damping = 1e-3;           // REFINEMENT directive: K-FAC damping (> 0)
-  uint32_t kfac_factor_interval = 10;   // REFINEMENT directive: steps between factor updates
-  uint32_t kfac_inverse_interval = 100; // REFINEMENT directive: steps between inversions
+  double lr_cut = 0.5;                   // REFINEMENT LR = lr_cut x LR in force, in (0, 1]
+  double refine_loss_rate_min = 0.02;    // REFINEMENT exit: loss improvement per epoch below this
+  double refine_budget_fraction = 0.75;  // REFINEMENT exit at the latest at this step fraction
+  double lr_min = 0.001;                 // POLISH: cosine decay ends here at total_steps (>= 0)
+  int val_patience = 5;                  // POLISH: reports without improvement before STOP
+  double val_min_delta = 1e-4;           // POLISH: least improvement that counts (metric units)
+  bool val_maximize = false;             // POLISH: the metric's goal
+  double kfac_damping = 1e-3;            // REFINEMENT directive: K-FAC damping (> 0)
+  uint32_t kfac_factor_interval = 10;    // REFINEMENT directive: steps between factor updates
+  uint32_t kfac_inverse_interval = 100;  // REFINEMENT directive: steps between inversions
   double noise_std = 0.0;  // ACQUISITION gradient-noise injection, relative to gradient RMS
 
   // The last step of the warm-up: round(warmup_fraction x total_steps).
@@ -82,10 +82,10 @@ struct ControllerConfig {
 
 // One evaluation of the run's spectrum, as the controller sees it.
 struct Observation {
-  uint64_t step = 0;  // the highest step the evaluation covers
+  uint64_t step = 0;                                       // the highest step the evaluation covers
   double loss = std::numeric_limits<double>::quiet_NaN();  // NaN: not reported
-  double effective_rank = 0.0;  // r90 point estimate of the gradient covariance
-  bool rank_censored = false;   // r90 beyond what the sketch holds (value is a bound)
+  double effective_rank = 0.0;       // r90 point estimate of the gradient covariance
+  bool rank_censored = false;        // r90 beyond what the sketch holds (value is a bound)
   double participation_ratio = 0.0;  // bias-corrected PR
 };
 
@@ -121,24 +121,20 @@ class PhaseController {
   // trigger fires; the caller must issue its plan at effective_step.
   // Evaluations of steps before the current phase's effective_step (the
   // trainers were still under the previous directive) are not used.
-  std::optional<Decision> OnEvaluation(const Observation& obs,
-                                       uint64_t effective_step);
+  std::optional<Decision> OnEvaluation(const Observation& obs, uint64_t effective_step);
 
   // Feeds a validation metric reported at `step`. Only POLISH uses it, and
   // only reports from steps at or after POLISH took effect; non-finite
   // values are ignored.
-  std::optional<Decision> OnValidation(uint64_t step, double value,
-                                       uint64_t effective_step);
+  std::optional<Decision> OnValidation(uint64_t step, double value, uint64_t effective_step);
 
   // Operator: move to `to` now (any phase, also backwards). With hold, the
   // automatic triggers stay off until Release().
-  Decision ForcePhase(Phase to, bool hold, const std::string& reason,
-                      uint64_t effective_step);
+  Decision ForcePhase(Phase to, bool hold, const std::string& reason, uint64_t effective_step);
 
   // Operator: adopt `plan` (its phase field is kept as the current phase) and
   // hold it until Release().
-  Decision Pin(DirectivePlan plan, const std::string& reason,
-               uint64_t effective_step);
+  Decision Pin(DirectivePlan plan, const std::string& reason, uint64_t effective_step);
 
   // Operator: automatic triggers resume. When a pinned directive was in force,
   // returns the decision that re-issues the current phase's own plan.
@@ -156,7 +152,7 @@ class PhaseController {
   const ControllerConfig& config() const { return config_; }
 
  private:
-  friend struct ControllerStateAccess;  // core/phase/controller_state.cc
+  friend struct ControllerCodecAccess;  // core/phase/controller_codec.cc
 
   // The detectors' inputs: means over the last window (`now`) and the one
   // before it (`prev`) of the current phase's evaluations.
@@ -172,14 +168,13 @@ class PhaseController {
   };
 
   // Moves to `to` with `plan`, resetting the per-phase detectors.
-  Decision Enter(Phase to, Cause cause, std::string reason, Evidence evidence,
-                 DirectivePlan plan, uint64_t effective_step);
+  Decision Enter(Phase to, Cause cause, std::string reason, Evidence evidence, DirectivePlan plan,
+                 uint64_t effective_step);
   DirectivePlan PlanFor(Phase to, uint64_t effective_step) const;
   Smoothed Smooth() const;
   std::optional<Decision> AcquisitionExit(const Smoothed& s, uint64_t step,
                                           uint64_t effective_step);
-  std::optional<Decision> RefinementExit(const Smoothed& s, uint64_t step,
-                                         uint64_t effective_step);
+  std::optional<Decision> RefinementExit(const Smoothed& s, uint64_t step, uint64_t effective_step);
   // The hysteresis latch: how many consecutive evaluations a trigger has been
   // latched, given the previous count. It latches on `on`, stays latched
   // until `clearly_off`.
@@ -192,7 +187,7 @@ class PhaseController {
   Phase phase_ = Phase::kAcquisition;
   uint64_t phase_start_step_ = 0;
   bool held_ = false;
-  bool pinned_ = false;  // plan_ came from Pin(), not from PlanFor()
+  bool pinned_ = false;          // plan_ came from Pin(), not from PlanFor()
   DirectivePlan unpinned_plan_;  // the plan a Release() goes back to
   DirectivePlan plan_;
   std::deque<Observation> window_;  // last 2 * window_evals evaluations of this phase

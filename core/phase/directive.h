@@ -14,9 +14,11 @@ namespace spotter {
 // The phases of the target-acquisition protocol, in order.
 enum class Phase {
   kAcquisition,  // high-LR warm-up: erosion of redundant directions
-  kRefinement,   // "dope re-ask": natural gradient and an LR cut
-  kPolish,       // low-LR cosine decay until validation plateaus
-  kDone,         // training should stop
+  // Natural gradient and an LR cut: the paper's "dope re-ask" (the firing
+  // solution recomputed once the first rounds show where they land).
+  kRefinement,
+  kPolish,  // low-LR cosine decay until validation plateaus
+  kDone,    // training should stop
 };
 
 // Who or what caused a directive or a transition.
@@ -53,7 +55,7 @@ struct OptimizerInstruction {
     kNaturalGradient,  // K-FAC preconditioning with the settings below
   };
   Kind kind = Kind::kKeep;
-  double damping = 0.0;               // Tikhonov damping of the factors
+  double damping = 0.0;                  // Tikhonov damping of the factors
   uint32_t factor_update_interval = 0;   // steps between factor updates
   uint32_t inverse_update_interval = 0;  // steps between inversions
 };
@@ -94,8 +96,8 @@ struct Transition {
 // The directive in force at `step`: the highest version whose effective_step
 // <= step, skipping advisory ones when skip_advisory. nullptr if none.
 // Precondition: `directives` sorted by version.
-const Directive* DirectiveInForce(const std::vector<Directive>& directives,
-                                  uint64_t step, bool skip_advisory = true);
+const Directive* DirectiveInForce(const std::vector<Directive>& directives, uint64_t step,
+                                  bool skip_advisory = true);
 
 }  // namespace spotter
 

@@ -34,9 +34,9 @@ namespace spotter {
 // where eigenvalues[i] = 0 for i >= eigenvalues.size().
 struct SketchSpectrum {
   std::vector<double> eigenvalues;  // of B^T B, largest first, positive only
-  double delta = 0.0;     // accumulated shrinkage (exact-arithmetic FD bound)
-  double rounding = 0.0;  // bound on all float32/float64 rounding, both sides
-  double trace = 0.0;     // exact trace of A^T A (computed in double)
+  double delta = 0.0;               // accumulated shrinkage (exact-arithmetic FD bound)
+  double rounding = 0.0;            // bound on all float32/float64 rounding, both sides
+  double trace = 0.0;               // exact trace of A^T A (computed in double)
 };
 
 // Not thread-safe: one owner at a time (copyable, so a snapshot can be taken
@@ -95,7 +95,7 @@ class FrequentDirections {
   int64_t shrinks() const { return shrinks_; }
 
  private:
-  friend struct CheckpointAccess;  // core/spectrum/checkpoint.cc
+  friend struct AccumulatorCodecAccess;  // core/spectrum/accumulator_codec.cc
 
   // Shrinks the full buffer to sketch_rows_ rows.
   void Shrink();

@@ -81,8 +81,7 @@ class RankAccumulator {
 
   // Adds a batch taken at `step`. Precondition: step >= last_step() (the caller
   // rejects steps going backwards).
-  void Add(uint64_t step, const Eigen::Ref<const RowMatrixXf>& rows,
-           double samples_per_row);
+  void Add(uint64_t step, const Eigen::Ref<const RowMatrixXf>& rows, double samples_per_row);
 
   // The statistics covering the window that ends at now_step (>= last_step()),
   // decayed to now_step, as separate pieces to be merged by the caller (cheap:
@@ -93,7 +92,7 @@ class RankAccumulator {
   bool empty() const { return segments_.empty(); }
 
  private:
-  friend struct CheckpointAccess;  // core/spectrum/checkpoint.cc
+  friend struct AccumulatorCodecAccess;  // core/spectrum/accumulator_codec.cc
 
   struct Segment {
     uint64_t index;  // kFixed: step / segment_steps_; kExponential: 0

@@ -1,5 +1,5 @@
 // Little-endian fixed-width byte encoding for checkpoints of core state
-// (core/spectrum/checkpoint.h, core/phase/controller_state.h). The writer
+// (core/spectrum/accumulator_codec.h, core/phase/controller_codec.h). The writer
 // appends; the reader is bounds-checked and never reads past its input: every
 // Read* returns false (and leaves the reader failed) on a short input.
 #ifndef SPOTTER_CORE_UTIL_BYTE_IO_H_

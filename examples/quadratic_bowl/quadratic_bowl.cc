@@ -42,7 +42,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "client/cpp/run_session.h"
-#include "core/sketch/projection.h"
+#include "core/projection/projection.h"
 #include "examples/quadratic_bowl/bowl.h"
 #include "grpcpp/grpcpp.h"
 #include "proto/convert/directive.h"
@@ -54,8 +54,7 @@ ABSL_FLAG(uint32_t, seeds, 10, "evaluation seeds per arm (seeds 1..N)");
 ABSL_FLAG(uint32_t, tune_seeds, 3, "tuning seeds per grid point (seeds 1001..)");
 ABSL_FLAG(std::string, lr_grid, "0.001,0.002,0.005,0.01,0.02,0.05,0.1,0.2,0.3",
           "(peak) learning rates every arm is tuned over");
-ABSL_FLAG(std::string, lr, "",
-          "fixed LRs that skip tuning, e.g. three_phase=0.01,constant=0.1");
+ABSL_FLAG(std::string, lr, "", "fixed LRs that skip tuning, e.g. three_phase=0.01,constant=0.1");
 ABSL_FLAG(uint64_t, steps, 5000, "planned optimizer steps (the budget of every run)");
 ABSL_FLAG(double, target, 1e-6, "excess-loss target");
 ABSL_FLAG(double, momentum, 0.9, "heavy-ball momentum of every arm");
@@ -113,8 +112,8 @@ struct CurvePoint {
 struct DirectiveLog {
   uint64_t version = 0;
   uint64_t effective_step = 0;
-  int64_t seen_at = -1;          // trainer step at which it was first in the mailbox
-  int64_t first_applied = -1;    // first step trained under it
+  int64_t seen_at = -1;        // trainer step at which it was first in the mailbox
+  int64_t first_applied = -1;  // first step trained under it
 };
 
 struct RunResult {
@@ -158,8 +157,13 @@ class SpotterPolicy : public Policy {
   SpotterPolicy(spotter::RunSession* session, const spotter::Projection* projection,
                 const QuadraticBowl* bowl, uint32_t val_every, absl::Duration pace,
                 RunResult* result)
-      : session_(session), projection_(projection), bowl_(bowl), val_every_(val_every),
-        pace_(pace), result_(result), next_(absl::Now()) {}
+      : session_(session),
+        projection_(projection),
+        bowl_(bowl),
+        val_every_(val_every),
+        pace_(pace),
+        result_(result),
+        next_(absl::Now()) {}
 
   std::optional<StepPlan> Before(uint64_t step) override {
     if (auto latest = session_->LatestDirective(); latest && latest->version > seen_) {
@@ -196,7 +200,7 @@ class SpotterPolicy : public Policy {
              const Eigen::VectorXd& theta) override {
     sketch_.resize(batch.per_example.rows(), projection_->output_dim());
     projection_->ApplyRows(batch.per_example, sketch_);
-    session_->Upload(step, sketch_, batch.loss, lr);
+    session_->UploadSketch(step, sketch_, batch.loss, lr);
     if (step > 0 && step % val_every_ == 0) {
       session_->ReportEval(step, {{"val_loss", bowl_->ValidationLoss(theta)}});
     }
@@ -252,7 +256,8 @@ void Train(const QuadraticBowl& bowl, const Options& o, uint64_t seed, bool stop
   }
   r->steps_run = step;
   r->final_loss = bowl.ExcessLoss(theta);
-  if (r->hit < 0 && step == o.steps && r->final_loss < o.target) r->hit = static_cast<int64_t>(step);
+  if (r->hit < 0 && step == o.steps && r->final_loss < o.target)
+    r->hit = static_cast<int64_t>(step);
 }
 
 StepPlan LocalPlan(const std::string& arm, double lr, const Options& o, uint64_t step) {
@@ -301,21 +306,20 @@ v1::RunConfig ThreePhaseConfig(const Options& o, double peak_lr, uint64_t seed) 
 
 void RunThreePhase(const QuadraticBowl& bowl, const Options& o, const SpotterSetup& s,
                    uint64_t seed, double lr, bool stop_at_target, RunResult* r) {
-  const std::string name = absl::StrFormat("%s-3ph-lr%g-s%d%s", s.prefix, lr, seed,
-                                           stop_at_target ? "-tune" : "");
+  const std::string name =
+      absl::StrFormat("%s-3ph-lr%g-s%d%s", s.prefix, lr, seed, stop_at_target ? "-tune" : "");
   spotter::SessionOptions so;
   so.channel = s.channel;
   so.run = name;
   so.config = ThreePhaseConfig(o, lr, seed);
-  so.outbox_capacity = 8192;
+  so.queue_size = 8192;
   auto session = spotter::RunSession::Start(so);
   if (!session.ok()) {
     r->error = std::string(session.status().message());
     return;
   }
-  auto projection = spotter::Projection::Create(
-      spotter::ProjectionKind::kCountSketch, seed, o.bowl.param_dim,
-      absl::GetFlag(FLAGS_sketch_dim));
+  auto projection = spotter::Projection::Create(spotter::ProjectionKind::kCountSketch, seed,
+                                                o.bowl.param_dim, absl::GetFlag(FLAGS_sketch_dim));
   if (!projection.ok() || !(*session)->WaitForDirective(1, absl::Seconds(30))) {
     r->error = "no opening directive from spotterd within 30 s";
     return;
@@ -342,8 +346,8 @@ void RunThreePhase(const QuadraticBowl& bowl, const Options& o, const SpotterSet
   (*session)->Close(absl::Seconds(5));
 }
 
-RunResult RunOne(const std::string& arm, const Options& o, const SpotterSetup* s,
-                 uint64_t seed, double lr, bool tuning) {
+RunResult RunOne(const std::string& arm, const Options& o, const SpotterSetup* s, uint64_t seed,
+                 double lr, bool tuning) {
   RunResult r;
   r.arm = arm;
   r.seed = seed;
@@ -427,8 +431,7 @@ int main(int argc, char** argv) {
   o.bowl.label_noise = absl::GetFlag(FLAGS_label_noise);
   o.bowl.batch = static_cast<int>(absl::GetFlag(FLAGS_batch));
 
-  std::vector<std::string> arms = absl::StrSplit(absl::GetFlag(FLAGS_arms), ',',
-                                                 absl::SkipEmpty());
+  std::vector<std::string> arms = absl::StrSplit(absl::GetFlag(FLAGS_arms), ',', absl::SkipEmpty());
   for (const std::string& a : arms) {
     if (std::find(std::begin(kArms), std::end(kArms), a) == std::end(kArms)) {
       std::cerr << "unknown arm " << a << "\n";
@@ -450,8 +453,8 @@ int main(int argc, char** argv) {
       std::cerr << "the three_phase arm needs --server (a running spotterd)\n";
       return 64;
     }
-    setup.channel = grpc::CreateChannel(absl::GetFlag(FLAGS_server),
-                                        grpc::InsecureChannelCredentials());
+    setup.channel =
+        grpc::CreateChannel(absl::GetFlag(FLAGS_server), grpc::InsecureChannelCredentials());
     setup.stub = v1::SpotterService::NewStub(setup.channel);
     setup.prefix = absl::GetFlag(FLAGS_run_prefix).empty()
                        ? absl::StrFormat("bowl%d", absl::ToUnixSeconds(absl::Now()))
@@ -515,9 +518,8 @@ int main(int argc, char** argv) {
         }
       }
       chosen[arm] = best_lr;
-      std::fprintf(stderr, "tuned %-17s lr %g (median %s steps on %u tuning seeds)\n",
-                   arm.c_str(), best_lr, StepsText(best, o.steps).c_str(),
-                   absl::GetFlag(FLAGS_tune_seeds));
+      std::fprintf(stderr, "tuned %-17s lr %g (median %s steps on %u tuning seeds)\n", arm.c_str(),
+                   best_lr, StepsText(best, o.steps).c_str(), absl::GetFlag(FLAGS_tune_seeds));
     }
   }
 
@@ -531,8 +533,7 @@ int main(int argc, char** argv) {
           RunResult r = RunOne(arm, o, &setup, seed, chosen[arm], /*tuning=*/false);
           std::lock_guard<std::mutex> l(mu);
           std::fprintf(stderr, "%-17s seed %2d lr %-6g steps to target %s%s\n", arm.c_str(),
-                       static_cast<int>(seed), r.lr,
-                       StepsText(Steps(r), o.steps).c_str(),
+                       static_cast<int>(seed), r.lr, StepsText(Steps(r), o.steps).c_str(),
                        r.error.empty() ? "" : (" error: " + r.error).c_str());
           runs[arm].push_back(std::move(r));
         });
@@ -577,8 +578,9 @@ int main(int argc, char** argv) {
         if (arm == "three_phase") {
           for (const v1::TrajectoryPoint& p : r.trajectory.points()) {
             const auto& cv = p.covariance();
-            points << r.seed << "," << p.step() << "," << spotter::PhaseName(spotter::FromProto(p.phase()))
-                   << "," << p.loss() << "," << p.lr() << "," << cv.effective_rank().value() << ","
+            points << r.seed << "," << p.step() << ","
+                   << spotter::PhaseName(spotter::FromProto(p.phase())) << "," << p.loss() << ","
+                   << p.lr() << "," << cv.effective_rank().value() << ","
                    << cv.effective_rank().lower() << "," << cv.effective_rank().upper() << ","
                    << cv.effective_rank().censored() << "," << cv.rank_fraction().value() << ","
                    << cv.participation_ratio().value() << "," << cv.participation_ratio().lower()
@@ -609,16 +611,17 @@ int main(int argc, char** argv) {
             }
             bool ok = true;
             if (reached && !superseded) {
-              ok = d.stop() ? in_time && r.stopped
-                            : in_time && log.first_applied == eff;
+              ok = d.stop() ? in_time && r.stopped : in_time && log.first_applied == eff;
             }
             if (!ok) ++late;
             const absl::StatusOr<spotter::Directive> core = spotter::DirectiveFromProto(d);
             directives << r.seed << "," << d.version() << ","
                        << spotter::PhaseName(spotter::FromProto(d.phase())) << "," << eff << ","
                        << log.seen_at << "," << log.first_applied << ","
-                       << (!reached ? "not reached" : superseded ? "superseded"
-                                                    : ok ? "yes" : "no")
+                       << (!reached     ? "not reached"
+                           : superseded ? "superseded"
+                           : ok         ? "yes"
+                                        : "no")
                        << "," << (core.ok() ? core->plan.lr.At(d.effective_step()) : NAN) << ","
                        << v1::OptimizerInstruction::Kind_Name(d.optimizer().kind()) << "\n";
             total_late += !ok;
@@ -638,10 +641,10 @@ int main(int argc, char** argv) {
             if (r.hit < 0) fail(who + ": target not reached");
           }
         }
-        results << arm << "," << r.lr << "," << r.seed << "," << r.hit << "," << r.final_loss
-                << "," << r.steps_run << "," << r.stopped << "," << step_of(v1::PHASE_REFINEMENT)
-                << "," << step_of(v1::PHASE_POLISH) << "," << step_of(v1::PHASE_DONE) << ","
-                << late << "," << Csv(r.error) << "\n";
+        results << arm << "," << r.lr << "," << r.seed << "," << r.hit << "," << r.final_loss << ","
+                << r.steps_run << "," << r.stopped << "," << step_of(v1::PHASE_REFINEMENT) << ","
+                << step_of(v1::PHASE_POLISH) << "," << step_of(v1::PHASE_DONE) << "," << late << ","
+                << Csv(r.error) << "\n";
       }
     }
   }
@@ -685,9 +688,10 @@ int main(int argc, char** argv) {
   }
   std::vector<std::string> tuned, given;
   for (const std::string& arm : arms) (fixed.count(arm) ? given : tuned).push_back(arm);
-  md << absl::StrFormat("\nSteps to an excess loss below %g within %d steps; %d evaluation "
-                        "seeds per arm.",
-                        o.target, o.steps, absl::GetFlag(FLAGS_seeds));
+  md << absl::StrFormat(
+      "\nSteps to an excess loss below %g within %d steps; %d evaluation "
+      "seeds per arm.",
+      o.target, o.steps, absl::GetFlag(FLAGS_seeds));
   if (!tuned.empty()) {
     md << absl::StrFormat(" LR of %s tuned on %d seeds over {%s}.", absl::StrJoin(tuned, ", "),
                           absl::GetFlag(FLAGS_tune_seeds), absl::GetFlag(FLAGS_lr_grid));
@@ -713,8 +717,8 @@ int main(int argc, char** argv) {
         "transition to its effective step (delivery margin %g s at %d us/step, plus the "
         "server's lag); %d directives took effect during the evaluation runs, %d of them "
         "reached the trainer after their effective step.\n",
-        Quantile(ref, 0.5), ref.size(), runs["three_phase"].size(), Quantile(pol, 0.5),
-        pol.size(), Quantile(done, 0.5), done.size(), Quantile(margin, 0.5),
+        Quantile(ref, 0.5), ref.size(), runs["three_phase"].size(), Quantile(pol, 0.5), pol.size(),
+        Quantile(done, 0.5), done.size(), Quantile(margin, 0.5),
         absl::GetFlag(FLAGS_delivery_budget), absl::GetFlag(FLAGS_step_us), total_directives,
         total_late);
   }

@@ -17,9 +17,9 @@
 //    content: none lost, none issued twice with different content;
 //  - every session ended holding the run's latest directive.
 #include <atomic>
-#include <cstdlib>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -39,10 +39,10 @@
 #include "google/protobuf/util/message_differencer.h"
 #include "grpcpp/grpcpp.h"
 #include "proto/convert/directive.h"
-#include "server/convert.h"
-#include "server/records.h"
-#include "server/run.h"
-#include "server/sqlite_store.h"
+#include "server/runs/run.h"
+#include "server/runs/run_config.h"
+#include "server/storage/records.h"
+#include "server/storage/sqlite_store.h"
 
 ABSL_FLAG(std::string, server, "127.0.0.1:50051", "spotterd address (drive mode)");
 ABSL_FLAG(std::string, out, "", "directory for the observations (both modes)");
@@ -101,9 +101,9 @@ class Observed {
     std::lock_guard<std::mutex> l(mu_);
     auto [it, fresh] = seen_[run].emplace(d.version(), d);
     if (!fresh && !google::protobuf::util::MessageDifferencer::Equals(it->second, d)) {
-      violations_.push_back(absl::StrFormat(
-          "%s: directive v%d seen twice with different content (%s): %s vs %s", run,
-          d.version(), where, it->second.ShortDebugString(), d.ShortDebugString()));
+      violations_.push_back(
+          absl::StrFormat("%s: directive v%d seen twice with different content (%s): %s vs %s", run,
+                          d.version(), where, it->second.ShortDebugString(), d.ShortDebugString()));
     }
   }
   void Save(const std::filesystem::path& dir) {
@@ -204,11 +204,12 @@ int Drive() {
       o.run = RunName(r);
       o.config = Config(world, steps);
       o.rank = k;
-      o.outbox_capacity = steps + steps / kEvalEvery + 16;  // nothing is ever dropped
+      o.queue_size = steps + steps / kEvalEvery + 16;  // nothing is ever dropped
+      o.drop = DropPolicy::kNewest;  // so that a full queue shows (UploadSketch fails)
       o.backoff_initial = absl::Milliseconds(20);
       o.backoff_max = absl::Milliseconds(200);
       o.heartbeat_interval = absl::Seconds(1);
-      o.rpc_timeout = absl::Seconds(2);
+      o.open_timeout = absl::Seconds(2);
       auto s = RunSession::Start(o);
       if (!s.ok()) {
         std::fprintf(stderr, "crash_workload: %s\n", s.status().ToString().c_str());
@@ -222,9 +223,9 @@ int Drive() {
     trainers.emplace_back([&, p = &rk] {
       absl::Time next = absl::Now();
       for (uint64_t step = 0; step < steps; ++step) {
-        if (!p->session->Upload(step, Rows(p->run, p->rank, step), 1.0 / (1.0 + step),
-                                p->session->LrAt(step, 0.01))) {
-          std::fprintf(stderr, "crash_workload: upload dropped (outbox full)\n");
+        if (!p->session->UploadSketch(step, Rows(p->run, p->rank, step), 1.0 / (1.0 + step),
+                                      p->session->LrAt(step, 0.01))) {
+          std::fprintf(stderr, "crash_workload: upload dropped (queue full)\n");
           std::abort();
         }
         if (step % kEvalEvery == kEvalEvery - 1) {
@@ -243,8 +244,8 @@ int Drive() {
   const absl::Duration flush = absl::Seconds(absl::GetFlag(FLAGS_flush_timeout_s));
   for (Rank& rk : ranks) {
     if (!rk.session->Flush(flush)) {
-      std::fprintf(stderr, "crash_workload: run %d rank %d: uploads still unacknowledged\n",
-                   rk.run, rk.rank);
+      std::fprintf(stderr, "crash_workload: run %d rank %d: uploads still unacknowledged\n", rk.run,
+                   rk.rank);
       status = 1;
     }
   }
@@ -277,13 +278,13 @@ int Drive() {
     const SessionStats st = rk.session->stats();
     connects += st.connects;
     if (!st.last_error.empty()) {
-      std::printf("crash_workload: run %u rank %u: %llu streams, last error: %s\n", rk.run,
-                  rk.rank, static_cast<unsigned long long>(st.connects), st.last_error.c_str());
+      std::printf("crash_workload: run %u rank %u: %llu streams, last error: %s\n", rk.run, rk.rank,
+                  static_cast<unsigned long long>(st.connects), st.last_error.c_str());
     }
     std::optional<Directive> latest = rk.session->LatestDirective();
     sessions << rk.run << " " << rk.rank << " " << (latest ? latest->version : 0) << " "
-             << st.acked_seq << " " << st.uploads << " " << st.rejects << " " << st.dropped
-             << " " << st.connects << "\n";
+             << st.acked_seq << " " << st.enqueued << " " << st.rejects << " " << st.dropped << " "
+             << st.connects << "\n";
   }
   sessions.close();
   for (Rank& rk : ranks) rk.session->Close(absl::Seconds(5));
@@ -374,9 +375,10 @@ int Verify() {
       identical &= x == y;
       worst = std::max(worst, std::fabs(x - y) / std::max(tol, 1e-300));
       if (std::fabs(x - y) > tol) {
-        fail(absl::StrFormat("%s: eigenvalue %d is %.9g; an uninterrupted run has %.9g "
-                             "(FD tolerance %.3g)",
-                             name, i, x, y, tol));
+        fail(
+            absl::StrFormat("%s: eigenvalue %d is %.9g; an uninterrupted run has %.9g "
+                            "(FD tolerance %.3g)",
+                            name, i, x, y, tol));
       }
     }
     if (std::fabs(a.trace_centred - b.trace_centred) > 1e-9 * b.trace_centred) {

@@ -1,6 +1,6 @@
 // Fuzz target: the checkpoint loader. The input is read three ways: as a
-// rank checkpoint (core/spectrum/checkpoint.h), as a controller state
-// (core/phase/controller_state.h), and as the rows of a state store handed
+// rank checkpoint (core/spectrum/accumulator_codec.h), as a controller state
+// (core/phase/controller_codec.h), and as the rows of a state store handed
 // to LoadState and Run::Restore (the startup path). Invariants: nothing
 // crashes; what decodes re-encodes to the same bytes and keeps working (a
 // restored accumulator takes a batch and summarises to finite values); a
@@ -10,16 +10,16 @@
 #include <memory>
 #include <string>
 
-#include "core/phase/controller_state.h"
-#include "core/spectrum/checkpoint.h"
+#include "core/phase/controller_codec.h"
+#include "core/spectrum/accumulator_codec.h"
 #include "core/util/clock.h"
 #include "prometheus/registry.h"
-#include "server/committer.h"
-#include "server/eval_pool.h"
-#include "server/metrics.h"
-#include "server/records.h"
-#include "server/run.h"
-#include "server/store.h"
+#include "server/metrics/metrics.h"
+#include "server/runs/eval_pool.h"
+#include "server/runs/run.h"
+#include "server/storage/committer.h"
+#include "server/storage/records.h"
+#include "server/storage/store.h"
 #include "tests/fuzz/fuzz_check.h"
 #include "tests/fuzz/fuzz_input.h"
 #include "tests/fuzz/run_env.h"
@@ -74,8 +74,8 @@ void StoreRows(fuzz::FuzzInput& in) {
     const uint64_t k1 = in.InRange(0, 3), k2 = in.InRange(0, 5);
     std::string payload = in.Chunk();
     // Mostly well-framed (so that the parsers behind the frame are reached).
-    ops.push_back(StoreOp::Put(t, run, k1, k2,
-                               in.U8() % 8 ? FrameRecord(t, run, k1, k2, payload) : payload));
+    ops.push_back(
+        StoreOp::Put(t, run, k1, k2, in.U8() % 8 ? FrameRecord(t, run, k1, k2, payload) : payload));
   }
   if (!store->Apply(ops).ok()) return;
   absl::StatusOr<std::vector<LoadedRun>> loaded = LoadState(*store);
@@ -108,9 +108,15 @@ void StoreRows(fuzz::FuzzInput& in) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   spotter::fuzz::FuzzInput in(data, size);
   switch (in.U8() % 3) {
-    case 0: spotter::Accumulator(in); break;
-    case 1: spotter::Controller(in); break;
-    default: spotter::StoreRows(in); break;
+    case 0:
+      spotter::Accumulator(in);
+      break;
+    case 1:
+      spotter::Controller(in);
+      break;
+    default:
+      spotter::StoreRows(in);
+      break;
   }
   return 0;
 }

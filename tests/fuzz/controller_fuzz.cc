@@ -11,7 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/phase/controller.h"
-#include "core/phase/controller_state.h"
+#include "core/phase/controller_codec.h"
 #include "tests/fuzz/fuzz_check.h"
 #include "tests/fuzz/fuzz_input.h"
 
@@ -29,8 +29,7 @@ void Check(const std::optional<Decision>& d, const PhaseController& c) {
   FUZZ_CHECK(d->to == c.phase(), "decision to %s, controller in %s", PhaseName(d->to),
              PhaseName(c.phase()));
   for (double lr : {d->plan.lr.start_lr, d->plan.lr.end_lr}) {
-    FUZZ_CHECK(std::isfinite(lr) && lr >= 0, "plan learning rate %g (%s)", lr,
-               d->reason.c_str());
+    FUZZ_CHECK(std::isfinite(lr) && lr >= 0, "plan learning rate %g (%s)", lr, d->reason.c_str());
   }
   FUZZ_CHECK(d->plan.stop == (d->to == Phase::kDone) || d->cause != Cause::kAutomatic,
              "automatic plan stop %d in %s", d->plan.stop, PhaseName(d->to));

@@ -11,17 +11,18 @@
 #include <vector>
 
 #include "core/phase/controller.h"
-#include "core/phase/controller_state.h"
-#include "core/spectrum/checkpoint.h"
+#include "core/phase/controller_codec.h"
+#include "core/spectrum/accumulator_codec.h"
 #include "core/util/clock.h"
 #include "prometheus/registry.h"
-#include "server/committer.h"
-#include "server/convert.h"
-#include "server/eval_pool.h"
-#include "server/metrics.h"
-#include "server/records.h"
-#include "server/run.h"
-#include "server/store.h"
+#include "server/metrics/metrics.h"
+#include "server/runs/eval_pool.h"
+#include "server/runs/rejection.h"
+#include "server/runs/run.h"
+#include "server/runs/run_config.h"
+#include "server/storage/committer.h"
+#include "server/storage/records.h"
+#include "server/storage/store.h"
 #include "spotter/v1/spotter.pb.h"
 #include "tests/fuzz/run_env.h"
 
@@ -83,8 +84,8 @@ void TrainerMessages(const std::filesystem::path& dir) {
     // InRange(2, 16) of k, InRange(2, k) of l: values v with v % range = want.
     b.Put<uint64_t>(k - 2).Put<uint64_t>(l - 2).Put<uint8_t>(variant % 2);
     b.Put<uint32_t>(0xC0000000u).Put<uint64_t>(7).Put<uint64_t>(variant % 3);  // decay, steps, eval
-    b.Put<uint64_t>(0).Put<uint64_t>(200).Put<uint8_t>(variant < 3);            // world 1, steps, persist
-    b.Put<uint64_t>(2);                                                          // checkpoint every 3
+    b.Put<uint64_t>(0).Put<uint64_t>(200).Put<uint8_t>(variant < 3);  // world 1, steps, persist
+    b.Put<uint64_t>(2);                                               // checkpoint every 3
     v1::ConnectRequest hello;
     hello.mutable_hello()->set_run("fuzz");
     hello.mutable_hello()->mutable_projection()->set_seed(7);
@@ -199,7 +200,8 @@ void Checkpoints(const std::filesystem::path& dir) {
   requested.set_total_steps(100);
   requested.set_peak_lr(0.1);
   requested.mutable_projection()->set_seed(7);
-  std::shared_ptr<Run> run = Run::Create("r", *ResolveRunConfig(requested, deps.limits), "", 0, deps);
+  std::shared_ptr<Run> run =
+      Run::Create("r", *ResolveRunConfig(requested, deps.limits), "", 0, deps);
   struct Nop final : RunObserver {
     void OnDirective(const v1::Directive&) override {}
     void OnPoint(const v1::TrajectoryPoint&) override {}

@@ -10,28 +10,25 @@
 #include "absl/time/time.h"
 #include "core/util/clock.h"
 #include "prometheus/registry.h"
-#include "server/committer.h"
-#include "server/eval_pool.h"
-#include "server/metrics.h"
-#include "server/run.h"
-#include "server/store.h"
+#include "server/metrics/metrics.h"
+#include "server/runs/eval_pool.h"
+#include "server/runs/run.h"
+#include "server/storage/committer.h"
+#include "server/storage/store.h"
 
 namespace spotter::fuzz {
 
 struct RunEnv {
   RunEnv(Store* store, size_t pool_capacity)
-      : metrics(registry, SeriesOptions(&clock)),
-        pool(1, pool_capacity),
-        committer(store, &metrics) {
+      : metrics(metrics_registry, SeriesOptions(&clock)), pool(1, pool_capacity), committer(store) {
     deps.clock = &clock;
     deps.pool = &pool;
     deps.metrics = &metrics;
-    deps.registry = &registry;
     deps.committer = &committer;
   }
 
   FakeClock clock;
-  prometheus::Registry registry;
+  prometheus::Registry metrics_registry;
   ServerMetrics metrics;
   EvalPool pool;
   Committer committer;

@@ -12,13 +12,14 @@
 
 #include "core/util/clock.h"
 #include "prometheus/registry.h"
-#include "server/committer.h"
-#include "server/convert.h"
-#include "server/eval_pool.h"
-#include "server/metrics.h"
-#include "server/records.h"
-#include "server/run.h"
-#include "server/store.h"
+#include "server/metrics/metrics.h"
+#include "server/runs/eval_pool.h"
+#include "server/runs/rejection.h"
+#include "server/runs/run.h"
+#include "server/runs/run_config.h"
+#include "server/storage/committer.h"
+#include "server/storage/records.h"
+#include "server/storage/store.h"
 #include "tests/fuzz/fuzz_check.h"
 #include "tests/fuzz/fuzz_input.h"
 #include "tests/fuzz/run_env.h"
@@ -59,8 +60,7 @@ void Run1(const uint8_t* data, size_t size) {
   limits.max_batch_rows = 64;
   v1::RunConfig requested;
   requested.set_sketch_dim(static_cast<uint32_t>(in.InRange(2, 16)));
-  requested.set_sketch_rows(
-      static_cast<uint32_t>(in.InRange(2, requested.sketch_dim())));
+  requested.set_sketch_rows(static_cast<uint32_t>(in.InRange(2, requested.sketch_dim())));
   requested.set_window(in.U8() & 1 ? v1::WINDOW_KIND_FIXED : v1::WINDOW_KIND_EXPONENTIAL);
   requested.set_decay(0.5 + 0.5 * in.Unit());
   requested.set_window_steps(in.InRange(1, 50));
@@ -97,8 +97,7 @@ void Run1(const uint8_t* data, size_t size) {
         }
         break;
       case v1::ConnectRequest::kSketch:
-        if (rank != nullptr &&
-            !DecodeSketch(req.sketch(), config->sketch_dim(), limits, &rows)) {
+        if (rank != nullptr && !DecodeSketch(req.sketch(), config->sketch_dim(), limits, &rows)) {
           run->Ingest(rank, req.sketch(), rows, &duplicate);
         }
         break;

@@ -22,8 +22,9 @@
 #include "google/protobuf/util/message_differencer.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
-#include "server/server.h"
+#include "server/rpc/server.h"
 #include "spotter/v1/spotter.grpc.pb.h"
+#include "tests/integration/server_fixture.h"
 #include "tests/testing/planted.h"
 #include "tests/testing/status_matchers.h"
 
@@ -31,6 +32,9 @@ namespace spotter {
 namespace {
 
 using ::google::protobuf::util::MessageDifferencer;
+using reliability::EachTransportServerFixture;
+using reliability::kEachVia;
+using reliability::ViaName;
 using ::testing::HasSubstr;
 using testing::IsOk;
 using testing::PlantedGaussian;
@@ -70,8 +74,8 @@ double Loss(uint64_t step) { return 1.0 / (1.0 + 0.01 * static_cast<double>(step
 // What one rank did at every step it trained.
 struct RankLog {
   uint64_t first_step = 0;
-  std::vector<uint64_t> applied;  // version in force, per step from first_step
-  std::vector<double> lr;         // LR applied, per step
+  std::vector<uint64_t> applied;         // version in force, per step from first_step
+  std::vector<double> lr;                // LR applied, per step
   std::map<uint64_t, uint64_t> seen_at;  // version -> first step it was held at
   uint64_t Applied(uint64_t step) const { return applied.at(step - first_step); }
   double Lr(uint64_t step) const { return lr.at(step - first_step); }
@@ -93,7 +97,7 @@ void Train(RunSession* s, uint64_t first_step, absl::Duration pace, uint64_t see
     const std::optional<Directive> in_force = s->DirectiveAt(step);
     log->applied.push_back(in_force ? in_force->version : 0);
     log->lr.push_back(s->LrAt(step, -1.0));
-    s->Upload(step, gen.Sample(4, rng), Loss(step), log->lr.back());
+    s->UploadSketch(step, gen.Sample(4, rng), Loss(step), log->lr.back());
     next += pace;
     absl::SleepFor(next - absl::Now());
   }
@@ -108,51 +112,11 @@ bool NextDirective(grpc::ClientReaderWriter<v1::ConnectRequest, v1::ConnectRespo
   return false;
 }
 
-class DirectivesTest : public ::testing::TestWithParam<bool> {
+// A server in-process and over TCP; sessions keep every upload of a rank
+// that runs ahead of the server.
+class DirectivesTest : public EachTransportServerFixture {
  protected:
-  void SetUp() override {
-    ServerOptions o;
-    o.listen_address = "127.0.0.1:0";
-    o.metrics_address = "";
-    auto s = Server::BuildAndStart(o);
-    ASSERT_THAT(s, IsOk());
-    server_ = *std::move(s);
-    channel_ = GetParam() ? server_->InProcessChannel()
-                          : grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->port()),
-                                                grpc::InsecureChannelCredentials());
-    stub_ = v1::SpotterService::NewStub(channel_);
-  }
-
-  std::unique_ptr<RunSession> Session(const std::string& run, const v1::RunConfig& c,
-                                      uint32_t rank) {
-    SessionOptions o;
-    o.channel = channel_;
-    o.run = run;
-    o.config = c;
-    o.rank = rank;
-    o.outbox_capacity = 8192;
-    auto s = RunSession::Start(o);
-    EXPECT_THAT(s, IsOk());
-    return s.ok() ? *std::move(s) : nullptr;
-  }
-
-  v1::GetTrajectoryResponse Trajectory(const std::string& run) {
-    grpc::ClientContext ctx;
-    v1::GetTrajectoryRequest req;
-    req.set_name(run);
-    v1::GetTrajectoryResponse resp;
-    EXPECT_TRUE(stub_->GetTrajectory(&ctx, req, &resp).ok());
-    return resp;
-  }
-
-  v1::RunInfo Get(const std::string& run) {
-    grpc::ClientContext ctx;
-    v1::GetRunRequest req;
-    req.set_name(run);
-    v1::GetRunResponse resp;
-    EXPECT_TRUE(stub_->GetRun(&ctx, req, &resp).ok());
-    return resp.run();
-  }
+  DirectivesTest() { session_options_.queue_size = 8192; }
 
   v1::Directive Override(const std::string& run, v1::Phase phase) {
     grpc::ClientContext ctx;
@@ -165,10 +129,6 @@ class DirectivesTest : public ::testing::TestWithParam<bool> {
     EXPECT_TRUE(stub_->OverridePhase(&ctx, req, &resp).ok());
     return resp.directive();
   }
-
-  std::unique_ptr<Server> server_;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<v1::SpotterService::Stub> stub_;
 };
 
 TEST_P(DirectivesTest, FourRanksAtDifferentSpeedsSwitchAtTheSameStep) {
@@ -237,11 +197,11 @@ TEST_P(DirectivesTest, FourRanksAtDifferentSpeedsSwitchAtTheSameStep) {
   EXPECT_THAT(t.reason(), HasSubstr("Fisher rank plateaued"));
   EXPECT_EQ(t.reason(), refine.reason());
   const auto& e = t.evidence();
-  for (const char* key : {"effective_rank", "rank_fraction", "rank_fraction_max",
-                          "rank_rel_change", "plateau_epsilon", "participation_ratio",
-                          "pr_drop_per_epoch", "id_drop_threshold", "loss_decrease_per_epoch",
-                          "loss_decrease_min", "window_evals", "window_steps", "latched_evals",
-                          "confirm_evals", "step", "lr_before", "lr_after"}) {
+  for (const char* key :
+       {"effective_rank", "rank_fraction", "rank_fraction_max", "rank_rel_change",
+        "plateau_epsilon", "participation_ratio", "pr_drop_per_epoch", "id_drop_threshold",
+        "loss_decrease_per_epoch", "loss_decrease_min", "window_evals", "window_steps",
+        "latched_evals", "confirm_evals", "step", "lr_before", "lr_after"}) {
     EXPECT_TRUE(e.count(key)) << key;
   }
   ASSERT_TRUE(e.count("hysteresis"));
@@ -292,7 +252,7 @@ TEST_P(DirectivesTest, LateAndResumingRanksGetTheDirectivesTheyNeed) {
   PlantedGaussian gen(kDim, PlantedSpectrum::LowRankPlusNoise(2, 1.0, 1e-3), 7);
   std::mt19937_64 rng(1);
   for (uint64_t step = 0; step < 40; ++step) {
-    for (auto& s : ranks) s->Upload(step, gen.Sample(4, rng), Loss(step), kPeakLr);
+    for (auto& s : ranks) s->UploadSketch(step, gen.Sample(4, rng), Loss(step), kPeakLr);
   }
   for (auto& s : ranks) ASSERT_TRUE(s->Flush(absl::Seconds(20)));
   const v1::Directive refine = Override("late", v1::PHASE_REFINEMENT);
@@ -300,7 +260,7 @@ TEST_P(DirectivesTest, LateAndResumingRanksGetTheDirectivesTheyNeed) {
   EXPECT_GT(eff, 39u);
   for (auto& s : ranks) ASSERT_TRUE(s->WaitForDirective(2, absl::Seconds(20)));
   for (uint64_t step = 40; step < eff + 5; ++step) {
-    for (auto& s : ranks) s->Upload(step, gen.Sample(4, rng), Loss(step), s->LrAt(step, -1));
+    for (auto& s : ranks) s->UploadSketch(step, gen.Sample(4, rng), Loss(step), s->LrAt(step, -1));
   }
   for (auto& s : ranks) ASSERT_TRUE(s->Flush(absl::Seconds(20)));
 
@@ -312,8 +272,9 @@ TEST_P(DirectivesTest, LateAndResumingRanksGetTheDirectivesTheyNeed) {
   EXPECT_EQ(late->LatestDirective()->plan.phase, Phase::kRefinement);
   EXPECT_EQ(late->stats().directives, 2u);
   RankLog log;
-  Train(late.get(), eff - 5, absl::ZeroDuration(), 9,
-        [&](uint64_t step) { return step >= eff + 5; }, &log);
+  Train(
+      late.get(), eff - 5, absl::ZeroDuration(), 9, [&](uint64_t step) { return step >= eff + 5; },
+      &log);
   // Forced during the warm-up: the warm-up LR up to eff - 1, half the LR
   // it gives at eff from eff on.
   const double warmup_lr = 0.01 + 0.09 * static_cast<double>(eff - 1) / 150;
@@ -395,7 +356,7 @@ TEST_P(DirectivesTest, AdviseNeverChangesWhatTrainersApply) {
   for (; step < 1500 && Get("advise").phase() == v1::PHASE_ACQUISITION; ++step) {
     check(step);
     for (RunSession* s : {r0.get(), r1.get()}) {
-      s->Upload(step, gen.Sample(4, rng), Loss(step), s->LrAt(step, kOwnLr));
+      s->UploadSketch(step, gen.Sample(4, rng), Loss(step), s->LrAt(step, kOwnLr));
     }
     if (step % 10 == 9) {
       ASSERT_TRUE(r0->Flush(absl::Seconds(20)));
@@ -497,8 +458,7 @@ TEST_P(DirectivesTest, PinHoldAndReleaseThroughTheApi) {
   EXPECT_EQ(traj.transitions(3).directive_version(), 0u);
 }
 
-INSTANTIATE_TEST_SUITE_P(Transport, DirectivesTest, ::testing::Values(false, true),
-                         [](const auto& info) { return info.param ? "InProcess" : "Tcp"; });
+INSTANTIATE_TEST_SUITE_P(Transport, DirectivesTest, ::testing::ValuesIn(kEachVia), ViaName);
 
 }  // namespace
 }  // namespace spotter

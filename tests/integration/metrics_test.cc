@@ -1,6 +1,6 @@
 // Per-run metric series: removal on end, idle TTL on a fake clock, the cap on
 // exported runs and its counter, and what the exposition looks like.
-#include "server/metrics.h"
+#include "server/metrics/metrics.h"
 
 #include <cmath>
 #include <map>
@@ -70,7 +70,8 @@ TEST_F(RunMetricsTest, SeriesLiveUntilTheRunEnds) {
   EXPECT_EQ(m.at("spotter_metrics_runs_exported"), 1);
   run.reset();
   m = Scrape();
-  for (const auto& [series, value] : m) EXPECT_EQ(series.find("run=\"a\""), std::string::npos) << series;
+  for (const auto& [series, value] : m)
+    EXPECT_EQ(series.find("run=\"a\""), std::string::npos) << series;
   EXPECT_EQ(m.at("spotter_metrics_runs_exported"), 0);
 }
 

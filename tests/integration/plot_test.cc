@@ -1,6 +1,6 @@
 // spotterctl plot: the PNG encoder (decoded back with zlib, every chunk CRC
 // checked) and the trajectory drawing (phase shading, boundaries, series).
-#include "client/cpp/plot.h"
+#include "client/cpp/ctl/plot.h"
 
 #include <cmath>
 #include <cstring>
@@ -92,8 +92,9 @@ v1::GetTrajectoryResponse ThreePhases() {
     v1::TrajectoryPoint* p = t.add_points();
     const int step = 10 * i;
     p->set_step(step);
-    p->set_phase(step < 1000 ? v1::PHASE_ACQUISITION
-                 : step < 2000 ? v1::PHASE_REFINEMENT : v1::PHASE_POLISH);
+    p->set_phase(step < 1000   ? v1::PHASE_ACQUISITION
+                 : step < 2000 ? v1::PHASE_REFINEMENT
+                               : v1::PHASE_POLISH);
     p->set_loss(2.0 * std::exp(-step / 800.0));
     p->set_lr(step < 1000 ? 0.1 * step / 1000 : 0.05);
     v1::Estimate* r = p->mutable_covariance()->mutable_effective_rank();

@@ -1,8 +1,11 @@
-// Helpers shared by the storage_*, security_* and robustness_* suites: a
-// server on port 0 with given options, raw streams that send what the client
-// library never would (with an optional bearer token), and polling.
+// Helpers shared by the integration suites (server_fixture.h builds on
+// them): server options on port 0, run configs and deterministic batches, raw
+// streams that send what the client library never would (with an optional
+// bearer token), metrics, polling, temporary files and a test PKI.
 #ifndef SPOTTER_TESTS_INTEGRATION_RELIABILITY_HARNESS_H_
 #define SPOTTER_TESTS_INTEGRATION_RELIABILITY_HARNESS_H_
+
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdio>
@@ -12,14 +15,12 @@
 #include <string>
 #include <vector>
 
-#include <unistd.h>
-
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "core/types.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
-#include "server/server.h"
+#include "server/rpc/server.h"
 #include "spotter/v1/spotter.grpc.pb.h"
 #include "tests/testing/http.h"
 
@@ -183,12 +184,21 @@ inline std::string RejectSeries(const std::string& reason) {
   return absl::StrCat("spotter_rejects_total{reason=\"", reason, "\"}");
 }
 
+// `t` without its wall-clock fields (point and transition times, directive
+// issue times), to compare the histories of two runs or two servers.
+inline v1::GetTrajectoryResponse WithoutTimes(v1::GetTrajectoryResponse t) {
+  for (v1::TrajectoryPoint& p : *t.mutable_points()) p.clear_time();
+  for (v1::PhaseTransition& x : *t.mutable_transitions()) x.clear_time();
+  for (v1::Directive& d : *t.mutable_directives()) d.clear_issued_at();
+  return t;
+}
+
 // A fresh path under the test's temporary directory (removed first, with
 // its SQLite companions).
 inline std::string TempPath(const std::string& name) {
   const ::testing::TestInfo* info = ::testing::UnitTest::GetInstance()->current_test_info();
-  std::string leaf = absl::StrCat("spotter_", info->test_suite_name(), "_", info->name(), "_",
-                                  name);
+  std::string leaf =
+      absl::StrCat("spotter_", info->test_suite_name(), "_", info->name(), "_", name);
   for (char& c : leaf) {
     if (c == '/' || c == '\\') c = '_';
   }

@@ -12,42 +12,23 @@
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
-#include "server/auth.h"
-#include "server/server.h"
-#include "server/store.h"
+#include "server/rpc/auth.h"
+#include "server/rpc/server.h"
+#include "server/storage/store.h"
 #include "tests/integration/reliability_harness.h"
+#include "tests/integration/server_fixture.h"
 #include "tests/testing/status_matchers.h"
 
 namespace spotter {
 namespace {
 
-using namespace ::spotter::reliability;  // NOLINT: the suite's helpers
+using namespace ::spotter::reliability;  // NOLINT: the suites' fixture and helpers
 using ::testing::HasSubstr;
 using testing::IsOk;
 
-class LimitsTest : public ::testing::Test {
+// Each test starts its own server (StartServer) with the limits it tests.
+class LimitsTest : public ServerFixture {
  protected:
-  // tcp: over loopback, where HTTP/2 flow control buffers what the server
-  // does not read yet (the in-process transport buffers nothing).
-  void Start(ServerOptions o, bool tcp = false) {
-    auto s = Server::BuildAndStart(o);
-    ASSERT_THAT(s, IsOk());
-    server_ = *std::move(s);
-    channel_ = tcp ? grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->port()),
-                                         grpc::InsecureChannelCredentials())
-                   : server_->InProcessChannel();
-    stub_ = v1::SpotterService::NewStub(channel_);
-  }
-  grpc::Status Open(const std::string& name, const v1::RunConfig& c,
-                    const std::string& token = "") {
-    grpc::ClientContext ctx;
-    AddToken(&ctx, token);
-    v1::OpenRunRequest req;
-    req.set_name(name);
-    *req.mutable_config() = c;
-    v1::OpenRunResponse resp;
-    return stub_->OpenRun(&ctx, req, &resp);
-  }
   uint64_t Applied(const std::string& run) {
     grpc::ClientContext ctx;
     v1::GetRunRequest req;
@@ -58,17 +39,12 @@ class LimitsTest : public ::testing::Test {
     for (const v1::RankStatus& r : resp.run().ranks()) n += r.uploads();
     return n;
   }
-  double Rejects(const std::string& reason) { return Counter(*server_, RejectSeries(reason)); }
-
-  std::unique_ptr<Server> server_;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<v1::SpotterService::Stub> stub_;
 };
 
 TEST_F(LimitsTest, OversizedMessages) {
   ServerOptions o = TestOptions();
   o.limits.max_message_bytes = 64 << 10;
-  Start(o);
+  StartServer(o);
   v1::RunConfig config = SmallConfig(1);
   config.set_sketch_dim(1024);
   config.set_sketch_rows(8);
@@ -106,7 +82,7 @@ TEST_F(LimitsTest, StreamQuotas) {
   ServerOptions o = TestOptions();
   o.limits.max_streams = 6;
   o.limits.max_watchers_per_run = 1;
-  Start(o);
+  StartServer(o);
   ASSERT_TRUE(Open("q", SmallConfig(1)).ok());  // per-run quota 2 x 1 + 2 = 4
   std::vector<std::unique_ptr<RawStream>> open;
   for (int i = 0; i < 4; ++i) {
@@ -122,7 +98,8 @@ TEST_F(LimitsTest, StreamQuotas) {
   EXPECT_EQ(Rejects("run_stream_quota"), 1);
   // The refused stream counts against --max_streams until the server is done
   // with it, which may be after the client has its status.
-  ASSERT_TRUE(Eventually([&] { return Counter(*server_, "spotter_streams{kind=\"connect\"}") == 4; }));
+  ASSERT_TRUE(
+      Eventually([&] { return Counter(*server_, "spotter_streams{kind=\"connect\"}") == 4; }));
   // Watchers per run.
   grpc::ClientContext w1;
   v1::WatchRunRequest wreq;
@@ -178,7 +155,7 @@ TEST_F(LimitsTest, RunQuotas) {
       "bob trainer bob-token-0123456789abcdef\n");
   ASSERT_THAT(tokens, IsOk());
   o.tokens = *tokens;
-  Start(o);
+  StartServer(o);
   const std::string bob = "bob-token-0123456789abcdef";
   const std::string ops = "admin-token-0123456789abcdef";
   ASSERT_TRUE(Open("b1", SmallConfig(1), bob).ok());
@@ -210,7 +187,7 @@ TEST_F(LimitsTest, IdleStreamsAreEnded) {
   o.clock = &clock;
   o.idle_timeout = absl::Seconds(30);
   o.idle_sweep_interval = absl::ZeroDuration();  // the test sweeps
-  Start(o);
+  StartServer(o);
   ASSERT_TRUE(Open("idle", SmallConfig(2)).ok());
   RawStream quiet(stub_.get(), "idle", 0);
   RawStream chatty(stub_.get(), "idle", 1);
@@ -246,7 +223,9 @@ TEST_F(LimitsTest, MemoryBudgetAndBackpressure) {
   o.store = faulty;
   o.limits.memory_budget_bytes = 256 << 10;
   o.limits.max_unacked_per_stream = 8;
-  Start(o, /*tcp=*/true);
+  // Over loopback TCP, where HTTP/2 flow control buffers what the server
+  // does not read yet (the in-process transport buffers nothing).
+  StartServer(o, Via::kTcp);
   ASSERT_TRUE(Open("m", SmallConfig(2)).ok());
   faulty->Stall(true);
   // Backpressure: with commits stalled a stream is read up to 8 messages

@@ -11,15 +11,16 @@
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
-#include "server/auth.h"
-#include "server/server.h"
+#include "server/rpc/auth.h"
+#include "server/rpc/server.h"
 #include "tests/integration/reliability_harness.h"
+#include "tests/integration/server_fixture.h"
 #include "tests/testing/status_matchers.h"
 
 namespace spotter {
 namespace {
 
-using namespace ::spotter::reliability;  // NOLINT: the suite's helpers
+using namespace ::spotter::reliability;  // NOLINT: the suites' fixture and helpers
 using ::testing::HasSubstr;
 using testing::IsOk;
 
@@ -43,14 +44,12 @@ struct Caller {
   const char* name;
   const char* token;
 };
-const Caller kCallers[] = {{"no token", ""},  {"unknown token", kBogus}, {"admin", kAdmin},
-                           {"viewer", kViewer}, {"alice", kAlice},        {"bob", kBob}};
+const Caller kCallers[] = {{"no token", ""},    {"unknown token", kBogus}, {"admin", kAdmin},
+                           {"viewer", kViewer}, {"alice", kAlice},         {"bob", kBob}};
 
-class RoleMatrixTest : public ::testing::TestWithParam<Transport> {
+class RoleMatrixTest : public ServerFixture, public ::testing::WithParamInterface<Transport> {
  protected:
-  static void SetUpTestSuite() {
-    pki_ = new TestPki(MakeTestPki("roles_pki"));
-  }
+  static void SetUpTestSuite() { pki_ = new TestPki(MakeTestPki("roles_pki")); }
   static void TearDownTestSuite() {
     RemoveTestPki(*pki_);
     delete pki_;
@@ -66,9 +65,6 @@ class RoleMatrixTest : public ::testing::TestWithParam<Transport> {
       o.tls_key_file = pki_->server_key;
     }
     if (GetParam() == Transport::kMutualTls) o.tls_client_ca_file = pki_->ca;
-    auto s = Server::BuildAndStart(o);
-    ASSERT_THAT(s, IsOk());
-    server_ = *std::move(s);
     std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
     grpc::ChannelArguments args;
     if (GetParam() != Transport::kPlain) {
@@ -81,8 +77,7 @@ class RoleMatrixTest : public ::testing::TestWithParam<Transport> {
       creds = grpc::SslCredentials(ssl);
       args.SetSslTargetNameOverride("localhost");
     }
-    stub_ = v1::SpotterService::NewStub(grpc::CreateCustomChannel(
-        absl::StrCat("127.0.0.1:", server_->port()), creds, args));
+    ASSERT_NO_FATAL_FAILURE(StartServer(o, creds, args));
     // The runs the matrix acts on: one of the admin's (alice has a grant for
     // it), one of bob's, and one per destructive call.
     for (const char* run : {"shared-1", "victim-finish", "victim-delete"}) {
@@ -170,8 +165,6 @@ class RoleMatrixTest : public ::testing::TestWithParam<Transport> {
   }
 
   static TestPki* pki_;
-  std::unique_ptr<Server> server_;
-  std::unique_ptr<v1::SpotterService::Stub> stub_;
 };
 
 TestPki* RoleMatrixTest::pki_ = nullptr;
@@ -181,15 +174,15 @@ grpc::StatusCode Expected(const Caller& caller, Rpc rpc, const std::string& run)
   const std::string token = caller.token;
   if (token.empty() || token == kBogus) return grpc::StatusCode::UNAUTHENTICATED;
   if (token == kAdmin) return grpc::StatusCode::OK;
-  const bool read = rpc == Rpc::kGetRun || rpc == Rpc::kListRuns ||
-                    rpc == Rpc::kGetTrajectory || rpc == Rpc::kWatchRun;
+  const bool read = rpc == Rpc::kGetRun || rpc == Rpc::kListRuns || rpc == Rpc::kGetTrajectory ||
+                    rpc == Rpc::kWatchRun;
   const bool train = rpc == Rpc::kOpenRun || rpc == Rpc::kConnect;
   if (token == kViewer) return read ? grpc::StatusCode::OK : grpc::StatusCode::PERMISSION_DENIED;
   // Trainers: only OpenRun and Connect, on runs they own or hold a grant for.
   if (!train) return grpc::StatusCode::PERMISSION_DENIED;
   if (token == kAlice) {
     return run.rfind("shared-", 0) == 0 ? grpc::StatusCode::OK
-                                          : grpc::StatusCode::PERMISSION_DENIED;
+                                        : grpc::StatusCode::PERMISSION_DENIED;
   }
   return run == "bob-run" ? grpc::StatusCode::OK : grpc::StatusCode::PERMISSION_DENIED;
 }
@@ -213,9 +206,8 @@ TEST_P(RoleMatrixTest, EveryRoleTimesEveryRpc) {
     for (const Caller& caller : kCallers) {
       const grpc::Status got = Call(cell.rpc, caller.token, cell.run);
       const grpc::StatusCode want = Expected(caller, cell.rpc, cell.run);
-      EXPECT_EQ(got.error_code(), want)
-          << caller.name << " calling " << RpcName(cell.rpc) << " on " << cell.run << ": "
-          << got.error_message();
+      EXPECT_EQ(got.error_code(), want) << caller.name << " calling " << RpcName(cell.rpc) << " on "
+                                        << cell.run << ": " << got.error_message();
       if (want != grpc::StatusCode::OK) {
         EXPECT_FALSE(got.error_message().empty());
       }
@@ -248,9 +240,12 @@ INSTANTIATE_TEST_SUITE_P(Transport, RoleMatrixTest,
                                            Transport::kMutualTls),
                          [](const auto& info) {
                            switch (info.param) {
-                             case Transport::kPlain: return "Plain";
-                             case Transport::kTls: return "Tls";
-                             default: return "MutualTls";
+                             case Transport::kPlain:
+                               return "Plain";
+                             case Transport::kTls:
+                               return "Tls";
+                             default:
+                               return "MutualTls";
                            }
                          });
 

@@ -10,8 +10,8 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
-#include "server/auth.h"
-#include "server/server.h"
+#include "server/rpc/auth.h"
+#include "server/rpc/server.h"
 #include "tests/integration/reliability_harness.h"
 #include "tests/testing/status_matchers.h"
 
@@ -26,9 +26,7 @@ constexpr char kTokens[] = "ops admin admin-token-0123456789abcdef\n";
 
 class TransportTest : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() {
-    pki_ = new TestPki(MakeTestPki("tls_pki"));
-  }
+  static void SetUpTestSuite() { pki_ = new TestPki(MakeTestPki("tls_pki")); }
   static void TearDownTestSuite() {
     RemoveTestPki(*pki_);
     delete pki_;
@@ -90,9 +88,9 @@ TEST_F(TransportTest, MutualTlsNeedsAClientCertificateFromTheClientCa) {
   ASSERT_TRUE(server);
   EXPECT_TRUE(List(*server, Tls(pki_->ca, pki_->client_cert, pki_->client_key)).ok());
   EXPECT_EQ(List(*server, Tls(pki_->ca)).error_code(), grpc::StatusCode::UNAVAILABLE);
-  EXPECT_EQ(List(*server, Tls(pki_->ca, pki_->other_client_cert, pki_->other_client_key))
-                .error_code(),
-            grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(
+      List(*server, Tls(pki_->ca, pki_->other_client_cert, pki_->other_client_key)).error_code(),
+      grpc::StatusCode::UNAVAILABLE);
 }
 
 TEST_F(TransportTest, BadTlsSettingsAreClearErrors) {

@@ -1,5 +1,7 @@
 // The real server, in-process and over TCP on port 0, with the C++ client
 // and raw streams: runs, streaming, directives, bad input, metrics.
+#include "server/rpc/server.h"
+
 #include <cmath>
 #include <cstring>
 #include <memory>
@@ -13,8 +15,9 @@
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
-#include "server/server.h"
 #include "spotter/v1/spotter.grpc.pb.h"
+#include "tests/integration/reliability_harness.h"
+#include "tests/integration/server_fixture.h"
 #include "tests/testing/http.h"
 #include "tests/testing/planted.h"
 #include "tests/testing/status_matchers.h"
@@ -22,6 +25,7 @@
 namespace spotter {
 namespace {
 
+using namespace ::spotter::reliability;  // NOLINT: the suites' fixture and helpers
 using ::testing::HasSubstr;
 using testing::HttpGet;
 using testing::IsOk;
@@ -29,91 +33,10 @@ using testing::ParseExposition;
 using testing::PlantedGaussian;
 using testing::PlantedSpectrum;
 
-constexpr uint32_t kDim = 32;
-constexpr uint32_t kRows = 8;
-
-// Polls `cond` until it holds or `timeout` passes (no fixed sleeps).
-template <typename F>
-bool Eventually(F cond, absl::Duration timeout = absl::Seconds(20)) {
-  const absl::Time end = absl::Now() + timeout;
-  while (absl::Now() < end) {
-    if (cond()) return true;
-    absl::SleepFor(absl::Milliseconds(2));
-  }
-  return cond();
-}
-
-v1::RunConfig SmallConfig(uint32_t world_size = 2, uint64_t total_steps = 1000) {
-  v1::RunConfig c;
-  c.set_sketch_dim(kDim);
-  c.set_sketch_rows(kRows);
-  c.set_eval_every(5);
-  c.set_world_size(world_size);
-  c.set_total_steps(total_steps);
-  c.set_peak_lr(0.1);
-  c.mutable_projection()->set_seed(42);
-  c.mutable_phase()->set_delivery_budget_seconds(0.05);
-  return c;
-}
-
-std::string Floats(const RowMatrixXf& m) {
-  return std::string(reinterpret_cast<const char*>(m.data()), m.size() * sizeof(float));
-}
-
-class ServerTest : public ::testing::TestWithParam<bool> {
- protected:
-  void SetUp() override {
-    ServerOptions o;
-    o.listen_address = "127.0.0.1:0";
-    // The exposer (civetweb) takes ~2 s to stop; MetricsOverHttp tests it.
-    // The other tests read the same registry through ScrapeMetrics().
-    o.metrics_address = "";
-    auto s = Server::BuildAndStart(o);
-    ASSERT_THAT(s, IsOk());
-    server_ = *std::move(s);
-    channel_ = GetParam() ? server_->InProcessChannel()
-                          : grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->port()),
-                                                grpc::InsecureChannelCredentials());
-    stub_ = v1::SpotterService::NewStub(channel_);
-  }
-
-  grpc::Status Open(const std::string& name, const v1::RunConfig& c,
-                    v1::OpenRunResponse* resp = nullptr) {
-    grpc::ClientContext ctx;
-    v1::OpenRunRequest req;
-    req.set_name(name);
-    *req.mutable_config() = c;
-    v1::OpenRunResponse local;
-    return stub_->OpenRun(&ctx, req, resp ? resp : &local);
-  }
-
-  v1::RunInfo Get(const std::string& name) {
-    grpc::ClientContext ctx;
-    v1::GetRunRequest req;
-    req.set_name(name);
-    v1::GetRunResponse resp;
-    EXPECT_TRUE(stub_->GetRun(&ctx, req, &resp).ok());
-    return resp.run();
-  }
-
-  std::unique_ptr<RunSession> Session(const std::string& run, const v1::RunConfig& c,
-                                      uint32_t rank) {
-    SessionOptions o;
-    o.channel = channel_;
-    o.run = run;
-    o.config = c;
-    o.rank = rank;
-    auto s = RunSession::Start(o);
-    EXPECT_THAT(s, IsOk());
-    return s.ok() ? *std::move(s) : nullptr;
-  }
-
-  std::map<std::string, double> Scrape() { return ParseExposition(server_->ScrapeMetrics()); }
-
-  std::unique_ptr<Server> server_;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<v1::SpotterService::Stub> stub_;
-};
+// A server with TestOptions() (no metrics endpoint: the exposer, civetweb,
+// takes ~2 s to stop; MetricsOverHttp tests it, the other tests read the same
+// registry through ScrapeMetrics()), in-process and over TCP.
+class ServerTest : public EachTransportServerFixture {};
 
 TEST_P(ServerTest, OpenRunIsIdempotentAndChecksConfig) {
   v1::OpenRunResponse first, again;
@@ -165,8 +88,8 @@ TEST_P(ServerTest, TwoRanksStreamTrajectoryAndDirectives) {
   uint64_t points = 0;
   for (uint64_t chunk = 0; chunk < 6; ++chunk) {
     for (uint64_t step = chunk * 10; step < chunk * 10 + 10; ++step) {
-      ASSERT_TRUE(r0->Upload(step, gen.Sample(6, rng), 1.0 / (1 + step), r0->LrAt(step, 0)));
-      ASSERT_TRUE(r1->Upload(step, gen.Sample(6, rng), 1.0 / (1 + step), r1->LrAt(step, 0)));
+      ASSERT_TRUE(r0->UploadSketch(step, gen.Sample(6, rng), 1.0 / (1 + step), r0->LrAt(step, 0)));
+      ASSERT_TRUE(r1->UploadSketch(step, gen.Sample(6, rng), 1.0 / (1 + step), r1->LrAt(step, 0)));
     }
     ASSERT_TRUE(r0->Flush(absl::Seconds(20)));
     ASSERT_TRUE(r1->Flush(absl::Seconds(20)));
@@ -270,55 +193,6 @@ TEST_P(ServerTest, LateJoinerGetsCurrentDirectiveAndReconnectGetsNoDuplicate) {
   EXPECT_TRUE(stream->Finish().ok());
 }
 
-// A raw stream, to send what the client library never would.
-class RawStream {
- public:
-  RawStream(v1::SpotterService::Stub* stub, const std::string& run, uint32_t rank,
-            uint64_t seed = 42)
-      : stream_(stub->Connect(&ctx_)) {
-    v1::ConnectRequest hello;
-    hello.mutable_hello()->set_run(run);
-    hello.mutable_hello()->set_rank(rank);
-    hello.mutable_hello()->mutable_projection()->set_seed(seed);
-    stream_->Write(hello);
-  }
-  bool Send(const v1::ConnectRequest& r) { return stream_->Write(r); }
-  bool Read(v1::ConnectResponse* r) { return stream_->Read(r); }
-  // Reads until an Ack covering `seq`; collects rejects on the way.
-  bool AwaitAck(uint64_t seq, std::vector<v1::Reject>* rejects) {
-    v1::ConnectResponse r;
-    while (stream_->Read(&r)) {
-      if (r.has_reject()) rejects->push_back(r.reject());
-      if (r.has_ack() && r.ack().seq() >= seq) return true;
-    }
-    return false;
-  }
-  grpc::Status Close() {
-    stream_->WritesDone();
-    v1::ConnectResponse r;
-    while (stream_->Read(&r)) {
-    }
-    return stream_->Finish();
-  }
-
- private:
-  grpc::ClientContext ctx_;
-  std::unique_ptr<grpc::ClientReaderWriter<v1::ConnectRequest, v1::ConnectResponse>> stream_;
-};
-
-v1::ConnectRequest Batch(uint64_t seq, uint64_t step, const RowMatrixXf& rows) {
-  v1::ConnectRequest r;
-  v1::SketchBatch* b = r.mutable_sketch();
-  b->set_seq(seq);
-  b->set_step(step);
-  b->set_rows(static_cast<uint32_t>(rows.rows()));
-  b->set_cols(static_cast<uint32_t>(rows.cols()));
-  b->set_data(Floats(rows));
-  b->set_loss(std::nan(""));
-  b->set_lr(0.1);
-  return r;
-}
-
 TEST_P(ServerTest, BadInputIsRejectedAndCountedAndTheStreamGoesOn) {
   ASSERT_TRUE(Open("bad", SmallConfig()).ok());
   RawStream s(stub_.get(), "bad", 0);
@@ -339,8 +213,8 @@ TEST_P(ServerTest, BadInputIsRejectedAndCountedAndTheStreamGoesOn) {
     inf(0, 0) = -INFINITY;
     cases.push_back({Batch(++seq, 1, inf), v1::REJECT_REASON_NON_FINITE});
   }
-  cases.push_back({Batch(++seq, 1, RowMatrixXf::Random(4, kDim + 1)),
-                   v1::REJECT_REASON_DIM_MISMATCH});
+  cases.push_back(
+      {Batch(++seq, 1, RowMatrixXf::Random(4, kDim + 1)), v1::REJECT_REASON_DIM_MISMATCH});
   {
     v1::ConnectRequest r = Batch(++seq, 1, good);
     r.mutable_sketch()->set_rows(5);  // does not match the bytes
@@ -370,7 +244,8 @@ TEST_P(ServerTest, BadInputIsRejectedAndCountedAndTheStreamGoesOn) {
   for (const Case& c : cases) {
     ASSERT_TRUE(s.Send(c.req));
     std::vector<v1::Reject> rejects;
-    ASSERT_TRUE(s.AwaitAck(c.req.has_sketch() ? c.req.sketch().seq() : c.req.eval().seq(), &rejects));
+    ASSERT_TRUE(
+        s.AwaitAck(c.req.has_sketch() ? c.req.sketch().seq() : c.req.eval().seq(), &rejects));
     ASSERT_EQ(rejects.size(), 1u) << c.req.DebugString();
     EXPECT_EQ(rejects[0].reason(), c.reason) << rejects[0].message();
     EXPECT_FALSE(rejects[0].message().empty());
@@ -416,7 +291,7 @@ TEST_P(ServerTest, StreamsWithoutAValidHelloAreClosed) {
     EXPECT_THAT(st.error_message(), HasSubstr("world_size"));
   }
   {
-    RawStream s(stub_.get(), "h", 0, /*seed=*/43);
+    RawStream s(stub_.get(), "h", 0, /*token=*/"", /*seed=*/43);
     grpc::Status st = s.Close();
     EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
     EXPECT_THAT(st.error_message(), HasSubstr("projection"));
@@ -449,7 +324,7 @@ TEST_P(ServerTest, WatchFinishAndDelete) {
   ASSERT_TRUE(s);
   PlantedGaussian gen(kDim, PlantedSpectrum::PowerLaw(8, 1.0), 9);
   std::mt19937_64 rng(9);
-  for (uint64_t step = 0; step < 10; ++step) s->Upload(step, gen.Sample(4, rng), 0.5, 0.1);
+  for (uint64_t step = 0; step < 10; ++step) s->UploadSketch(step, gen.Sample(4, rng), 0.5, 0.1);
   ASSERT_TRUE(watch->Read(&ev));
   EXPECT_TRUE(ev.has_point());
 
@@ -490,32 +365,27 @@ TEST_P(ServerTest, WatchFinishAndDelete) {
   EXPECT_EQ(Scrape().at("spotter_runs{state=\"finished\"}"), 0);
 }
 
-TEST(MetricsTest, MetricsOverHttp) {
-  ServerOptions o;
-  o.listen_address = "127.0.0.1:0";
+// A server with its metrics endpoint, over TCP.
+class MetricsTest : public ServerFixture {};
+
+TEST_F(MetricsTest, MetricsOverHttp) {
+  ServerOptions o = TestOptions();
   o.metrics_address = "127.0.0.1:0";
-  auto server = Server::BuildAndStart(o);
-  ASSERT_THAT(server, IsOk());
-  ASSERT_GT((*server)->metrics_port(), 0);
-  auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", (*server)->port()),
-                                     grpc::InsecureChannelCredentials());
-  SessionOptions so;
-  so.channel = channel;
-  so.run = "http";
-  so.config = SmallConfig(1);
-  auto s = RunSession::Start(so);
-  ASSERT_THAT(s, IsOk());
+  ASSERT_NO_FATAL_FAILURE(StartServer(o, Via::kTcp));
+  ASSERT_GT(server_->metrics_port(), 0);
+  auto s = Session("http", SmallConfig(1), 0);
+  ASSERT_TRUE(s);
   PlantedGaussian gen(kDim, PlantedSpectrum::PowerLaw(8, 1.0), 3);
   std::mt19937_64 rng(3);
-  for (uint64_t step = 0; step < 12; ++step) (*s)->Upload(step, gen.Sample(4, rng), 0.5, 0.1);
-  ASSERT_TRUE((*s)->Flush(absl::Seconds(20)));
+  for (uint64_t step = 0; step < 12; ++step) s->UploadSketch(step, gen.Sample(4, rng), 0.5, 0.1);
+  ASSERT_TRUE(s->Flush(absl::Seconds(20)));
   ASSERT_TRUE(Eventually([&] {
-    (*server)->DrainEvaluations();
-    auto body = HttpGet((*server)->metrics_port(), "/metrics");
+    server_->DrainEvaluations();
+    auto body = HttpGet(server_->metrics_port(), "/metrics");
     return body.ok() && ParseExposition(*body).count("spotter_run_effective_rank{run=\"http\"}") &&
            !std::isnan(ParseExposition(*body).at("spotter_run_effective_rank{run=\"http\"}"));
   }));
-  auto body = HttpGet((*server)->metrics_port(), "/metrics");
+  auto body = HttpGet(server_->metrics_port(), "/metrics");
   ASSERT_THAT(body, IsOk());
   const auto m = ParseExposition(*body);
   EXPECT_EQ(m.at("spotter_uploads_total"), 12);
@@ -526,17 +396,16 @@ TEST(MetricsTest, MetricsOverHttp) {
   EXPECT_GE(m.at("spotter_evaluations_total"), 1);
   EXPECT_GT(m.at("spotter_run_gradient_trace{run=\"http\"}"), 0);
   EXPECT_THAT(*body, HasSubstr("# TYPE spotter_rpc_duration_seconds histogram"));
-  (*s)->Close();
+  s->Close();
   // A bind failure is a clear error, not an exception.
   ServerOptions clash = o;
-  clash.metrics_address = absl::StrCat("127.0.0.1:", (*server)->metrics_port());
+  clash.metrics_address = absl::StrCat("127.0.0.1:", server_->metrics_port());
   auto second = Server::BuildAndStart(clash);
   EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(second.status().message(), HasSubstr("metrics"));
 }
 
-INSTANTIATE_TEST_SUITE_P(Transport, ServerTest, ::testing::Values(false, true),
-                         [](const auto& info) { return info.param ? "InProcess" : "Tcp"; });
+INSTANTIATE_TEST_SUITE_P(Transport, ServerTest, ::testing::ValuesIn(kEachVia), ViaName);
 
 }  // namespace
 }  // namespace spotter

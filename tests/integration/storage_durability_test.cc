@@ -16,17 +16,18 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
-#include "server/records.h"
-#include "server/server.h"
-#include "server/sqlite_store.h"
-#include "server/store.h"
+#include "server/rpc/server.h"
+#include "server/storage/records.h"
+#include "server/storage/sqlite_store.h"
+#include "server/storage/store.h"
 #include "tests/integration/reliability_harness.h"
+#include "tests/integration/server_fixture.h"
 #include "tests/testing/status_matchers.h"
 
 namespace spotter {
 namespace {
 
-using namespace ::spotter::reliability;  // NOLINT: the suite's helpers
+using namespace ::spotter::reliability;  // NOLINT: the suites' fixture and helpers
 using ::testing::HasSubstr;
 using testing::IsOk;
 
@@ -84,8 +85,8 @@ class Restartable {
   std::unique_ptr<v1::SpotterService::Stub> stub_;
 };
 
-grpc::Status Open(v1::SpotterService::Stub* stub, const std::string& name,
-                  const v1::RunConfig& c, v1::OpenRunResponse* resp = nullptr) {
+grpc::Status Open(v1::SpotterService::Stub* stub, const std::string& name, const v1::RunConfig& c,
+                  v1::OpenRunResponse* resp = nullptr) {
   grpc::ClientContext ctx;
   v1::OpenRunRequest req;
   req.set_name(name);
@@ -129,10 +130,7 @@ v1::OverridePhaseResponse Force(v1::SpotterService::Stub* stub, const std::strin
 // Everything a client can read back about the run's estimate, without
 // wall-clock fields.
 std::string Fingerprint(v1::SpotterService::Stub* stub, const std::string& name) {
-  v1::GetTrajectoryResponse t = Trajectory(stub, name);
-  for (v1::TrajectoryPoint& p : *t.mutable_points()) p.clear_time();
-  for (v1::PhaseTransition& x : *t.mutable_transitions()) x.clear_time();
-  for (v1::Directive& d : *t.mutable_directives()) d.clear_issued_at();
+  const v1::GetTrajectoryResponse t = WithoutTimes(Trajectory(stub, name));
   v1::RunInfo info = GetRun(stub, name);
   v1::TrajectoryPoint latest = info.latest();
   latest.clear_time();
@@ -270,14 +268,13 @@ TEST_P(StorageTest, RestartRestoresEveryRunItsHistoryAndItsState) {
   EXPECT_EQ(GetRun(a.stub(), "second").directive().version(), 1u);
 }
 
-INSTANTIATE_TEST_SUITE_P(Store, StorageTest,
-                         ::testing::Values(Backend::kMemory, Backend::kSqlite),
+INSTANTIATE_TEST_SUITE_P(Store, StorageTest, ::testing::Values(Backend::kMemory, Backend::kSqlite),
                          [](const auto& info) {
                            return info.param == Backend::kMemory ? "Memory" : "Sqlite";
                          });
 
 // A server on a FaultInjectingStore over a MemoryStore.
-class FaultTest : public ::testing::Test {
+class FaultTest : public ServerFixture {
  protected:
   void SetUp() override {
     memory_ = std::make_shared<MemoryStore>();
@@ -286,16 +283,12 @@ class FaultTest : public ::testing::Test {
   }
   void TearDown() override {
     faulty_->Stall(false);
-    stub_.reset();
-    server_.reset();
+    ServerFixture::TearDown();
   }
   void Start(std::shared_ptr<Store> store) {
     ServerOptions o = TestOptions();
     o.store = std::move(store);
-    auto s = Server::BuildAndStart(o);
-    ASSERT_THAT(s, IsOk());
-    server_ = *std::move(s);
-    stub_ = v1::SpotterService::NewStub(server_->InProcessChannel());
+    StartServer(o);
   }
   uint64_t DurableSeq(const std::string& run) {
     const v1::RunInfo info = GetRun(stub_.get(), run);
@@ -308,8 +301,6 @@ class FaultTest : public ::testing::Test {
 
   std::shared_ptr<MemoryStore> memory_;
   std::shared_ptr<FaultInjectingStore> faulty_;
-  std::unique_ptr<Server> server_;
-  std::unique_ptr<v1::SpotterService::Stub> stub_;
 };
 
 TEST_F(FaultTest, AcksWaitForTheCommitAndCommitsAreGrouped) {
@@ -317,7 +308,7 @@ TEST_F(FaultTest, AcksWaitForTheCommitAndCommitsAreGrouped) {
   // finishes after the second one started (as under a sanitizer).
   v1::RunConfig config = SmallConfig(1);
   config.set_eval_every(1000);
-  ASSERT_TRUE(Open(stub_.get(), "g", config).ok());
+  ASSERT_TRUE(Open("g", config).ok());
   RawStream s(stub_.get(), "g", 0);
   ASSERT_TRUE(s.AwaitWelcome());
   faulty_->Stall(true);
@@ -340,7 +331,7 @@ TEST_F(FaultTest, AcksWaitForTheCommitAndCommitsAreGrouped) {
 }
 
 TEST_F(FaultTest, AFailedCommitStopsAcksAndARestartLosesNothingAcknowledged) {
-  ASSERT_TRUE(Open(stub_.get(), "f", SmallConfig(1)).ok());
+  ASSERT_TRUE(Open("f", SmallConfig(1)).ok());
   RawStream s(stub_.get(), "f", 0);
   ASSERT_TRUE(s.AwaitWelcome());
   for (uint64_t seq = 1; seq <= 10; ++seq) {
@@ -364,12 +355,11 @@ TEST_F(FaultTest, AFailedCommitStopsAcksAndARestartLosesNothingAcknowledged) {
     ASSERT_TRUE(health->Check(&ctx, req, &resp).ok());
     EXPECT_EQ(resp.status(), grpc::health::v1::HealthCheckResponse::NOT_SERVING);
   }
-  const grpc::Status open = Open(stub_.get(), "g", SmallConfig(1));
+  const grpc::Status open = Open("g", SmallConfig(1));
   EXPECT_EQ(open.error_code(), grpc::StatusCode::UNAVAILABLE);
 
   // Restart on what the disk holds: 10 uploads; the client replays 11..20.
-  stub_.reset();
-  server_.reset();
+  StopServer();
   Start(memory_);
   RawStream again(stub_.get(), "f", 0);
   ASSERT_TRUE(again.AwaitWelcome());
@@ -384,7 +374,7 @@ TEST_F(FaultTest, AFailedCommitStopsAcksAndARestartLosesNothingAcknowledged) {
 }
 
 TEST_F(FaultTest, AReconnectingClientIsNeverToldAnUnsavedUploadIsSaved) {
-  ASSERT_TRUE(Open(stub_.get(), "w", SmallConfig(1)).ok());
+  ASSERT_TRUE(Open("w", SmallConfig(1)).ok());
   {
     RawStream s(stub_.get(), "w", 0);
     ASSERT_TRUE(s.AwaitWelcome());
@@ -535,8 +525,8 @@ TEST(SqliteTest, AFlippedByteInABlobIsReportedAtStartup) {
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
   sqlite3_stmt* st = nullptr;
-  ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT v FROM directives WHERE run = 'c' AND k2 = 2", -1,
-                               &st, nullptr),
+  ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT v FROM directives WHERE run = 'c' AND k2 = 2", -1, &st,
+                               nullptr),
             SQLITE_OK);
   ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
   std::string v(static_cast<const char*>(sqlite3_column_blob(st, 0)), sqlite3_column_bytes(st, 0));

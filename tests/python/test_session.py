@@ -58,10 +58,11 @@ def test_uploads_never_block_and_drop_oldest_when_full():
         st = s.stats()
         assert results == [True] * 10
         assert (st.enqueued, st.dropped, st.queued) == (10, 6, 4)
-        # The newest four survive, with the sequence numbers they got.
-        assert [u.seq for u in s._pending] == [7, 8, 9, 10]
+        # The newest four survive; never sent, they have no seq yet.
+        assert [(u.step, u.seq) for u in s._pending] == [(6, 0), (7, 0), (8, 0), (9, 0)]
         assert elapsed < 5.0  # no network wait (an OpenRun deadline would be 10 s)
         assert s.directive_at(5) is None and s.lr_at(5) is None  # fail-open: no directive
+        assert s.lr_at(5, 0.3) == 0.3 and not s.should_stop(5)
         assert not s.connected
     finally:
         s.close(timeout=1.0)
@@ -93,7 +94,11 @@ def test_acks_empty_the_queue_and_close_flushes(fake):
         assert s.flush(10)
         st = s.stats()
         assert st.acked == 24 and st.queued == 0 and st.connected
+        assert (st.sent, st.acked_seq, st.connects, st.reconnects) == (24, 24, 1, 0)
     assert fake.applied[0] == list(range(1, 25))
+    # close() ends with a heartbeat carrying the rank's last step.
+    beats = [r.heartbeat.step for r in fake.streams[0] if r.WhichOneof("msg") == "heartbeat"]
+    assert beats and beats[-1] == 19 and s.stats().heartbeats == len(beats)
     assert not s._thread.is_alive()
     s.close()  # idempotent
 
@@ -106,7 +111,7 @@ def test_reconnect_replays_unacked_uploads_after_welcome_last_seq(fake):
             s.upload_sketch(i, ROWS)
         assert s.flush(10), s.stats()
         st = s.stats()
-        assert st.reconnects >= 1 and st.replayed >= 1
+        assert st.reconnects >= 1 and st.replayed >= 1 and st.connects == st.reconnects + 1
     # Every upload applied exactly once and in order, although some were sent twice.
     assert fake.applied[0] == list(range(1, 11))
     second = [r.sketch.seq for r in fake.streams[1] if r.WhichOneof("msg") == "sketch"]
@@ -122,8 +127,10 @@ def test_directive_mailbox_advice_and_hello_version(fake):
         fake.push(directive(3, 60, 0.5, advisory=True))
         fake.push(directive(2, 50, 0.05))  # a duplicate is ignored
         assert wait_until(lambda: len(seen) == 3)
+        assert s.wait_for_directive(1, version=3) and not s.wait_for_directive(0.05, version=4)
         assert s.lr_at(49) == 0.1 and s.lr_at(50) == 0.05 and s.lr_at(1000) == 0.05
         assert s.advice().version == 3 and s.directive_at(1000).version == 2
+        assert s.latest_directive().version == 3 and s.stats().directives == 3
         # A new stream asks only for newer directives.
         fake.break_streams()
         assert wait_until(lambda: len(fake.hellos) == 2)
@@ -137,7 +144,7 @@ def test_run_end_stops_the_session(fake):
         fake.push(directive(1, 0, 0.1, stop=True))
         fake.end_run()
         assert wait_until(lambda: s.ended)
-        assert s.directive_at(0).stop
+        assert s.directive_at(0).stop and s.should_stop(0)
         assert not s.upload_sketch(1, ROWS)
         assert s.stats().dropped_closed == 1
 
@@ -184,3 +191,29 @@ def test_upload_from_many_threads_keeps_seq_unique(fake):
         [t.join() for t in ts]
         assert s.flush(10)
     assert fake.applied[0] == list(range(1, 201))
+
+
+def test_a_restarted_trainer_numbers_after_the_servers_last_seq(fake):
+    # A new session of the same rank (a restarted trainer) continues from the
+    # Welcome's last_seq: its uploads are applied, not taken for duplicates.
+    for steps in (range(0, 3), range(3, 5)):
+        with RunSession(fake.target, "r", **CONFIG) as s:
+            for i in steps:
+                assert s.upload_sketch(i, ROWS)
+            assert s.flush(10)
+    assert fake.applied[0] == [1, 2, 3, 4, 5]
+    assert s.stats().acked_seq == 5
+
+
+def test_evicting_a_sent_upload_leaves_a_gap_the_server_accepts(fake):
+    fake.break_after = 1  # the first upload is sent, never acked; the stream breaks
+    with RunSession(fake.target, "r", queue_size=2, backoff_initial=0.5, backoff_max=0.5,
+                    **CONFIG) as s:
+        assert wait_until(lambda: s.connected)
+        assert s.upload_sketch(0, ROWS)  # seq 1, sent on the broken stream
+        assert wait_until(lambda: not s.connected)
+        assert s.upload_sketch(1, ROWS) and s.upload_sketch(2, ROWS)  # evicts seq 1
+        assert s.flush(10), s.stats()
+        st = s.stats()
+        assert (st.enqueued, st.dropped, st.acked) == (3, 1, 2)
+    assert fake.applied[0] == [2, 3]

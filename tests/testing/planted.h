@@ -3,14 +3,13 @@
 #ifndef SPOTTER_TESTS_TESTING_PLANTED_H_
 #define SPOTTER_TESTS_TESTING_PLANTED_H_
 
+#include <Eigen/Core>
 #include <cstdint>
 #include <random>
 #include <string>
 #include <vector>
 
-#include <Eigen/Core>
-
-#include "core/sketch/projection.h"
+#include "core/projection/projection.h"
 #include "core/types.h"
 
 namespace spotter::testing {
@@ -23,8 +22,7 @@ struct PlantedSpectrum {
   double floor = 0.0;
 
   // lambda_i = scale * (i + 1)^-alpha, i < rank.
-  static PlantedSpectrum PowerLaw(int rank, double alpha, double scale = 1.0,
-                                  double floor = 0.0);
+  static PlantedSpectrum PowerLaw(int rank, double alpha, double scale = 1.0, double floor = 0.0);
   // `rank` eigenvalues of `high` over an isotropic floor.
   static PlantedSpectrum LowRankPlusNoise(int rank, double high, double floor);
   // Two plateaus: `n1` eigenvalues v1, then `n2` eigenvalues v2.

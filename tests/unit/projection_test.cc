@@ -2,7 +2,7 @@
 // shipped test vectors bit for bit, an independent SplitMix64 known answer,
 // batch == single-row application, and the norm-preservation in expectation
 // that the summaries rely on.
-#include "core/sketch/projection.h"
+#include "core/projection/projection.h"
 
 #include <cmath>
 #include <cstdint>
@@ -120,14 +120,14 @@ TEST(ProjectionTest, MatchesTheShippedTestVectorsBitForBit) {
       EXPECT_EQ(ToBits(GaussianEntry(seed, e[0], static_cast<uint32_t>(e[1]), k)), e[2])
           << "entry (" << e[1] << ", " << e[0] << ")";
     }
-    auto proj = Projection::Create(gaussian ? ProjectionKind::kGaussian
-                                            : ProjectionKind::kCountSketch,
-                                   seed, p, k);
+    auto proj = Projection::Create(
+        gaussian ? ProjectionKind::kGaussian : ProjectionKind::kCountSketch, seed, p, k);
     ASSERT_THAT(proj, IsOk());
     RowMatrixXf x(rows, static_cast<Eigen::Index>(p));
     for (int i = 0; i < rows; ++i) {
       ASSERT_EQ(v.inputs[i].size(), p);
-      for (uint64_t j = 0; j < p; ++j) x(i, static_cast<Eigen::Index>(j)) = FromBits(v.inputs[i][j]);
+      for (uint64_t j = 0; j < p; ++j)
+        x(i, static_cast<Eigen::Index>(j)) = FromBits(v.inputs[i][j]);
     }
     RowMatrixXf batch(rows, k), single(1, k);
     (*proj)->ApplyRows(x, batch);

@@ -27,7 +27,7 @@
 #include <memory>
 #include <random>
 
-#include "core/sketch/projection.h"
+#include "core/projection/projection.h"
 #include "core/spectrum/moments.h"
 #include "gtest/gtest.h"
 #include "tests/testing/planted.h"
@@ -163,8 +163,8 @@ TEST(SummaryTest, CertifiedIntervalsContainTheExactObservedValues) {
         o.sketch_rows = c.l;
         const GradientMoments m = MergeAll(acc.Snapshot(59));
         const Diagnostics d = Summarize(m, o);
-        const std::string what = kind.name + " seed " + std::to_string(seed) + " k " +
-                                 std::to_string(c.k);
+        const std::string what =
+            kind.name + " seed " + std::to_string(seed) + " k " + std::to_string(c.k);
         ExpectContains(d.covariance, exact.CovarianceEigenvalues(), o, d.effective_samples,
                        what + " covariance");
         ExpectContains(d.second_moment, exact.SecondMomentEigenvalues(), o,
@@ -198,19 +198,18 @@ TEST(SummaryTest, CorrectionInvertsTheWishartExpectations) {
           a = na;
           b = nb;
         }
-        EXPECT_NEAR(CorrectParticipationRatio(std::sqrt(b), a, n, k,
-                                              ProjectionKind::kGaussian, true),
-                    pr, 1e-9 * pr)
+        EXPECT_NEAR(
+            CorrectParticipationRatio(std::sqrt(b), a, n, k, ProjectionKind::kGaussian, true), pr,
+            1e-9 * pr)
             << "pr " << pr << " n " << n << " k " << k;
       }
     }
   }
   // Without a correction it is the plain ratio; too flat to resolve is +inf.
-  EXPECT_DOUBLE_EQ(CorrectParticipationRatio(2.0, 1.0, 0.0, 64, ProjectionKind::kGaussian,
-                                             false),
+  EXPECT_DOUBLE_EQ(CorrectParticipationRatio(2.0, 1.0, 0.0, 64, ProjectionKind::kGaussian, false),
                    4.0);
-  EXPECT_TRUE(std::isinf(CorrectParticipationRatio(8.0, 1.0, 0.0, 64,
-                                                   ProjectionKind::kCountSketch, true)));
+  EXPECT_TRUE(
+      std::isinf(CorrectParticipationRatio(8.0, 1.0, 0.0, 64, ProjectionKind::kCountSketch, true)));
 }
 
 // The projection bias alone, at the population level (exact S Sigma S^T):
@@ -229,10 +228,10 @@ TEST(SummaryTest, ProjectionCorrectionRemovesTheBias) {
         const std::vector<double> eig = testing::PowerLawSpectrum(p, alphas[a]);
         const double truth = ParticipationRatio(eig);
         const double var = LogPrVariance(eig, k);
-        const std::vector<double> obs = testing::SymmetricEigenvalues(
-            RotatedGaussian::ProjectedCovariance(basis, eig));
-        const double c = std::log(
-            CorrectParticipationRatio(Sum(obs), SumSq(obs), 0.0, k, kind, true) / truth);
+        const std::vector<double> obs =
+            testing::SymmetricEigenvalues(RotatedGaussian::ProjectedCovariance(basis, eig));
+        const double c =
+            std::log(CorrectParticipationRatio(Sum(obs), SumSq(obs), 0.0, k, kind, true) / truth);
         EXPECT_LE(std::abs(c), 5 * std::sqrt(var) + 2 * var) << "alpha " << alphas[a];
         sum_c[a] += c;
         sum_r[a] += std::log(ParticipationRatio(obs) / truth);
@@ -276,9 +275,9 @@ TEST(SummaryTest, SampleSizeCorrectionRemovesTheBias) {
       const std::vector<double> obs = exact.CovarianceEigenvalues();
       const double n = exact.EffectiveSamples();
       var = LogPrVariance(eig, n);
-      const double c = std::log(CorrectParticipationRatio(Sum(obs), SumSq(obs), n, k,
-                                                          ProjectionKind::kGaussian, false) /
-                                truth);
+      const double c = std::log(
+          CorrectParticipationRatio(Sum(obs), SumSq(obs), n, k, ProjectionKind::kGaussian, false) /
+          truth);
       EXPECT_LE(std::abs(c), 5 * std::sqrt(var) + 2 * var);
       sum_c += c;
       sum_r += std::log(ParticipationRatio(obs) / truth);
@@ -329,15 +328,14 @@ TEST(SummaryTest, PointEstimatesMatchThePopulationWithinDerivedTolerances) {
         o.sketch_rows = l;
         const Diagnostics d = Summarize(MergeAll(accs[ki].Snapshot(steps - 1)), o);
         const SpectrumSummary& s = d.covariance;
-        const std::string what = kind.name + " k " + std::to_string(k) + " seed " +
-                                 std::to_string(seed);
+        const std::string what =
+            kind.name + " k " + std::to_string(k) + " seed " + std::to_string(seed);
         const double n = d.effective_samples;
         // PR: certified width + 5 sigma + second-order bias.
         const double var = LogPrVariance(kind.eig, k) + LogPrVariance(kind.eig, n);
         const Estimate& pr = s.participation_ratio;
         ASSERT_FALSE(pr.censored) << what;
-        const double width =
-            std::max(std::log(pr.upper / pr.value), std::log(pr.value / pr.lower));
+        const double width = std::max(std::log(pr.upper / pr.value), std::log(pr.value / pr.lower));
         const double err = std::log(pr.value / pr_truth);
         EXPECT_LE(std::abs(err), width + 5 * std::sqrt(var) + 2 * var)
             << what << ": PR " << pr.value << " truth " << pr_truth;

@@ -1,5 +1,5 @@
 """The run's random projections, bit for bit as docs/PROJECTION.md specifies
-(core/sketch/projection.{h,cc} is the C++ reference).
+(core/projection/projection.{h,cc} is the C++ reference).
 
   SplitMix64 output j of seed s:  Mix64(s + (j + 1) * 0x9E3779B97F4A7C15 mod 2^64)
   CountSketch, coordinate j -> k buckets:  h = output j;

@@ -1,24 +1,30 @@
 """spotter.RunSession: one rank's connection to one run.
 
+The C++ client (client/cpp/run_session.h) has the same names, counters,
+defaults and drop policy; docs/CLIENTS.md has the table of both.
+
 Architecture (conventions: a request queue, a response thread, a callback):
 
   training thread            background thread              gRPC's sender
   ---------------            -----------------              -------------
   upload_sketch() --+        OpenRun (retried), then        request iterator:
   report_eval()   --+-> bounded deque of unacked   <----    Hello, wait for
-  note_step()        |   uploads (seq assigned)              Welcome, then every
+  note_step()        |   uploads                             Welcome, then every
   directive_at()  <--+-- directive mailbox    <--- reads     unsent upload, or a
   lr_at()                 (list, under a lock)     responses Heartbeat when idle
                                                    Welcome/Ack/Reject/
                                                    Directive/Diagnostics
 
-* Nothing the training thread calls blocks on the network: uploads are encoded,
-  numbered and appended to a bounded deque; when it is full the oldest queued
-  sketch is dropped (and counted) to make room (``drop="oldest"``), or the new
-  upload is (``drop="newest"``). Evaluation reports are dropped only when the
-  queue holds nothing else.
+* Nothing the training thread calls blocks on the network: uploads are encoded
+  and appended to a bounded deque; when it is full the oldest queued sketch is
+  dropped (and counted) to make room (``drop="oldest"``, the default), or the
+  new upload is (``drop="newest"``). Evaluation reports are dropped only when
+  the queue holds nothing else.
 * Sequence numbers are per rank, shared by sketches and eval reports, strictly
-  increasing from 1; a dropped upload leaves a gap, which the protocol allows.
+  increasing; an upload gets its seq when first sent, continuing from the
+  first Welcome's last_seq (so a restarted trainer never collides with what
+  the server applied). An evicted upload that was already sent leaves a gap,
+  which the protocol allows.
 * Acks are cumulative: Ack{seq} removes every queued upload with seq <= seq.
   Uploads stay queued until acked, so after a reconnect the session replays
   those above Welcome.last_seq, in order.
@@ -30,9 +36,9 @@ Architecture (conventions: a request queue, a response thread, a callback):
   is the one in force at that step (highest version with effective_step <=
   step). Advisory (ADVISE-mode) directives are kept apart: exposed through
   advice(), never returned by directive_at().
-* close() stops accepting uploads, waits (bounded) for the queue to be acked,
-  half-closes the stream and joins the thread. It is explicit: nothing is
-  done in __del__.
+* close() stops accepting uploads, waits (bounded) for the queue to be acked
+  (also while reconnecting), sends a last Heartbeat, half-closes the stream
+  and joins the thread. It is explicit: nothing is done in __del__.
 
 Thread-safety: every public method may be called from any thread.
 """
@@ -45,72 +51,31 @@ import math
 import random
 import threading
 import time
-from typing import Callable, Dict, List, Mapping, Optional
+from typing import Callable, List, Mapping, Optional
 
 import grpc
 import numpy as np
 
 from spotter._proto import pb, pb_grpc
 from spotter.client import DEFAULT_CHANNEL_OPTIONS, ConfigLike, SpotterError, channel, run_config
+from spotter.encoding import ENCODINGS, encode_rows
 from spotter.schedule import Directive, directive_in_force
+from spotter.stats import SessionStats
 
 log = logging.getLogger("spotter")
 
 #: Status codes after which retrying cannot help: the session stops trying and
 #: keeps training under the last directive (``error`` says why).
-PERMANENT_CODES = frozenset({
-    grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION,
-    grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED,
-    grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.OUT_OF_RANGE,
-})
-
-_ENCODINGS = {"float32": pb.ENCODING_FLOAT32, "float16": pb.ENCODING_FLOAT16,
-              "bfloat16": pb.ENCODING_BFLOAT16}
-
-
-def encode_rows(rows: np.ndarray, encoding: str = "float32") -> bytes:
-    """Row-major little-endian bytes of ``rows`` in ``encoding`` ("float32",
-    "float16", or "bfloat16": the upper half of binary32, rounded to nearest
-    even)."""
-    a = np.ascontiguousarray(rows, dtype="<f4")
-    if encoding == "float32":
-        return a.tobytes()
-    if encoding == "float16":
-        return a.astype("<f2").tobytes()
-    if encoding == "bfloat16":
-        u = a.view("<u4").astype(np.uint64)
-        u = (u + 0x7FFF + ((u >> 16) & 1)) >> 16
-        return u.astype("<u2").tobytes()
-    raise ValueError(f"encoding {encoding!r}: expected one of {sorted(_ENCODINGS)}")
-
-
-@dataclasses.dataclass
-class SessionStats:
-    """Counters of one session (a snapshot; see RunSession.stats())."""
-    enqueued: int = 0          # uploads accepted into the queue (sketches + evals)
-    sent: int = 0              # messages written to a stream, replays included
-    acked: int = 0             # uploads acknowledged (applied, rejected or duplicate)
-    dropped: int = 0           # uploads dropped because the queue was full
-    dropped_closed: int = 0    # uploads refused after close() or the run's end
-    dropped_invalid: int = 0   # uploads refused locally (non-finite values)
-    replayed: int = 0          # uploads re-sent after a reconnect
-    rejected: Dict[str, int] = dataclasses.field(default_factory=dict)  # by reason
-    reconnects: int = 0        # streams opened after the first
-    heartbeats: int = 0
-    directives: int = 0        # distinct directives received (advisory included)
-    diagnostics: int = 0       # trajectory points received
-    queued: int = 0            # uploads waiting to be acked now
-    connected: bool = False
-    last_error: str = ""
-
+PERMANENT_CODES = frozenset(getattr(grpc.StatusCode, name) for name in (
+    "INVALID_ARGUMENT", "FAILED_PRECONDITION", "PERMISSION_DENIED", "UNAUTHENTICATED",
+    "UNIMPLEMENTED", "OUT_OF_RANGE"))
 
 @dataclasses.dataclass
 class _Upload:
-    seq: int
     step: int
     kind: str  # "sketch" or "eval"
     request: "pb.ConnectRequest"
-    sent: bool = False
+    seq: int = 0  # 0 until first sent
 
 
 class RunSession:
@@ -123,13 +88,17 @@ class RunSession:
         must pass the same one (OpenRun is idempotent only for an equal config).
       rank: this rank, 0 <= rank < config.world_size.
       projection: the ProjectionSpec the Hello carries; defaults to the config's.
-      queue_size: most unacknowledged uploads held (each is one SketchBatch).
-      drop: "oldest" (evict the oldest queued sketch) or "newest" when full.
-      open_timeout: deadline of the first OpenRun, made in the constructor.
-        Config errors raise SpotterError there; an unreachable server does not
-        (unless require_server): the session keeps retrying in the background.
-      backoff_initial, backoff_max: reconnect backoff bounds, seconds.
-      heartbeat_interval: a Heartbeat is sent after this many idle seconds.
+      queue_size: most unacknowledged uploads held (queued or in flight).
+      drop: what a full queue drops: "oldest" (evict the oldest queued sketch;
+        the default) or "newest" (refuse the new upload).
+      open_timeout: deadline of each OpenRun; the first is made in the
+        constructor. Config errors raise SpotterError there; an unreachable
+        server does not (unless require_server): the session keeps retrying in
+        the background.
+      backoff_initial, backoff_max: reconnect backoff bounds, seconds (doubling,
+        +-20% jitter).
+      heartbeat_interval: a Heartbeat (the rank's step) is sent after this many
+        idle seconds.
       welcome_timeout: a stream without a Welcome after this long is reopened.
       on_directive(Directive), on_diagnostics(TrajectoryPoint): callbacks run on
         the session's thread; they must be quick and must not call close().
@@ -140,7 +109,7 @@ class RunSession:
                  rank: int = 0, projection: Optional["pb.ProjectionSpec"] = None,
                  queue_size: int = 256, drop: str = "oldest", open_timeout: float = 5.0,
                  require_server: bool = False, backoff_initial: float = 0.1,
-                 backoff_max: float = 5.0, heartbeat_interval: float = 1.0,
+                 backoff_max: float = 5.0, heartbeat_interval: float = 5.0,
                  welcome_timeout: float = 10.0,
                  on_directive: Optional[Callable[[Directive], None]] = None,
                  on_diagnostics: Optional[Callable[["pb.TrajectoryPoint"], None]] = None,
@@ -157,6 +126,7 @@ class RunSession:
         self.projection = projection if projection is not None else self.config.projection
         self._queue_size = queue_size
         self._drop = drop
+        self._open_timeout = open_timeout
         self._backoff = (backoff_initial, backoff_max)
         self._heartbeat_interval = heartbeat_interval
         self._welcome_timeout = welcome_timeout
@@ -171,7 +141,8 @@ class RunSession:
         self._cv = threading.Condition()
         self._pending: "collections.deque[_Upload]" = collections.deque()
         self._send_idx = 0
-        self._next_seq = 1
+        self._next_seq = 1           # set from the first Welcome's last_seq
+        self._welcomed_once = False
         self._last_step = -1
         self._step = 0
         self._conn = 0               # id of the current stream (0: none)
@@ -190,7 +161,7 @@ class RunSession:
         self._error: Optional[SpotterError] = None
         self._info = None            # RunInfo from OpenRun
         self._welcome = None
-        self._last_point = None
+        self._latest_diagnostics = None
         self._stats = SessionStats()
 
         try:
@@ -227,7 +198,7 @@ class RunSession:
         b = msg.sketch
         b.step = int(step)
         b.rows, b.cols = int(a.shape[0]), int(a.shape[1])
-        b.encoding = _ENCODINGS[encoding]
+        b.encoding = ENCODINGS[encoding]
         b.data = encode_rows(a, encoding)
         b.loss = float(loss)
         b.lr = float(lr) if lr is not None else math.nan
@@ -250,7 +221,8 @@ class RunSession:
 
     def note_step(self, step: int) -> None:
         """Tells the session the rank's current step (sent in heartbeats, so
-        the server places effective steps ahead of ranks that do not upload)."""
+        the server places effective steps ahead of ranks that do not upload).
+        Heartbeats carry the highest of this and the last upload's step."""
         self._step = int(step)
 
     def _enqueue(self, step: int, kind: str, msg) -> bool:
@@ -263,7 +235,8 @@ class RunSession:
             if len(self._pending) >= self._queue_size:
                 victim = None
                 if self._drop == "oldest":
-                    victim = next((i for i, u in enumerate(self._pending) if u.kind == "sketch"), None)
+                    victim = next((i for i, u in enumerate(self._pending)
+                                   if u.kind == "sketch"), None)
                     if victim is None and kind == "eval":
                         victim = 0
                 if victim is None:
@@ -273,10 +246,7 @@ class RunSession:
                 if victim < self._send_idx:
                     self._send_idx -= 1
                 self._stats.dropped += 1
-            seq = self._next_seq
-            self._next_seq += 1
-            getattr(msg, "sketch" if kind == "sketch" else "eval").seq = seq
-            self._pending.append(_Upload(seq, step, kind, msg))
+            self._pending.append(_Upload(step, kind, msg))
             self._last_step = step
             self._stats.enqueued += 1
             self._cv.notify_all()
@@ -289,29 +259,55 @@ class RunSession:
         with self._cv:
             return directive_in_force(self._directives, step)
 
-    def lr_at(self, step: int) -> Optional[float]:
+    def lr_at(self, step: int, fallback: Optional[float] = None) -> Optional[float]:
         """The learning rate the directive in force at ``step`` prescribes, or
-        None when no directive is known (keep the trainer's own LR)."""
+        ``fallback`` (None) when no directive is known (keep the trainer's own
+        LR)."""
         d = self.directive_at(step)
-        return None if d is None else d.lr.at(step)
+        return fallback if d is None else d.lr.at(step)
+
+    def should_stop(self, step: int) -> bool:
+        """True when the directive in force at ``step`` says stop."""
+        d = self.directive_at(step)
+        return d is not None and d.stop
 
     def advice(self) -> Optional[Directive]:
         """The newest advisory (ADVISE-mode) directive: shown, never applied."""
         with self._cv:
             return max(self._advice, key=lambda d: d.key) if self._advice else None
 
+    def latest_directive(self) -> Optional[Directive]:
+        """The latest directive received, advisory or not."""
+        with self._cv:
+            return self._latest_locked()
+
     def directives(self) -> List[Directive]:
-        """Every directive received, advisory ones included, in arrival order."""
+        """Every directive received, advisory ones included, oldest first."""
         with self._cv:
             return sorted(self._directives + self._advice, key=lambda d: d.key)
 
-    def wait_for_directive(self, timeout: float) -> bool:
-        """Blocks up to ``timeout`` seconds until any directive is known. For
-        start-up only (never inside a training step)."""
+    def latest_diagnostics(self):
+        """The latest TrajectoryPoint (diagnostics) the server pushed, or None."""
         with self._cv:
-            return self._cv.wait_for(lambda: bool(self._directives or self._advice)
-                                     or self._error is not None or self._ended, timeout) and \
-                bool(self._directives or self._advice)
+            return self._latest_diagnostics
+
+    def wait_for_directive(self, timeout: float, version: int = 1) -> bool:
+        """Blocks up to ``timeout`` seconds until a directive of version >=
+        ``version`` is known (the latest received, advisory or not). False on
+        timeout or when the session stopped (error, run ended). For start-up
+        only (never inside a training step)."""
+        def arrived():
+            d = self._latest_locked()
+            return d is not None and d.version >= version
+
+        with self._cv:
+            self._cv.wait_for(lambda: arrived() or self._error is not None or self._ended,
+                              timeout)
+            return arrived()
+
+    def _latest_locked(self) -> Optional[Directive]:
+        known = self._directives + self._advice
+        return max(known, key=lambda d: d.key) if known else None
 
     def flush(self, timeout: float) -> bool:
         """Blocks up to ``timeout`` seconds until every queued upload is acked.
@@ -343,11 +339,6 @@ class RunSession:
         """The RunInfo of the last successful OpenRun (effective config), or None."""
         return self._info
 
-    @property
-    def last_point(self):
-        """The last TrajectoryPoint (diagnostics) the server pushed, or None."""
-        return self._last_point
-
     def stats(self) -> SessionStats:
         """A snapshot of the counters."""
         with self._cv:
@@ -359,15 +350,16 @@ class RunSession:
     # ------------------------------------------------------------------ close
     def close(self, timeout: float = 5.0, flush: bool = True) -> None:
         """Stops uploads, waits up to ``timeout`` seconds for the queue to be
-        acked (when ``flush`` and connected), half-closes the stream and joins
-        the background thread. Idempotent."""
+        acked (when ``flush``; also while reconnecting), sends a last
+        Heartbeat, half-closes the stream and joins the background thread.
+        Idempotent."""
         deadline = time.monotonic() + timeout
         with self._cv:
             if self._closed:
                 return
             self._closing = True
             self._cv.notify_all()
-        if flush and self.connected:
+        if flush:
             self.flush(max(0.0, deadline - time.monotonic()))
         with self._cv:
             self._half_close = True
@@ -421,7 +413,7 @@ class RunSession:
                     break
             if not self._opened:
                 try:
-                    self._open(10.0)
+                    self._open(self._open_timeout)
                 except SpotterError as e:
                     self._note_error(e)
                     if e.code in PERMANENT_CODES:
@@ -434,6 +426,7 @@ class RunSession:
             with self._cv:
                 self._conn += 1
                 conn = self._conn
+                self._stats.connects += 1
                 if not first:
                     self._stats.reconnects += 1
                 first = False
@@ -512,7 +505,8 @@ class RunSession:
                     self._call.cancel()
                 return
         last_sent = time.monotonic()
-        while True:
+        last = False
+        while not last:
             with self._cv:
                 msg = None
                 while msg is None:
@@ -521,21 +515,24 @@ class RunSession:
                     if self._send_idx < len(self._pending):
                         u = self._pending[self._send_idx]
                         self._send_idx += 1
-                        if u.sent:
+                        if u.seq == 0:
+                            u.seq = self._next_seq
+                            self._next_seq += 1
+                            getattr(u.request, u.kind).seq = u.seq
+                        else:
                             self._stats.replayed += 1
-                        u.sent = True
+                        self._stats.sent += 1
                         msg = u.request
                         break
-                    if self._half_close:
-                        return
                     idle = time.monotonic() - last_sent
-                    if idle >= self._heartbeat_interval:
+                    if self._half_close or idle >= self._heartbeat_interval:
+                        # On close, the last word: where this rank stopped.
+                        last = self._half_close
                         msg = pb.ConnectRequest()
-                        msg.heartbeat.step = self._step
+                        msg.heartbeat.step = max(self._step, self._last_step, 0)
                         self._stats.heartbeats += 1
                         break
                     self._cv.wait(self._heartbeat_interval - idle)
-                self._stats.sent += 1
             last_sent = time.monotonic()
             yield msg
 
@@ -547,7 +544,11 @@ class RunSession:
             if which == "welcome":
                 w = resp.welcome
                 self._welcome = w
-                while self._pending and self._pending[0].seq <= w.last_seq:
+                if not self._welcomed_once:
+                    self._welcomed_once = True
+                    self._next_seq = max(self._next_seq, w.last_seq + 1)
+                self._stats.acked_seq = max(self._stats.acked_seq, w.last_seq)
+                while self._pending and 0 < self._pending[0].seq <= w.last_seq:
                     self._pending.popleft()
                     self._stats.acked += 1
                 self._send_idx = 0
@@ -556,7 +557,8 @@ class RunSession:
                 return True
             if which == "ack":
                 n = 0
-                while self._pending and self._pending[0].seq <= resp.ack.seq:
+                self._stats.acked_seq = max(self._stats.acked_seq, resp.ack.seq)
+                while self._pending and 0 < self._pending[0].seq <= resp.ack.seq:
                     self._pending.popleft()
                     n += 1
                 self._send_idx = max(0, self._send_idx - n)
@@ -569,7 +571,9 @@ class RunSession:
                     else str(r.reason)
                 name = name.replace("REJECT_REASON_", "").lower()
                 first = name not in self._stats.rejected
+                self._stats.rejects += 1
                 self._stats.rejected[name] = self._stats.rejected.get(name, 0) + 1
+                self._stats.last_reject = r.message
                 if first:
                     log.warning("spotter: upload seq %d rejected (%s): %s", r.seq, name, r.message)
             elif which == "directive":
@@ -584,7 +588,7 @@ class RunSession:
                     log.info("spotter: directive v%d (%s%s) from step %d: %s", d.version, d.phase,
                              ", advisory" if d.advisory else "", d.effective_step, d.reason)
             elif which == "diagnostics":
-                self._last_point = resp.diagnostics
+                self._latest_diagnostics = resp.diagnostics
                 self._stats.diagnostics += 1
                 callback = (self._on_diagnostics, resp.diagnostics)
         if callback and callback[0] is not None:

@@ -52,9 +52,6 @@ class Spotterd:
         with open(self._log_path, "rb") as f:
             return f.read().decode(errors="replace")
 
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
     def kill(self) -> None:
         """SIGKILL: the server dies without a goodbye, as in a crash."""
         if self.proc.poll() is None:

@@ -1,0 +1,85 @@
+#include "client/cpp/ctl/format.h"
+
+#include <cmath>
+#include <map>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+
+namespace spotter {
+
+std::string PhaseLabel(int phase) {
+  if (phase == v1::PHASE_UNSPECIFIED || !v1::Phase_IsValid(phase)) return "unspecified";
+  return absl::AsciiStrToLower(v1::Phase_Name(phase).substr(6));  // drop "PHASE_"
+}
+
+std::string FormatEstimate(const v1::Estimate& e, int precision) {
+  if (std::isnan(e.value())) return "n/a";
+  if (e.censored()) return absl::StrFormat("at least %.*f", precision, e.value());
+  return absl::StrFormat("%.*f [%.*f, %.*f]", precision, e.value(), precision, e.lower(), precision,
+                         e.upper());
+}
+
+std::string FormatDirective(const v1::Directive& d) {
+  std::string lr;
+  const v1::LrSchedule& s = d.lr();
+  switch (s.kind()) {
+    case v1::LrSchedule::KIND_CONSTANT:
+      lr = absl::StrFormat("lr constant %.4g", s.start_lr());
+      break;
+    case v1::LrSchedule::KIND_LINEAR:
+      lr = absl::StrFormat("lr linear %.4g -> %.4g over steps [%d, %d]", s.start_lr(), s.end_lr(),
+                           s.start_step(), s.end_step());
+      break;
+    case v1::LrSchedule::KIND_COSINE:
+      lr = absl::StrFormat("lr cosine %.4g -> %.4g over steps [%d, %d]", s.start_lr(), s.end_lr(),
+                           s.start_step(), s.end_step());
+      break;
+    default:
+      lr = "lr unspecified";
+  }
+  std::string opt = "own optimizer";
+  if (d.optimizer().kind() == v1::OptimizerInstruction::KIND_NATURAL_GRADIENT) {
+    opt = absl::StrFormat(
+        "natural gradient (K-FAC damping %.3g, factors every %d, inverse "
+        "every %d steps)",
+        d.optimizer().damping(), d.optimizer().factor_update_interval(),
+        d.optimizer().inverse_update_interval());
+  }
+  std::string out = absl::StrFormat("v%d from step %d: %s, %s, %s", d.version(), d.effective_step(),
+                                    PhaseLabel(d.phase()), lr, opt);
+  if (d.noise_std() > 0) absl::StrAppendFormat(&out, ", noise %.3g", d.noise_std());
+  if (d.stop()) out += ", STOP";
+  if (d.advisory()) out += " [advisory]";
+  return out;
+}
+
+std::string FormatPoint(const v1::TrajectoryPoint& p) {
+  std::string out = absl::StrFormat("step %6d  %-11s  loss %-9.4g lr %-9.3g r90 %-16s PR %-20s",
+                                    p.step(), PhaseLabel(p.phase()), p.loss(), p.lr(),
+                                    FormatEstimate(p.covariance().effective_rank(), 0),
+                                    FormatEstimate(p.covariance().participation_ratio(), 1));
+  if (!std::isnan(p.noise_scale())) absl::StrAppendFormat(&out, " B_noise %.3g", p.noise_scale());
+  if (!std::isnan(p.val_metric())) absl::StrAppendFormat(&out, " val %.4g", p.val_metric());
+  return out;
+}
+
+std::string FormatTransition(const v1::PhaseTransition& t) {
+  std::string cause = absl::AsciiStrToLower(v1::Cause_Name(t.cause()).substr(6));
+  std::string out = absl::StrFormat("step %d: %s -> %s (%s", t.step(), PhaseLabel(t.from_phase()),
+                                    PhaseLabel(t.to_phase()), cause);
+  if (t.directive_version() > 0)
+    absl::StrAppendFormat(&out, ", directive v%d", t.directive_version());
+  return out + ")";
+}
+
+std::string FormatEvidence(const v1::PhaseTransition& t) {
+  std::map<std::string, double> sorted(t.evidence().begin(), t.evidence().end());
+  std::vector<std::string> parts;
+  for (const auto& [k, v] : sorted) parts.push_back(absl::StrFormat("%s=%.4g", k, v));
+  return absl::StrJoin(parts, " ");
+}
+
+}  // namespace spotter

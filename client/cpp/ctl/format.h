@@ -1,0 +1,27 @@
+// Human-readable one-line renderings of proto messages, shared by spotterctl
+// and the examples.
+#ifndef SPOTTER_CLIENT_CPP_CTL_FORMAT_H_
+#define SPOTTER_CLIENT_CPP_CTL_FORMAT_H_
+
+#include <string>
+
+#include "spotter/v1/spotter.pb.h"
+
+namespace spotter {
+
+// "refinement" for PHASE_REFINEMENT, etc.
+std::string PhaseLabel(int phase);
+// "12 [11, 14]", "at least 64", "5.2 [5.0, 5.5]".
+std::string FormatEstimate(const spotter::v1::Estimate& e, int precision);
+// "v2 from step 1251: refinement, lr constant 0.05, natural gradient (...)"
+std::string FormatDirective(const spotter::v1::Directive& d);
+// "step 120  acquisition  loss 0.53  lr 0.08  r90 12 [11, 14]  PR 9.1 [...]"
+std::string FormatPoint(const spotter::v1::TrajectoryPoint& p);
+// "step 1251: acquisition -> refinement (automatic, directive v2)"
+std::string FormatTransition(const spotter::v1::PhaseTransition& t);
+// Evidence as "name=value name=value ...", in name order.
+std::string FormatEvidence(const spotter::v1::PhaseTransition& t);
+
+}  // namespace spotter
+
+#endif  // SPOTTER_CLIENT_CPP_CTL_FORMAT_H_

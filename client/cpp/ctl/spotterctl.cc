@@ -1,0 +1,384 @@
+// spotterctl: inspect and steer the runs of a spotterd.
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/time.h"
+#include "client/cpp/ctl/format.h"
+#include "client/cpp/ctl/plot.h"
+#include "google/protobuf/util/json_util.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "grpcpp/grpcpp.h"
+#include "spotter/v1/spotter.grpc.pb.h"
+
+ABSL_FLAG(std::string, server, "127.0.0.1:50051", "spotterd address host:port");
+ABSL_FLAG(double, timeout, 10.0, "deadline of each unary call, seconds");
+ABSL_FLAG(std::string, format, "csv", "trajectory: output format, csv or json");
+ABSL_FLAG(uint64_t, since, 0, "trajectory: only points at or after this step");
+ABSL_FLAG(bool, history, false, "watch: print the run's history first");
+ABSL_FLAG(std::string, state, "", "runs: only runs in this state (active, finished)");
+ABSL_FLAG(std::string, phase, "",
+          "override: force this phase (acquisition, refinement, polish, done)");
+ABSL_FLAG(bool, hold, false, "override --phase: keep automatic triggers off until --release");
+ABSL_FLAG(double, pin_lr, -1.0, "override: pin a constant learning rate (held until --release)");
+ABSL_FLAG(bool, natural_gradient, false, "override --pin_lr: with the natural-gradient optimizer");
+ABSL_FLAG(bool, release, false, "override: return the run to automatic control");
+ABSL_FLAG(std::string, reason, "", "override, finish: why (recorded in the run's history)");
+ABSL_FLAG(std::string, o, "", "plot: the PNG file to write");
+ABSL_FLAG(int32_t, width, 1200, "plot: image width, pixels");
+ABSL_FLAG(int32_t, height, 900, "plot: image height, pixels");
+
+namespace v1 = spotter::v1;
+
+namespace {
+
+constexpr char kUsage[] =
+    "inspect and steer the runs of a spotterd.\n"
+    "Usage: spotterctl [--server=host:port] <command> [args]\n"
+    "Commands:\n"
+    "  runs [--state=active|finished]        list runs\n"
+    "  show RUN                              config, phase, directive, ranks, phase history\n"
+    "  watch RUN [--history]                 stream points, transitions and directives live\n"
+    "  trajectory RUN [--format=csv|json] [--since=STEP]\n"
+    "  plot RUN -o FILE.png [--width=1200] [--height=900] [--since=STEP]\n"
+    "                                        rank, PR, loss and LR against steps, one PNG\n"
+    "  override RUN --phase=P [--hold] | --pin_lr=LR [--natural_gradient] | --release\n"
+    "             [--reason=TEXT]\n"
+    "  finish RUN [--reason=TEXT]            issue the final stop and close the run\n"
+    "  delete RUN                            forget the run and its history\n"
+    "  health                                gRPC health of the server\n";
+
+int Fail(const grpc::Status& s) {
+  std::cerr << "spotterctl: " << s.error_message() << " (gRPC code " << s.error_code() << ")\n";
+  return s.error_code() == grpc::StatusCode::NOT_FOUND ? 3 : 2;
+}
+
+int Usage(const std::string& why) {
+  std::cerr << "spotterctl: " << why << "\n\n" << kUsage;
+  return 64;
+}
+
+void Deadline(grpc::ClientContext* ctx) {
+  ctx->set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(absl::GetFlag(FLAGS_timeout))));
+}
+
+std::string Time(const google::protobuf::Timestamp& t) {
+  return absl::FormatTime("%Y-%m-%d %H:%M:%S",
+                          absl::FromUnixSeconds(t.seconds()) + absl::Nanoseconds(t.nanos()),
+                          absl::LocalTimeZone());
+}
+
+double Num(double v) { return v; }
+
+int Runs(v1::SpotterService::Stub& stub) {
+  grpc::ClientContext ctx;
+  Deadline(&ctx);
+  v1::ListRunsRequest req;
+  const std::string state = absl::GetFlag(FLAGS_state);
+  if (state == "active")
+    req.set_state(v1::RUN_STATE_ACTIVE);
+  else if (state == "finished")
+    req.set_state(v1::RUN_STATE_FINISHED);
+  else if (!state.empty())
+    return Usage("--state must be active or finished");
+  v1::ListRunsResponse resp;
+  if (grpc::Status s = stub.ListRuns(&ctx, req, &resp); !s.ok()) return Fail(s);
+  std::printf("%-28s %-9s %-8s %-12s %-13s %-7s %-18s %s\n", "RUN", "STATE", "MODE", "PHASE",
+              "STEP", "RANKS", "R90", "PR");
+  for (const v1::RunSummary& r : resp.runs()) {
+    std::printf(
+        "%-28s %-9s %-8s %-12s %-13s %-7s %-18s %s\n", r.name().c_str(),
+        r.state() == v1::RUN_STATE_ACTIVE ? "active" : "finished",
+        r.mode() == v1::MODE_ADVISE ? "advise" : "control", spotter::PhaseLabel(r.phase()).c_str(),
+        absl::StrFormat("%d/%d", r.max_step(), r.total_steps()).c_str(),
+        absl::StrFormat("%d/%d", r.connected_ranks(), r.world_size()).c_str(),
+        r.has_latest()
+            ? spotter::FormatEstimate(r.latest().covariance().effective_rank(), 0).c_str()
+            : "-",
+        r.has_latest()
+            ? spotter::FormatEstimate(r.latest().covariance().participation_ratio(), 1).c_str()
+            : "-");
+  }
+  return 0;
+}
+
+int Show(v1::SpotterService::Stub& stub, const std::string& name) {
+  grpc::ClientContext ctx;
+  Deadline(&ctx);
+  v1::GetRunRequest req;
+  req.set_name(name);
+  v1::GetRunResponse resp;
+  if (grpc::Status s = stub.GetRun(&ctx, req, &resp); !s.ok()) return Fail(s);
+  const v1::RunInfo& r = resp.run();
+  const v1::RunConfig& c = r.config();
+  int connected = 0;
+  for (const auto& rk : r.ranks()) connected += rk.connected();
+  std::printf("run %s  (%s, %s%s)  phase %s  step %lu/%lu  ranks %d/%u connected  created %s\n",
+              r.name().c_str(), r.state() == v1::RUN_STATE_ACTIVE ? "active" : "finished",
+              c.mode() == v1::MODE_ADVISE ? "advise" : "control",
+              r.overridden() ? ", operator hold" : "", spotter::PhaseLabel(r.phase()).c_str(),
+              static_cast<unsigned long>(r.max_step()), static_cast<unsigned long>(c.total_steps()),
+              connected, c.world_size(), Time(r.created_at()).c_str());
+  std::printf(
+      "config: k=%u l=%u projection %s seed %lu, %s window (decay %g, %lu steps), "
+      "eval every %u steps, peak lr %g, base lr %g, steps/epoch %lu\n",
+      c.sketch_dim(), c.sketch_rows(),
+      absl::AsciiStrToLower(v1::ProjectionKind_Name(c.projection().kind()).substr(16)).c_str(),
+      static_cast<unsigned long>(c.projection().seed()),
+      c.window() == v1::WINDOW_KIND_FIXED ? "fixed" : "exponential", c.decay(),
+      static_cast<unsigned long>(c.window_steps()), c.eval_every(), c.peak_lr(), c.base_lr(),
+      static_cast<unsigned long>(c.steps_per_epoch()));
+  if (r.has_directive()) {
+    std::printf("directive %s\n  reason: %s\n", spotter::FormatDirective(r.directive()).c_str(),
+                r.directive().reason().c_str());
+  }
+  if (r.has_latest()) {
+    const v1::TrajectoryPoint& p = r.latest();
+    std::printf("latest: %s\n", spotter::FormatPoint(p).c_str());
+    std::printf(
+        "        trace %.4g  top eigenvalue %s  stable rank %s  PR raw %.2f  "
+        "effective samples %.0f  rows %lu\n",
+        Num(p.covariance().trace()),
+        spotter::FormatEstimate(p.covariance().top_eigenvalue(), 4).c_str(),
+        spotter::FormatEstimate(p.covariance().stable_rank(), 1).c_str(),
+        p.covariance().participation_ratio_raw(), p.effective_samples(),
+        static_cast<unsigned long>(p.rows()));
+  }
+  std::printf("ranks:\n  %-5s %-9s %-9s %-9s %-11s %-8s %s\n", "RANK", "STEP", "SEQ", "UPLOADS",
+              "ROWS", "REJECTS", "CONNECTED");
+  for (const v1::RankStatus& k : r.ranks()) {
+    std::printf("  %-5u %-9lu %-9lu %-9lu %-11lu %-8lu %s\n", k.rank(),
+                static_cast<unsigned long>(k.last_step()), static_cast<unsigned long>(k.last_seq()),
+                static_cast<unsigned long>(k.uploads()), static_cast<unsigned long>(k.rows()),
+                static_cast<unsigned long>(k.rejects()), k.connected() ? "yes" : "no");
+  }
+  std::printf("phase history (%d transitions):\n", r.transitions_size());
+  for (const v1::PhaseTransition& t : r.transitions()) {
+    std::printf("  %s\n    %s\n", spotter::FormatTransition(t).c_str(), t.reason().c_str());
+    if (t.evidence_size() > 0)
+      std::printf("    evidence: %s\n", spotter::FormatEvidence(t).c_str());
+  }
+  return 0;
+}
+
+int Watch(v1::SpotterService::Stub& stub, const std::string& name) {
+  grpc::ClientContext ctx;
+  v1::WatchRunRequest req;
+  req.set_name(name);
+  req.set_include_history(absl::GetFlag(FLAGS_history));
+  auto reader = stub.WatchRun(&ctx, req);
+  v1::WatchRunResponse ev;
+  while (reader->Read(&ev)) {
+    switch (ev.event_case()) {
+      case v1::WatchRunResponse::kPoint:
+        std::printf("%s\n", spotter::FormatPoint(ev.point()).c_str());
+        break;
+      case v1::WatchRunResponse::kTransition:
+        std::printf("== transition %s\n   %s\n", spotter::FormatTransition(ev.transition()).c_str(),
+                    ev.transition().reason().c_str());
+        break;
+      case v1::WatchRunResponse::kDirective:
+        std::printf("-> directive %s\n", spotter::FormatDirective(ev.directive()).c_str());
+        break;
+      case v1::WatchRunResponse::kState:
+        std::printf("run %s\n", ev.state() == v1::RUN_STATE_FINISHED ? "finished" : "ended");
+        break;
+      default:
+        break;
+    }
+    std::fflush(stdout);
+  }
+  grpc::Status s = reader->Finish();
+  return s.ok() ? 0 : Fail(s);
+}
+
+int Trajectory(v1::SpotterService::Stub& stub, const std::string& name) {
+  grpc::ClientContext ctx;
+  Deadline(&ctx);
+  v1::GetTrajectoryRequest req;
+  req.set_name(name);
+  req.set_since_step(absl::GetFlag(FLAGS_since));
+  v1::GetTrajectoryResponse resp;
+  if (grpc::Status s = stub.GetTrajectory(&ctx, req, &resp); !s.ok()) return Fail(s);
+  const std::string format = absl::GetFlag(FLAGS_format);
+  if (format == "json") {
+    std::string json;
+    google::protobuf::util::JsonPrintOptions opts;
+    opts.add_whitespace = true;
+    opts.preserve_proto_field_names = true;
+    if (!google::protobuf::util::MessageToJsonString(resp, &json, opts).ok()) {
+      std::cerr << "spotterctl: cannot render JSON\n";
+      return 2;
+    }
+    std::cout << json << "\n";
+    return 0;
+  }
+  if (format != "csv") return Usage("--format must be csv or json");
+  std::printf(
+      "step,time_unix,phase,loss,lr,effective_rank,effective_rank_lower,"
+      "effective_rank_upper,effective_rank_censored,rank_fraction,participation_ratio,"
+      "participation_ratio_lower,participation_ratio_upper,participation_ratio_raw,"
+      "trace,top_eigenvalue,stable_rank,noise_scale,val_metric,effective_samples,rows\n");
+  for (const v1::TrajectoryPoint& p : resp.points()) {
+    const v1::SpectrumSummary& c = p.covariance();
+    std::printf(
+        "%lu,%.3f,%s,%.9g,%.9g,%.9g,%.9g,%.9g,%d,%.9g,%.9g,%.9g,%.9g,%.9g,%.9g,%.9g,%.9g,"
+        "%.9g,%.9g,%.9g,%lu\n",
+        static_cast<unsigned long>(p.step()), p.time().seconds() + p.time().nanos() * 1e-9,
+        spotter::PhaseLabel(p.phase()).c_str(), p.loss(), p.lr(), c.effective_rank().value(),
+        c.effective_rank().lower(), c.effective_rank().upper(),
+        c.effective_rank().censored() ? 1 : 0, c.rank_fraction().value(),
+        c.participation_ratio().value(), c.participation_ratio().lower(),
+        c.participation_ratio().upper(), c.participation_ratio_raw(), c.trace(),
+        c.top_eigenvalue().value(), c.stable_rank().value(), p.noise_scale(), p.val_metric(),
+        p.effective_samples(), static_cast<unsigned long>(p.rows()));
+  }
+  return 0;
+}
+
+int Plot(v1::SpotterService::Stub& stub, const std::string& name) {
+  const std::string path = absl::GetFlag(FLAGS_o);
+  if (path.empty()) return Usage("plot needs -o FILE.png");
+  grpc::ClientContext ctx;
+  Deadline(&ctx);
+  v1::GetTrajectoryRequest req;
+  req.set_name(name);
+  req.set_since_step(absl::GetFlag(FLAGS_since));
+  v1::GetTrajectoryResponse resp;
+  if (grpc::Status s = stub.GetTrajectory(&ctx, req, &resp); !s.ok()) return Fail(s);
+  auto image =
+      spotter::DrawTrajectory(resp, name, absl::GetFlag(FLAGS_width), absl::GetFlag(FLAGS_height));
+  if (!image.ok()) {
+    std::cerr << "spotterctl: " << image.status().message() << "\n";
+    return 2;
+  }
+  auto png = spotter::EncodePng(*image);
+  if (!png.ok()) {
+    std::cerr << "spotterctl: " << png.status().message() << "\n";
+    return 2;
+  }
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(png->data(), static_cast<std::streamsize>(png->size()));
+  out.close();
+  if (!out) {
+    std::cerr << "spotterctl: cannot write " << path << "\n";
+    return 2;
+  }
+  std::printf("wrote %s (%dx%d, %d points, %d transitions)\n", path.c_str(), image->width,
+              image->height, resp.points_size(), resp.transitions_size());
+  return 0;
+}
+
+int Override(v1::SpotterService::Stub& stub, const std::string& name) {
+  v1::OverridePhaseRequest req;
+  req.set_name(name);
+  req.set_reason(absl::GetFlag(FLAGS_reason));
+  const std::string phase = absl::AsciiStrToUpper(absl::GetFlag(FLAGS_phase));
+  const double pin_lr = absl::GetFlag(FLAGS_pin_lr);
+  const int actions = !phase.empty() + (pin_lr >= 0) + absl::GetFlag(FLAGS_release);
+  if (actions != 1) return Usage("override needs exactly one of --phase, --pin_lr, --release");
+  if (!phase.empty()) {
+    v1::Phase p;
+    if (!v1::Phase_Parse("PHASE_" + phase, &p) || p == v1::PHASE_UNSPECIFIED) {
+      return Usage("--phase must be acquisition, refinement, polish or done");
+    }
+    req.set_action(v1::OverridePhaseRequest::ACTION_FORCE_PHASE);
+    req.set_phase(p);
+    req.set_hold(absl::GetFlag(FLAGS_hold));
+  } else if (pin_lr >= 0) {
+    req.set_action(v1::OverridePhaseRequest::ACTION_PIN_DIRECTIVE);
+    v1::Directive* d = req.mutable_directive();
+    d->mutable_lr()->set_kind(v1::LrSchedule::KIND_CONSTANT);
+    d->mutable_lr()->set_start_lr(pin_lr);
+    d->mutable_lr()->set_end_lr(pin_lr);
+    if (absl::GetFlag(FLAGS_natural_gradient)) {
+      d->mutable_optimizer()->set_kind(v1::OptimizerInstruction::KIND_NATURAL_GRADIENT);
+      d->mutable_optimizer()->set_damping(1e-3);
+      d->mutable_optimizer()->set_factor_update_interval(10);
+      d->mutable_optimizer()->set_inverse_update_interval(100);
+    } else {
+      d->mutable_optimizer()->set_kind(v1::OptimizerInstruction::KIND_KEEP);
+    }
+  } else {
+    req.set_action(v1::OverridePhaseRequest::ACTION_RELEASE);
+  }
+  grpc::ClientContext ctx;
+  Deadline(&ctx);
+  v1::OverridePhaseResponse resp;
+  if (grpc::Status s = stub.OverridePhase(&ctx, req, &resp); !s.ok()) return Fail(s);
+  if (resp.has_directive()) {
+    std::printf("issued directive %s\n", spotter::FormatDirective(resp.directive()).c_str());
+  } else {
+    std::printf("released run %s to automatic control (no new directive)\n", name.c_str());
+  }
+  return 0;
+}
+
+int Finish(v1::SpotterService::Stub& stub, const std::string& name) {
+  grpc::ClientContext ctx;
+  Deadline(&ctx);
+  v1::FinishRunRequest req;
+  req.set_name(name);
+  req.set_reason(absl::GetFlag(FLAGS_reason));
+  v1::FinishRunResponse resp;
+  if (grpc::Status s = stub.FinishRun(&ctx, req, &resp); !s.ok()) return Fail(s);
+  std::printf("run %s finished at step %lu\n", name.c_str(),
+              static_cast<unsigned long>(resp.run().max_step()));
+  return 0;
+}
+
+int Delete(v1::SpotterService::Stub& stub, const std::string& name) {
+  grpc::ClientContext ctx;
+  Deadline(&ctx);
+  v1::DeleteRunRequest req;
+  req.set_name(name);
+  v1::DeleteRunResponse resp;
+  if (grpc::Status s = stub.DeleteRun(&ctx, req, &resp); !s.ok()) return Fail(s);
+  std::printf("run %s deleted\n", name.c_str());
+  return 0;
+}
+
+int Health(const std::shared_ptr<grpc::Channel>& channel) {
+  auto stub = grpc::health::v1::Health::NewStub(channel);
+  grpc::ClientContext ctx;
+  Deadline(&ctx);
+  grpc::health::v1::HealthCheckRequest req;
+  grpc::health::v1::HealthCheckResponse resp;
+  if (grpc::Status s = stub->Check(&ctx, req, &resp); !s.ok()) return Fail(s);
+  std::printf("%s\n",
+              grpc::health::v1::HealthCheckResponse::ServingStatus_Name(resp.status()).c_str());
+  return resp.status() == grpc::health::v1::HealthCheckResponse::SERVING ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(kUsage);
+  std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  if (args.size() < 2) return Usage("no command");
+  const std::string cmd = args[1];
+  auto channel =
+      grpc::CreateChannel(absl::GetFlag(FLAGS_server), grpc::InsecureChannelCredentials());
+  if (cmd == "health") return Health(channel);
+  auto stub = v1::SpotterService::NewStub(channel);
+  if (cmd == "runs") return Runs(*stub);
+  if (args.size() < 3) return Usage(cmd + " needs a run name");
+  const std::string run = args[2];
+  if (cmd == "show") return Show(*stub, run);
+  if (cmd == "watch") return Watch(*stub, run);
+  if (cmd == "trajectory") return Trajectory(*stub, run);
+  if (cmd == "plot") return Plot(*stub, run);
+  if (cmd == "override") return Override(*stub, run);
+  if (cmd == "finish") return Finish(*stub, run);
+  if (cmd == "delete") return Delete(*stub, run);
+  return Usage("unknown command " + cmd);
+}

@@ -1,0 +1,330 @@
+#include "server/rpc/service.h"
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <utility>
+
+#include "absl/strings/str_format.h"
+#include "server/rpc/connect_reactor.h"
+#include "server/rpc/messages.h"
+#include "server/rpc/watch_reactor.h"
+#include "server/runs/rejection.h"
+
+namespace spotter {
+namespace {
+
+// What a unary handler decided.
+template <typename Resp>
+struct UnaryResult {
+  absl::Status status;
+  // Reply once everything queued so far is durable (the call changed state).
+  bool after_commit = false;
+  // Fills the response (after the commit when after_commit).
+  std::function<void(Resp*)> fill;
+};
+
+}  // namespace
+
+SpotterServiceImpl::SpotterServiceImpl(const ServiceOptions& options)
+    : options_(options), authorizer_(options.tokens), runs_(options.deps) {
+  if (options_.idle_timeout > absl::ZeroDuration() &&
+      options_.idle_sweep_interval > absl::ZeroDuration()) {
+    sweeper_ = std::thread([this] { SweepLoop(); });
+  }
+}
+
+SpotterServiceImpl::~SpotterServiceImpl() {
+  {
+    absl::MutexLock l(&mu_);
+    stopping_ = true;
+  }
+  if (sweeper_.joinable()) sweeper_.join();
+}
+
+void SpotterServiceImpl::SweepLoop() {
+  for (;;) {
+    {
+      absl::MutexLock l(&mu_);
+      if (mu_.AwaitWithTimeout(absl::Condition(&stopping_), options_.idle_sweep_interval)) {
+        return;
+      }
+    }
+    SweepIdleStreams();
+  }
+}
+
+int SpotterServiceImpl::SweepIdleStreams() {
+  if (options_.idle_timeout <= absl::ZeroDuration()) return 0;
+  const absl::Time cutoff = options_.deps.clock->Now() - options_.idle_timeout;
+  const absl::Status idle = WithReason(
+      absl::ResourceExhaustedError(absl::StrFormat(
+          "no message on this stream for %s (--idle_timeout); clients send heartbeats while "
+          "idle",
+          absl::FormatDuration(options_.idle_timeout))),
+      "idle_timeout");
+  int n = 0;
+  absl::MutexLock l(&mu_);
+  for (StoppableStream* s : streams_) {
+    if (s->IdleSince(cutoff)) {
+      s->Stop(ToGrpcStatus(idle));
+      CountReject(idle);
+      ++n;
+    }
+  }
+  return n;
+}
+
+absl::Status SpotterServiceImpl::Track(StoppableStream* s) {
+  absl::Status status;
+  {
+    absl::MutexLock l(&mu_);
+    if (stopping_) return absl::UnavailableError("server shutting down");
+    if (streams_.size() >= options_.deps.limits.max_streams) {
+      status = WithReason(
+          absl::ResourceExhaustedError(absl::StrFormat(
+              "the server has %d streams open, its limit (--max_streams)", streams_.size())),
+          "stream_quota");
+    } else {
+      streams_.insert(s);
+      return absl::OkStatus();
+    }
+  }
+  CountReject(status);
+  return status;
+}
+
+void SpotterServiceImpl::Untrack(StoppableStream* s) {
+  absl::MutexLock l(&mu_);
+  streams_.erase(s);
+}
+
+void SpotterServiceImpl::StopStreams() {
+  absl::MutexLock l(&mu_);
+  stopping_ = true;
+  for (StoppableStream* s : streams_) {
+    s->Stop(grpc::Status(grpc::StatusCode::UNAVAILABLE, "server shutting down"));
+  }
+}
+
+void SpotterServiceImpl::CountReject(const absl::Status& status) {
+  if (!status.ok()) options_.deps.metrics->CountReject(ReasonLabel(status));
+}
+
+absl::StatusOr<const Principal*> SpotterServiceImpl::Authenticate(
+    const grpc::CallbackServerContext* ctx, Rpc rpc) {
+  absl::string_view header;
+  const auto& md = ctx->client_metadata();
+  if (auto it = md.find("authorization"); it != md.end()) {
+    header = absl::string_view(it->second.data(), it->second.size());
+  }
+  absl::StatusOr<const Principal*> p = authorizer_.Authenticate(header, rpc);
+  if (!p.ok()) CountReject(p.status());
+  return p;
+}
+
+template <typename Req, typename Resp, typename Handler>
+grpc::ServerUnaryReactor* SpotterServiceImpl::Unary(grpc::CallbackServerContext* ctx, Rpc rpc,
+                                                    const grpc::ByteBuffer* raw,
+                                                    grpc::ByteBuffer* out, Handler handler) {
+  const absl::Time start = absl::Now();
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  auto finish = [this, reactor, out, rpc, start](absl::Status status, const Resp* resp) {
+    if (status.ok() && resp != nullptr) *out = Serialize(*resp);
+    CountReject(status);
+    options_.deps.metrics->ObserveRpc(RpcName(rpc), absl::ToDoubleSeconds(absl::Now() - start));
+    reactor->Finish(ToGrpcStatus(status));
+  };
+  Req req;
+  grpc::ByteBuffer copy(*raw);
+  if (absl::Status s = ParseMessage(&copy, limits(), &req); !s.ok()) {
+    finish(s, nullptr);
+    return reactor;
+  }
+  absl::StatusOr<const Principal*> caller = Authenticate(ctx, rpc);
+  if (!caller.ok()) {
+    // Counted by Authenticate.
+    options_.deps.metrics->ObserveRpc(RpcName(rpc), absl::ToDoubleSeconds(absl::Now() - start));
+    reactor->Finish(ToGrpcStatus(caller.status()));
+    return reactor;
+  }
+  UnaryResult<Resp> r = handler(*caller, req);
+  if (!r.status.ok()) {
+    finish(r.status, nullptr);
+    return reactor;
+  }
+  if (!r.after_commit) {
+    Resp resp;
+    if (r.fill) r.fill(&resp);
+    finish(absl::OkStatus(), &resp);
+    return reactor;
+  }
+  committer().Enqueue({}, [finish, fill = std::move(r.fill)](const absl::Status& cs) {
+    if (!cs.ok()) {
+      finish(WithReason(absl::UnavailableError(absl::StrFormat(
+                            "the server cannot persist its state (%s); the change may be "
+                            "lost: retry after the server restarts",
+                            cs.message())),
+                        "store_failed"),
+             nullptr);
+      return;
+    }
+    Resp resp;
+    if (fill) fill(&resp);
+    finish(absl::OkStatus(), &resp);
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* SpotterServiceImpl::OpenRun(grpc::CallbackServerContext* ctx,
+                                                      const grpc::ByteBuffer* raw,
+                                                      grpc::ByteBuffer* out) {
+  return Unary<v1::OpenRunRequest, v1::OpenRunResponse>(
+      ctx, Rpc::kOpenRun, raw, out, [this](const Principal* caller, const v1::OpenRunRequest& req) {
+        UnaryResult<v1::OpenRunResponse> r;
+        // A trainer may join an existing run only when it owns it or holds
+        // a grant for it, and create one only within its grants.
+        if (absl::StatusOr<std::shared_ptr<Run>> existing = runs_.Get(req.name()); existing.ok()) {
+          r.status =
+              Authorizer::AuthorizeRun(caller, Rpc::kOpenRun, req.name(), (*existing)->owner());
+        } else {
+          r.status = Authorizer::AuthorizeCreate(caller, req.name());
+        }
+        if (!r.status.ok()) return r;
+        absl::StatusOr<RunRegistry::Opened> opened =
+            runs_.Open(req.name(), req.config(), caller ? caller->name : "");
+        if (opened.ok() && !opened->created) {
+          // Lost a race with another creator: check ownership again.
+          r.status =
+              Authorizer::AuthorizeRun(caller, Rpc::kOpenRun, req.name(), opened->run->owner());
+          if (!r.status.ok()) return r;
+        }
+        r.status = opened.status();
+        if (!opened.ok()) return r;
+        // Also for an existing run: its creation may still be in flight.
+        r.after_commit = true;
+        r.fill = [run = opened->run, created = opened->created](v1::OpenRunResponse* resp) {
+          *resp->mutable_run() = run->Info();
+          resp->set_created(created);
+        };
+        return r;
+      });
+}
+
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* SpotterServiceImpl::Connect(
+    grpc::CallbackServerContext* ctx) {
+  return NewConnectReactor(this, ctx);
+}
+
+grpc::ServerUnaryReactor* SpotterServiceImpl::GetRun(grpc::CallbackServerContext* ctx,
+                                                     const grpc::ByteBuffer* raw,
+                                                     grpc::ByteBuffer* out) {
+  return Unary<v1::GetRunRequest, v1::GetRunResponse>(
+      ctx, Rpc::kGetRun, raw, out, [this](const Principal*, const v1::GetRunRequest& req) {
+        UnaryResult<v1::GetRunResponse> r;
+        absl::StatusOr<std::shared_ptr<Run>> run = runs_.Get(req.name());
+        r.status = run.status();
+        if (run.ok())
+          r.fill = [run = *run](v1::GetRunResponse* resp) { *resp->mutable_run() = run->Info(); };
+        return r;
+      });
+}
+
+grpc::ServerUnaryReactor* SpotterServiceImpl::ListRuns(grpc::CallbackServerContext* ctx,
+                                                       const grpc::ByteBuffer* raw,
+                                                       grpc::ByteBuffer* out) {
+  return Unary<v1::ListRunsRequest, v1::ListRunsResponse>(
+      ctx, Rpc::kListRuns, raw, out, [this](const Principal*, const v1::ListRunsRequest& req) {
+        UnaryResult<v1::ListRunsResponse> r;
+        if (!v1::RunState_IsValid(req.state())) {
+          r.status = absl::InvalidArgumentError(
+              absl::StrFormat("state %d: expected UNSPECIFIED, ACTIVE or FINISHED", req.state()));
+          return r;
+        }
+        const v1::RunState want = req.state();
+        r.fill = [this, want](v1::ListRunsResponse* resp) {
+          for (const auto& run : runs_.List()) {
+            v1::RunSummary s = run->Summary();
+            if (want == v1::RUN_STATE_UNSPECIFIED || s.state() == want) {
+              *resp->add_runs() = std::move(s);
+            }
+          }
+        };
+        return r;
+      });
+}
+
+grpc::ServerUnaryReactor* SpotterServiceImpl::GetTrajectory(grpc::CallbackServerContext* ctx,
+                                                            const grpc::ByteBuffer* raw,
+                                                            grpc::ByteBuffer* out) {
+  return Unary<v1::GetTrajectoryRequest, v1::GetTrajectoryResponse>(
+      ctx, Rpc::kGetTrajectory, raw, out,
+      [this](const Principal*, const v1::GetTrajectoryRequest& req) {
+        UnaryResult<v1::GetTrajectoryResponse> r;
+        absl::StatusOr<std::shared_ptr<Run>> run = runs_.Get(req.name());
+        r.status = run.status();
+        if (run.ok()) {
+          r.fill = [run = *run, since = req.since_step()](v1::GetTrajectoryResponse* resp) {
+            *resp = run->Trajectory(since);
+          };
+        }
+        return r;
+      });
+}
+
+grpc::ServerWriteReactor<grpc::ByteBuffer>* SpotterServiceImpl::WatchRun(
+    grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* raw) {
+  return NewWatchReactor(this, ctx, raw);
+}
+
+grpc::ServerUnaryReactor* SpotterServiceImpl::OverridePhase(grpc::CallbackServerContext* ctx,
+                                                            const grpc::ByteBuffer* raw,
+                                                            grpc::ByteBuffer* out) {
+  return Unary<v1::OverridePhaseRequest, v1::OverridePhaseResponse>(
+      ctx, Rpc::kOverridePhase, raw, out,
+      [this](const Principal*, const v1::OverridePhaseRequest& req) {
+        UnaryResult<v1::OverridePhaseResponse> r;
+        absl::StatusOr<std::shared_ptr<Run>> run = runs_.Get(req.name());
+        r.status = run.status();
+        if (!run.ok()) return r;
+        std::optional<v1::Directive> issued;
+        r.status = (*run)->Override(req, &issued);
+        if (!r.status.ok()) return r;
+        r.after_commit = true;
+        r.fill = [run = *run, issued](v1::OverridePhaseResponse* resp) {
+          *resp->mutable_run() = run->Info();
+          if (issued) *resp->mutable_directive() = *issued;
+        };
+        return r;
+      });
+}
+
+grpc::ServerUnaryReactor* SpotterServiceImpl::FinishRun(grpc::CallbackServerContext* ctx,
+                                                        const grpc::ByteBuffer* raw,
+                                                        grpc::ByteBuffer* out) {
+  return Unary<v1::FinishRunRequest, v1::FinishRunResponse>(
+      ctx, Rpc::kFinishRun, raw, out, [this](const Principal*, const v1::FinishRunRequest& req) {
+        UnaryResult<v1::FinishRunResponse> r;
+        absl::StatusOr<std::shared_ptr<Run>> run = runs_.Get(req.name());
+        r.status = run.status();
+        if (!run.ok()) return r;
+        (*run)->Finish(req.reason());
+        r.after_commit = true;
+        r.fill = [run = *run](v1::FinishRunResponse* resp) { *resp->mutable_run() = run->Info(); };
+        return r;
+      });
+}
+
+grpc::ServerUnaryReactor* SpotterServiceImpl::DeleteRun(grpc::CallbackServerContext* ctx,
+                                                        const grpc::ByteBuffer* raw,
+                                                        grpc::ByteBuffer* out) {
+  return Unary<v1::DeleteRunRequest, v1::DeleteRunResponse>(
+      ctx, Rpc::kDeleteRun, raw, out, [this](const Principal*, const v1::DeleteRunRequest& req) {
+        UnaryResult<v1::DeleteRunResponse> r;
+        r.status = runs_.Delete(req.name());
+        r.after_commit = r.status.ok();
+        return r;
+      });
+}
+
+}  // namespace spotter

@@ -1,0 +1,119 @@
+#include "server/storage/store.h"
+
+#include <utility>
+
+namespace spotter {
+
+const char* TableName(Table t) {
+  switch (t) {
+    case Table::kRuns:
+      return "runs";
+    case Table::kControllers:
+      return "controllers";
+    case Table::kRanks:
+      return "ranks";
+    case Table::kCheckpoints:
+      return "checkpoints";
+    case Table::kUploads:
+      return "uploads";
+    case Table::kPoints:
+      return "points";
+    case Table::kTransitions:
+      return "transitions";
+    case Table::kDirectives:
+      return "directives";
+  }
+  return "unknown";
+}
+
+absl::Status MemoryStore::Apply(const std::vector<StoreOp>& ops) {
+  absl::MutexLock l(&mu_);
+  for (const StoreOp& op : ops) {
+    switch (op.kind) {
+      case StoreOp::Kind::kPut:
+        rows_[Key{op.table, op.run, op.k1, op.k2}] = op.value;
+        break;
+      case StoreOp::Kind::kDeleteUpTo: {
+        auto begin = rows_.lower_bound(Key{op.table, op.run, op.k1, 0});
+        auto end = rows_.upper_bound(Key{op.table, op.run, op.k1, op.k2});
+        rows_.erase(begin, end);
+        break;
+      }
+      case StoreOp::Kind::kDeleteRun:
+        for (Table t : kAllTables) {
+          auto begin = rows_.lower_bound(Key{t, op.run, 0, 0});
+          auto end = rows_.lower_bound(Key{t, op.run + '\0', 0, 0});
+          rows_.erase(begin, end);
+        }
+        break;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status MemoryStore::Scan(const std::function<absl::Status(StoredRow&&)>& visit) {
+  std::map<Key, std::string> copy;
+  {
+    absl::MutexLock l(&mu_);
+    copy = rows_;
+  }
+  for (auto& [key, value] : copy) {
+    absl::Status s = visit(StoredRow{std::get<0>(key), std::get<1>(key), std::get<2>(key),
+                                     std::get<3>(key), std::move(value)});
+    if (!s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+size_t MemoryStore::RowCount(Table table) const {
+  absl::MutexLock l(&mu_);
+  size_t n = 0;
+  for (const auto& [key, value] : rows_) n += std::get<0>(key) == table;
+  return n;
+}
+
+std::string* MemoryStore::MutableValueForTest(Table table, const std::string& run, uint64_t k1,
+                                              uint64_t k2) {
+  absl::MutexLock l(&mu_);
+  auto it = rows_.find(Key{table, run, k1, k2});
+  return it == rows_.end() ? nullptr : &it->second;
+}
+
+void FaultInjectingStore::FailAfter(int n, absl::Status error) {
+  absl::MutexLock l(&mu_);
+  fail_after_ = n;
+  error_ = std::move(error);
+}
+
+void FaultInjectingStore::Stall(bool stalled) {
+  absl::MutexLock l(&mu_);
+  stalled_ = stalled;
+}
+
+bool FaultInjectingStore::blocked() const {
+  absl::MutexLock l(&mu_);
+  return blocked_;
+}
+
+int FaultInjectingStore::commits() const {
+  absl::MutexLock l(&mu_);
+  return commits_;
+}
+
+absl::Status FaultInjectingStore::Apply(const std::vector<StoreOp>& ops) {
+  {
+    absl::MutexLock l(&mu_);
+    blocked_ = stalled_;
+    mu_.Await(absl::Condition(
+        +[](bool* stalled) { return !*stalled; }, &stalled_));
+    blocked_ = false;
+    if (fail_after_ == 0) return error_;
+    if (fail_after_ > 0) --fail_after_;
+  }
+  absl::Status s = base_->Apply(ops);
+  absl::MutexLock l(&mu_);
+  if (s.ok()) ++commits_;
+  return s;
+}
+
+}  // namespace spotter
