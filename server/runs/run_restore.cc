@@ -1,5 +1,3 @@
-#include "server/runs/run.h"
-
 #include <algorithm>
 #include <limits>
 #include <utility>
@@ -7,6 +5,7 @@
 #include "absl/strings/str_format.h"
 #include "core/phase/controller_codec.h"
 #include "core/spectrum/accumulator_codec.h"
+#include "server/runs/run.h"
 #include "server/runs/run_config.h"
 
 namespace spotter {
@@ -20,46 +19,35 @@ Limits ReplayLimits() {
   l.max_abs_value = std::numeric_limits<double>::infinity();
   return l;
 }
-} // namespace
+}  // namespace
 
-absl::StatusOr<std::shared_ptr<Run>> Run::Restore(LoadedRun loaded,
-                                                  const RunDeps &deps) {
+absl::StatusOr<std::shared_ptr<Run>> Run::Restore(LoadedRun loaded, const RunDeps& deps) {
   const std::string name = loaded.run.name();
-  auto fail = [&name](const std::string &what) {
-    return absl::DataLossError(
-        absl::StrFormat("state of run '%s': %s; restore the state file from a "
-                        "backup, or move it aside to "
-                        "start with empty state",
-                        name, what));
+  auto fail = [&name](const std::string& what) {
+    return absl::DataLossError(absl::StrFormat(
+        "state of run '%s': %s; restore the state file from a backup, or move it aside to "
+        "start with empty state",
+        name, what));
   };
-  // Fields added to RunConfig after the state was written take the value
-  // the writing server used implicitly.
+  // Fields added to RunConfig after the state was written (ConfigField::
+  // added_later, e.g. phase.hysteresis) take the default the writing server
+  // ran with.
   v1::RunConfig stored = loaded.run.config();
-  if (stored.phase().hysteresis() == 0.0) {
-    // Written before PhaseConfig.hysteresis existed, by a controller fixed at
-    // the default.
-    stored.mutable_phase()->set_hysteresis(ControllerConfig{}.hysteresis);
-  }
+  FillFieldsAddedLater(&stored);
   // The stored config must be an effective config within the server's
   // limits (sizes decide the memory a run takes).
-  absl::StatusOr<v1::RunConfig> resolved =
-      ResolveRunConfig(stored, deps.limits);
-  if (!resolved.ok())
-    return fail(std::string(resolved.status().message()));
-  if (const std::string diff = ConfigDifference(*resolved, stored);
-      !diff.empty()) {
+  absl::StatusOr<v1::RunConfig> resolved = ResolveRunConfig(stored, deps.limits);
+  if (!resolved.ok()) return fail(std::string(resolved.status().message()));
+  if (const std::string diff = ConfigDifference(*resolved, stored); !diff.empty()) {
     return fail("its stored config is not an effective config: " + diff);
   }
-  const state::ControllerRecord &c = loaded.controller;
-  if (c.state() != v1::RUN_STATE_ACTIVE &&
-      c.state() != v1::RUN_STATE_FINISHED) {
+  const state::ControllerRecord& c = loaded.controller;
+  if (c.state() != v1::RUN_STATE_ACTIVE && c.state() != v1::RUN_STATE_FINISHED) {
     return fail(absl::StrFormat("run state %d", static_cast<int>(c.state())));
   }
-  std::shared_ptr<Run> run(
-      new Run(name, stored, loaded.run.owner(), loaded.run.order(), deps));
+  std::shared_ptr<Run> run(new Run(name, stored, loaded.run.owner(), loaded.run.order(), deps));
   absl::MutexLock l(&run->mu_);
-  if (absl::Status s = DecodeControllerState(c.controller(), &run->controller_);
-      !s.ok()) {
+  if (absl::Status s = DecodeControllerState(c.controller(), &run->controller_); !s.ok()) {
     return fail("controller state: " + std::string(s.message()));
   }
   run->created_at_ = absl::FromUnixMicros(loaded.run.created_unix_micros());
@@ -70,47 +58,40 @@ absl::StatusOr<std::shared_ptr<Run>> Run::Restore(LoadedRun loaded,
   run->latest_published_ = c.latest();
   run->declared_input_dim_ = c.declared_input_dim();
   run->max_step_ = c.max_step();
-  for (const auto &[rank, base] : c.loss_baseline()) {
+  for (const auto& [rank, base] : c.loss_baseline()) {
     run->loss_baseline_[rank] = {base.sum(), base.count()};
   }
-  for (const v1::Directive &d : loaded.directives) {
+  for (const v1::Directive& d : loaded.directives) {
     absl::StatusOr<Directive> dir = DirectiveFromProto(d);
     if (!dir.ok()) {
-      return fail(absl::StrFormat("directive v%d: %s", d.version(),
-                                  dir.status().message()));
+      return fail(absl::StrFormat("directive v%d: %s", d.version(), dir.status().message()));
     }
     run->directives_.push_back(*std::move(dir));
   }
   run->transitions_ = std::move(loaded.transitions);
   run->points_ = std::move(loaded.points);
-  run->published_ = {run->points_.size(), run->transitions_.size(),
-                     run->directives_.size(),
+  run->published_ = {run->points_.size(), run->transitions_.size(), run->directives_.size(),
                      run->state_ != v1::RUN_STATE_ACTIVE};
   run->queued_ = run->published_;
   run->closed_ = run->state_ != v1::RUN_STATE_ACTIVE;
 
   const absl::Time now = deps.clock->Now();
-  for (auto &[id, lr] : loaded.ranks) {
-    absl::StatusOr<RankAccumulator> acc =
-        RestoreRankAccumulator(lr, run->config_);
-    if (!acc.ok())
-      return fail(absl::StrFormat("rank %d: %s", id, acc.status().message()));
-    RankState *r = run->RankLocked(id);
+  for (auto& [id, lr] : loaded.ranks) {
+    absl::StatusOr<RankAccumulator> acc = RestoreRankAccumulator(lr, run->config_);
+    if (!acc.ok()) return fail(absl::StrFormat("rank %d: %s", id, acc.status().message()));
+    RankState* r = run->RankLocked(id);
     absl::MutexLock rl(&r->mu);
     r->acc = *std::move(acc);
     r->RestoreLocked(lr.record, now);
     r->logged_uploads = lr.uploads.size();
-    for (const v1::SketchBatch &b : lr.uploads)
-      r->logged_bytes += b.data().size();
+    for (const v1::SketchBatch& b : lr.uploads) r->logged_bytes += b.data().size();
     run->max_step_ = std::max(run->max_step_, r->reported_step);
   }
   if (run->state_ == v1::RUN_STATE_ACTIVE) {
-    run->metrics_ =
-        std::make_unique<RunMetrics>(deps.metrics->runs(), run->name_);
-    const Directive &d = run->directives_.back();
+    run->metrics_ = std::make_unique<RunMetrics>(deps.metrics->runs(), run->name_);
+    const Directive& d = run->directives_.back();
     run->metrics_->SetPhase(d.plan.phase, d.version);
-    if (!std::isnan(run->val_metric_))
-      run->metrics_->SetValMetric(run->val_metric_);
+    if (!std::isnan(run->val_metric_)) run->metrics_->SetValMetric(run->val_metric_);
     deps.metrics->runs_active.Increment();
   } else {
     deps.metrics->runs_finished.Increment();
@@ -118,40 +99,35 @@ absl::StatusOr<std::shared_ptr<Run>> Run::Restore(LoadedRun loaded,
   return run;
 }
 
-absl::StatusOr<RankAccumulator>
-RestoreRankAccumulator(const LoadedRank &rank, const v1::RunConfig &config) {
+absl::StatusOr<RankAccumulator> RestoreRankAccumulator(const LoadedRank& rank,
+                                                       const v1::RunConfig& config) {
   const int dim = static_cast<int>(config.sketch_dim());
   const WindowOptions window = ToWindowOptions(config);
   RankAccumulator acc(dim, static_cast<int>(config.sketch_rows()), window);
   if (rank.has_checkpoint) {
-    absl::StatusOr<RankAccumulator> decoded =
-        DecodeRankAccumulator(rank.checkpoint.accumulator(), dim,
-                              static_cast<int>(config.sketch_rows()), window);
+    absl::StatusOr<RankAccumulator> decoded = DecodeRankAccumulator(
+        rank.checkpoint.accumulator(), dim, static_cast<int>(config.sketch_rows()), window);
     if (!decoded.ok()) {
       return absl::Status(decoded.status().code(),
-                          absl::StrFormat("checkpoint (after seq %d): %s",
-                                          rank.checkpoint.seq(),
+                          absl::StrFormat("checkpoint (after seq %d): %s", rank.checkpoint.seq(),
                                           decoded.status().message()));
     }
     acc = *std::move(decoded);
   }
   const Limits replay = ReplayLimits();
   RowMatrixXf rows;
-  for (const v1::SketchBatch &b : rank.uploads) {
-    if (std::optional<Rejection> rej =
-            DecodeSketch(b, config.sketch_dim(), replay, &rows)) {
-      return absl::DataLossError(absl::StrFormat(
-          "logged upload seq %d no longer decodes: %s", b.seq(), rej->message));
+  for (const v1::SketchBatch& b : rank.uploads) {
+    if (std::optional<Rejection> rej = DecodeSketch(b, config.sketch_dim(), replay, &rows)) {
+      return absl::DataLossError(
+          absl::StrFormat("logged upload seq %d no longer decodes: %s", b.seq(), rej->message));
     }
     if (!acc.empty() && b.step() < acc.last_step()) {
-      return absl::DataLossError(
-          absl::StrFormat("logged upload seq %d at step %d is before step %d",
-                          b.seq(), b.step(), acc.last_step()));
+      return absl::DataLossError(absl::StrFormat(
+          "logged upload seq %d at step %d is before step %d", b.seq(), b.step(), acc.last_step()));
     }
-    acc.Add(b.step(), rows,
-            b.samples_per_row() == 0 ? 1.0 : b.samples_per_row());
+    acc.Add(b.step(), rows, b.samples_per_row() == 0 ? 1.0 : b.samples_per_row());
   }
   return acc;
 }
 
-} // namespace spotter
+}  // namespace spotter
