@@ -389,7 +389,8 @@ RunSession::~RunSession() { Close(); }
 
 bool RunSession::UploadSketch(uint64_t step, const Eigen::Ref<const RowMatrixXf>& rows, double loss,
                               double lr, uint32_t samples_per_row) {
-  if (rows.rows() < 1 || rows.cols() < 1 || !rows.allFinite() || std::isinf(loss)) {
+  if (rows.rows() < 1 || rows.cols() < 1 || !rows.allFinite() || std::isinf(loss) ||
+      std::isinf(lr)) {
     s_->RefuseInvalid();
     return false;
   }

@@ -34,7 +34,7 @@ void RankState::ApplyLocked(const v1::SketchBatch& b, const RowMatrixXf& batch_r
     ++loss_count;
     last_loss = b.loss();
   }
-  last_lr = b.lr();
+  if (!std::isnan(b.lr())) last_lr = b.lr();
   NoteCadenceLocked(b.step(), now);
 }
 

@@ -119,10 +119,12 @@ std::optional<Rejection> DecodeSketch(const v1::SketchBatch& b, uint32_t k, cons
                                      "need %d",
                                      b.data().size(), b.rows(), b.cols(), width, n * width)};
   }
-  if (std::isinf(b.loss()) || std::isinf(b.lr()) || std::isnan(b.lr())) {
+  // NaN means "not given" for both (the clients' default); infinities are
+  // never a loss or a learning rate.
+  if (std::isinf(b.loss()) || std::isinf(b.lr())) {
     return Rejection{v1::REJECT_REASON_NON_FINITE,
-                     absl::StrFormat("loss = %g, lr = %g: expected a finite lr and a finite "
-                                     "loss (NaN loss means not given)",
+                     absl::StrFormat("loss = %g, lr = %g: expected finite values, or NaN for "
+                                     "not given",
                                      b.loss(), b.lr())};
   }
   out->resize(b.rows(), b.cols());

@@ -180,8 +180,8 @@ std::vector<BadMessage> BadMessages() {
   }
   {
     v1::ConnectRequest r = batch(good);
-    r.mutable_sketch()->set_lr(std::nan(""));
-    v.push_back({"NaN learning rate", r, v1::REJECT_REASON_NON_FINITE, "non_finite"});
+    r.mutable_sketch()->set_lr(INFINITY);
+    v.push_back({"infinite learning rate", r, v1::REJECT_REASON_NON_FINITE, "non_finite"});
     r = batch(good);
     r.mutable_sketch()->set_loss(-INFINITY);
     v.push_back({"infinite loss", r, v1::REJECT_REASON_NON_FINITE, "non_finite"});

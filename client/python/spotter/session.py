@@ -177,11 +177,12 @@ class RunSession:
         self._thread.start()
 
     # ------------------------------------------------------------------ uploads
-    def upload_sketch(self, step: int, rows, *, loss: float = math.nan, lr: float = math.nan,
-                      samples_per_row: int = 1, encoding: str = "float32") -> bool:
+    def upload_sketch(self, step: int, rows, *, loss: Optional[float] = math.nan,
+                      lr: Optional[float] = math.nan, samples_per_row: int = 1,
+                      encoding: str = "float32") -> bool:
         """Queues one SketchBatch: ``rows`` (m x k array-like of projected
-        gradient samples, m >= 1) taken at optimizer ``step``. loss NaN = not
-        given. Never blocks on the network. Returns False when the upload was
+        gradient samples, m >= 1) taken at optimizer ``step``. loss and lr NaN
+        (or None) = not given. Never blocks on the network. Returns False when the upload was
         refused (closed session, ended run, non-finite values: counted) or the
         queue was full under drop="newest"; True when queued (under
         drop="oldest" an older sketch may have been dropped for it).
@@ -189,10 +190,12 @@ class RunSession:
         a = rows.detach().cpu().numpy() if hasattr(rows, "detach") else np.asarray(rows)
         if a.ndim != 2 or a.shape[0] < 1 or a.shape[1] < 1:
             raise ValueError(f"rows must be a non-empty 2-D array, got shape {a.shape}")
-        if not np.isfinite(a).all() or not (math.isnan(loss) or math.isfinite(loss)):
+        loss = math.nan if loss is None else float(loss)
+        lr = math.nan if lr is None else float(lr)
+        if not np.isfinite(a).all() or math.isinf(loss) or math.isinf(lr):
             with self._cv:
                 self._stats.dropped_invalid += 1
-            log.warning("spotter: step %d: non-finite sketch or loss, not uploaded", step)
+            log.warning("spotter: step %d: non-finite sketch, loss or lr, not uploaded", step)
             return False
         msg = pb.ConnectRequest()
         b = msg.sketch
@@ -200,8 +203,7 @@ class RunSession:
         b.rows, b.cols = int(a.shape[0]), int(a.shape[1])
         b.encoding = ENCODINGS[encoding]
         b.data = encode_rows(a, encoding)
-        b.loss = float(loss)
-        b.lr = float(lr) if lr is not None else math.nan
+        b.loss, b.lr = loss, lr
         b.samples_per_row = int(samples_per_row)
         return self._enqueue(int(step), "sketch", msg)
 
