@@ -15,7 +15,7 @@ RUN apt-get update \
       libeigen3-dev libabsl-dev prometheus-cpp-dev zlib1g-dev libsqlite3-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY CMakeLists.txt ./
+COPY CMakeLists.txt VERSION ./
 COPY proto proto
 COPY core core
 COPY server server
