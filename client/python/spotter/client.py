@@ -11,6 +11,7 @@ from typing import Iterator, Mapping, Optional, Sequence, Tuple, Union
 import grpc
 from google.protobuf import json_format
 
+from spotter import env as _env
 from spotter._proto import health_pb2, health_pb2_grpc, pb, pb_grpc
 
 #: Channel options used by default: keepalive so that a dead server is noticed
@@ -72,18 +73,21 @@ class Client:
     """Unary RPCs (and WatchRun) against one spotterd.
 
     Args:
-      target: "host:port" of spotterd's gRPC listener.
+      target: "host:port" of spotterd's gRPC listener; None: SPOTTER_SERVER,
+        else 127.0.0.1:50051 (spotter.env).
       timeout: deadline of every unary RPC, seconds.
-      token: bearer token sent as ``authorization: Bearer <token>``, if any.
+      token: bearer token sent as ``authorization: Bearer <token>``; None:
+        SPOTTER_TOKEN if set; "": none.
       root_certificates: PEM bytes to use TLS; None for plaintext.
     Call close() when done (or use ``with Client(...) as c``).
     """
 
-    def __init__(self, target: str, *, timeout: float = 10.0, token: Optional[str] = None,
-                 root_certificates: Optional[bytes] = None,
+    def __init__(self, target: Optional[str] = None, *, timeout: float = 10.0,
+                 token: Optional[str] = None, root_certificates: Optional[bytes] = None,
                  options: Sequence[Tuple[str, object]] = DEFAULT_CHANNEL_OPTIONS):
-        self.target = target
+        self.target = target = _env.server(target)
         self.timeout = timeout
+        token = _env.token(token)
         self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._channel = channel(target, root_certificates=root_certificates, options=options)
         self.stub = pb_grpc.SpotterServiceStub(self._channel)

@@ -56,6 +56,7 @@ from typing import Callable, List, Mapping, Optional
 import grpc
 import numpy as np
 
+from spotter import env as _env
 from spotter._proto import pb, pb_grpc
 from spotter.client import DEFAULT_CHANNEL_OPTIONS, ConfigLike, SpotterError, channel, run_config
 from spotter.encoding import ENCODINGS, encode_rows
@@ -82,8 +83,10 @@ class RunSession:
     """Opens (or joins) a run and keeps one Connect stream to it.
 
     Args:
-      target: spotterd's "host:port".
-      run: run name (1-128 of [A-Za-z0-9._-]).
+      target: spotterd's "host:port"; None: SPOTTER_SERVER, else
+        127.0.0.1:50051 (spotter.env).
+      run: run name (1-128 of [A-Za-z0-9._-]); None: SPOTTER_RUN, else
+        torchrun's TORCHELASTIC_RUN_ID (ValueError when neither is set).
       config: the RunConfig (proto, dict, or keyword fields below); every rank
         must pass the same one (OpenRun is idempotent only for an equal config).
       rank: this rank, 0 <= rank < config.world_size.
@@ -102,10 +105,12 @@ class RunSession:
       welcome_timeout: a stream without a Welcome after this long is reopened.
       on_directive(Directive), on_diagnostics(TrajectoryPoint): callbacks run on
         the session's thread; they must be quick and must not call close().
-      token, root_certificates: auth and TLS, as for spotter.Client.
+      token, root_certificates: auth and TLS, as for spotter.Client (token
+        None: SPOTTER_TOKEN if set; "": none).
     """
 
-    def __init__(self, target: str, run: str, config: Optional[ConfigLike] = None, *,
+    def __init__(self, target: Optional[str] = None, run: Optional[str] = None,
+                 config: Optional[ConfigLike] = None, *,
                  rank: int = 0, projection: Optional["pb.ProjectionSpec"] = None,
                  queue_size: int = 256, drop: str = "oldest", open_timeout: float = 5.0,
                  require_server: bool = False, backoff_initial: float = 0.1,
@@ -119,8 +124,9 @@ class RunSession:
             raise ValueError("queue_size must be >= 1")
         if drop not in ("oldest", "newest"):
             raise ValueError("drop must be 'oldest' or 'newest'")
-        self.target = target
-        self.run = run
+        self.target = target = _env.server(target)
+        self.run = run = _env.run_name(run)
+        token = _env.token(token)
         self.rank = int(rank)
         self.config = run_config(config, **config_fields)
         self.projection = projection if projection is not None else self.config.projection

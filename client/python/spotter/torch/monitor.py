@@ -30,6 +30,14 @@ Distributed: with torch.distributed initialised, every rank opens the same
 run with world_size = the job's and its own rank; rank 0 uploads (``upload=
 "rank0"``) or every rank does (``upload="all"``); all ranks apply each
 directive at its effective_step, which the server places ahead of every rank.
+Build the Monitor after ``init_process_group``: with WORLD_SIZE > 1 in the
+environment (torchrun) and no process group the constructor raises
+RuntimeError rather than open the run as rank 0 of 1.
+
+Defaults (spotter.env): run from SPOTTER_RUN or torchrun's TORCHELASTIC_RUN_ID,
+server from SPOTTER_SERVER (else 127.0.0.1:50051), token from SPOTTER_TOKEN,
+rank/world size from the process group, else RANK/WORLD_SIZE, else 0/1.
+Explicit arguments win.
 
 Not thread-safe: call it from the training thread.
 """
@@ -43,6 +51,7 @@ from typing import Callable, Iterator, List, Mapping, Optional, Tuple
 
 import torch
 
+from spotter import env as spotter_env
 from spotter.client import run_config
 from spotter.schedule import Directive
 from spotter.session import RunSession
@@ -67,8 +76,15 @@ class Applied:
 class Monitor:
     """Args:
       model, optimizer: the model (plain or DDP) and its torch optimizer.
-      run: run name; server: spotterd "host:port" (None: no server, the
-        Monitor only sketches locally and never changes the LR).
+      run: run name [SPOTTER_RUN, else torchrun's TORCHELASTIC_RUN_ID unless
+        "none"; ValueError if none of them]; server: spotterd "host:port"
+        [SPOTTER_SERVER, else 127.0.0.1:50051] (None: no server, the Monitor
+        only sketches locally and never changes the LR; run is then optional).
+      rank, world_size: this process's rank and the job's size [the
+        initialised torch.distributed group's (an explicit value must agree:
+        ValueError), else RANK/WORLD_SIZE, else 0/1]. WORLD_SIZE > 1 without a
+        process group and without these raises RuntimeError.
+      token: bearer token [session_options' token, else SPOTTER_TOKEN].
       total_steps: planned optimizer steps (required by the run).
       peak_lr: peak LR of the warm-up [the optimizer's LR]; base_lr: LR at
         step 0 [server default peak/10].
@@ -92,7 +108,9 @@ class Monitor:
     """
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, *,
-                 run: str, server: Optional[str], total_steps: int,
+                 run: Optional[str] = None, server=spotter_env.FROM_ENV, total_steps: int,
+                 rank: Optional[int] = None, world_size: Optional[int] = None,
+                 token: Optional[str] = None,
                  peak_lr: Optional[float] = None, base_lr: Optional[float] = None,
                  sample: str = "per_example", sketch_every: int = 10, sketch_dim: int = 256,
                  max_rows: int = 256, microbatches: int = 4, seed: int = 0,
@@ -109,13 +127,17 @@ class Monitor:
         if projection == "gaussian" and sample == "per_example":
             raise ValueError("the per-example sketch is Kronecker-structured CountSketch; "
                              "use projection='count_sketch'")
+        # Resolved before any hook is installed: a bad setup leaves the model alone.
+        if server is spotter_env.FROM_ENV:
+            server = spotter_env.server()
+        self.server = server
+        self.run = spotter_env.run_name(run) if server is not None else run
+        place = spotter_env.placement(rank, world_size)
+        self.distributed = place.distributed
+        self.rank, self.world_size, self.local_rank = place.rank, place.world_size, place.local_rank
         self.model, self.optimizer = model, optimizer
         self.sample, self.sketch_every, self.max_rows = sample, sketch_every, max_rows
         self.n_microbatches = microbatches
-        dist = torch.distributed
-        self.distributed = dist.is_available() and dist.is_initialized()
-        self.rank = dist.get_rank() if self.distributed else 0
-        self.world_size = dist.get_world_size() if self.distributed else 1
         self.uploads = upload == "all" or self.rank == 0
         self.taps = Taps(model, seed, sketch_dim, sample, loss_reduction)
         groups = optimizer.param_groups
@@ -141,8 +163,12 @@ class Monitor:
         self.config = run_config(fields)
         self.session: Optional[RunSession] = None
         if server is not None:
-            self.session = RunSession(server, run, self.config, rank=self.rank,
-                                      **dict(session_options or {}))
+            opts = dict(session_options or {})
+            if token is not None:
+                opts["token"] = token
+            log.info("spotter: run %s on %s as rank %d of %d (%s)", self.run, server, self.rank,
+                     self.world_size, place.source)
+            self.session = RunSession(server, self.run, self.config, rank=self.rank, **opts)
             if wait_for_server > 0:
                 self.session.wait_for_directive(wait_for_server)
 
