@@ -70,6 +70,15 @@ RankState* Run::RankLocked(uint32_t rank) {
   return slot.get();
 }
 
+std::vector<RankState*> Run::RanksByIdLocked() const {
+  std::vector<RankState*> ranks;
+  ranks.reserve(ranks_.size());
+  for (const auto& [id, r] : ranks_) ranks.push_back(r.get());
+  std::sort(ranks.begin(), ranks.end(),
+            [](const RankState* a, const RankState* b) { return a->rank < b->rank; });
+  return ranks;
+}
+
 uint32_t Run::StreamQuota() const {
   if (deps_.limits.max_streams_per_run != 0) return deps_.limits.max_streams_per_run;
   return static_cast<uint32_t>(std::min<uint64_t>(2ull * config_.world_size() + 2, UINT32_MAX));
@@ -325,11 +334,8 @@ void Run::Evaluate() {
   {
     absl::MutexLock l(&mu_);
     now_step = max_step_;
-    ranks.reserve(ranks_.size());
-    for (auto& [id, r] : ranks_) ranks.push_back(r.get());
+    ranks = RanksByIdLocked();
   }
-  std::sort(ranks.begin(), ranks.end(),
-            [](const RankState* a, const RankState* b) { return a->rank < b->rank; });
   // Copy each rank's window and loss totals under its own lock; merge and
   // summarise unlocked.
   std::vector<RankLossSnapshot> losses;
@@ -526,11 +532,7 @@ v1::RunInfo Run::Info() const {
     *info.mutable_directive() = ToProto(directives_[published_.directives - 1]);
   }
   if (published_.points > 0) *info.mutable_latest() = latest_published_;
-  std::vector<RankState*> ranks;
-  for (const auto& [id, r] : ranks_) ranks.push_back(r.get());
-  std::sort(ranks.begin(), ranks.end(),
-            [](const RankState* a, const RankState* b) { return a->rank < b->rank; });
-  for (RankState* r : ranks) {
+  for (RankState* r : RanksByIdLocked()) {
     v1::RankStatus* s = info.add_ranks();
     s->set_rank(r->rank);
     s->set_rejects(r->rejects);

@@ -180,6 +180,8 @@ class Run : public std::enable_shared_from_this<Run> {
   void MaybeScheduleEvalLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Evaluate();
   RankState* RankLocked(uint32_t rank) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Every rank of the run, in rank order.
+  std::vector<RankState*> RanksByIdLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   uint32_t StreamQuota() const;
 
   const std::string name_;
