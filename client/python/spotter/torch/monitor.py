@@ -105,6 +105,13 @@ class Monitor:
         (start-up only; 0 to not wait).
       config: further RunConfig fields (dict), e.g. {"phase": {...}, "eval_every": 5}.
       session_options: keyword arguments for RunSession (queue_size, ...).
+      apply: "step" (step() replaces optimizer.step() and owns the LR) or
+        "hooks" (the trainer keeps optimizer.step(), its scheduler, AMP and
+        gradient accumulation; the Monitor only sketches, uploads and reads
+        directives: call on_step_end() once per optimizer step and drive the
+        LR with spotter.torch.DirectiveLR). See on_step_end().
+      grad_scaler: hooks mode with AMP: the torch.cuda.amp.GradScaler scaling
+        the loss; sketches are divided by its scale (unscaled gradients).
     """
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, *,
@@ -117,7 +124,10 @@ class Monitor:
                  projection: str = "count_sketch", mode: str = "control", upload: str = "rank0",
                  loss_reduction: str = "mean", kfac_factor_decay: float = 0.95,
                  kfac_kl_clip: Optional[float] = 1e-3, wait_for_server: float = 5.0,
-                 config: Optional[Mapping] = None, session_options: Optional[Mapping] = None):
+                 config: Optional[Mapping] = None, session_options: Optional[Mapping] = None,
+                 apply: str = "step", grad_scaler=None):
+        if apply not in ("step", "hooks"):
+            raise ValueError("apply must be 'step' or 'hooks'")
         if sketch_every < 1:
             raise ValueError("sketch_every must be >= 1")
         if upload not in ("rank0", "all"):
@@ -159,6 +169,8 @@ class Monitor:
         fields["projection"] = proj
         labels = dict(fields.get("labels", {}))
         labels.setdefault("spotter.sample", sample)
+        labels["spotter.sketched_fraction"] = self.taps.fraction_label()
+        labels["spotter.sketched_params"] = str(self.taps.sketched_params)
         fields["labels"] = labels
         self.config = run_config(fields)
         self.session: Optional[RunSession] = None
@@ -187,6 +199,13 @@ class Monitor:
                            kfac_steps=0, sketch_seconds=0.0, kfac_seconds=0.0)
         self._warned_single = False
         self._closed = False
+        # Hooks mode: the LR (and AMP scale) in force at the step's first forward.
+        self.apply_mode, self.grad_scaler = apply, grad_scaler
+        self._step_lr: Optional[float] = None
+        self._step_scale: Optional[float] = None
+        self._warned_hooks = False
+        self._start_hook = model.register_forward_pre_hook(self._note_step_start) \
+            if apply == "hooks" else None
         self._plan_capture(0)
 
     # ---------------------------------------------------------------- loop
@@ -231,6 +250,9 @@ class Monitor:
         calls optimizer.step() (or ``step_fn``). Call it after backward().
         ``loss``: the step's training loss (tensor or float; read only on
         sketch steps)."""
+        if self.apply_mode == "hooks":
+            raise RuntimeError("Monitor(apply='hooks') leaves optimizer.step() to the trainer: "
+                               "call on_step_end() after it")
         t = self._t
         d = self.session.directive_at(t) if self.session else None
         noise = 0.0
@@ -265,22 +287,7 @@ class Monitor:
         if self.should_stop:
             self._finish_step(t)
             return
-        if self.taps.sketch and self.uploads and self.session is not None:
-            t0 = time.perf_counter()
-            rows, spr = self.taps.collect_rows(self.max_rows)
-            if rows is not None and rows.shape[0] >= 2:
-                lv = float(loss) if loss is not None else math.nan
-                if self.session.upload_sketch(t, rows, loss=lv, lr=self.lr, samples_per_row=spr):
-                    self._stats["sketches"] += 1
-                    self._stats["sketch_rows"] += rows.shape[0]
-            elif rows is not None:
-                self._stats["skipped_single_row"] += 1
-                if not self._warned_single:
-                    self._warned_single = True
-                    log.warning("spotter: step %d: one gradient sample only; per-microbatch mode "
-                                "needs >= 2 backward passes per sketch step (see "
-                                "Monitor.microbatches())", t)
-            self._stats["sketch_seconds"] += time.perf_counter() - t0
+        self._upload(t, loss)
         if self._ng and self.kfac is not None:
             t0 = time.perf_counter()
             if self.taps.factors:
@@ -300,6 +307,93 @@ class Monitor:
             self.optimizer.step()
         self._finish_step(t)
 
+
+    def _upload(self, t: int, loss, scale: float = 1.0) -> None:
+        """Queues the rows the taps captured since the last step boundary as
+        step ``t``'s sketch (sketch steps of uploading ranks), divided by the
+        gradient scale ``scale`` (AMP)."""
+        if not (self.taps.sketch and self.uploads and self.session is not None):
+            return
+        t0 = time.perf_counter()
+        rows, spr = self.taps.collect_rows(self.max_rows)
+        if rows is not None and scale and scale != 1.0:
+            rows = rows / scale
+        if rows is not None and rows.shape[0] >= 2:
+            lv = float(loss) if loss is not None else math.nan
+            if self.session.upload_sketch(t, rows, loss=lv, lr=self.lr, samples_per_row=spr):
+                self._stats["sketches"] += 1
+                self._stats["sketch_rows"] += rows.shape[0]
+        elif rows is not None:
+            self._stats["skipped_single_row"] += 1
+            if not self._warned_single:
+                self._warned_single = True
+                log.warning("spotter: step %d: one gradient sample only; per-microbatch mode "
+                            "needs >= 2 backward passes per sketch step (see "
+                            "Monitor.microbatches())", t)
+        self._stats["sketch_seconds"] += time.perf_counter() - t0
+
+    def on_step_end(self, loss=None, global_step: Optional[int] = None) -> bool:
+        """Hooks mode (apply="hooks"): ends the current optimizer step. Call it
+        once per optimizer step, after optimizer.step() / scaler.step() and
+        scheduler.step(); it never steps the optimizer, sets no LR and makes
+        no K-FAC preconditioning or gradient noise (natural-gradient and
+        noise directives are logged, not applied).
+
+        It uploads (on sketch steps) the rows the taps captured in every
+        forward/backward since the previous call, i.e. all micro-steps of a
+        gradient-accumulation step, attributed to this optimizer step (up to
+        max_rows rows; per-example rows carry the gradient of the loss as
+        backpropagated, so a loss divided by the accumulation count divides
+        them by it). With ``grad_scaler`` the rows are divided by the scale in
+        force at the step's first forward. The sketch's LR is the optimizer's
+        LR at that first forward. Notes the directive in force (``applied``,
+        ``directive``) and sets should_stop when a stop directive is in force
+        at the next step (so that no update is made under it).
+
+        ``loss``: the step's training loss (read on sketch steps only).
+        ``global_step``: optimizer steps completed so far, this one included
+        (Lightning's trainer.global_step in on_train_batch_end, the HF
+        Trainer's state.global_step in on_step_end) [one more than the last
+        call]; a call that finds no new step (an accumulation micro-batch)
+        does nothing. Returns True when it ended a step."""
+        if self.apply_mode != "hooks":
+            raise RuntimeError("on_step_end() is for Monitor(apply='hooks'); use step()")
+        done = self._t + 1 if global_step is None else int(global_step)
+        if done <= self._t:
+            return False
+        t = done - 1
+        d = self.session.directive_at(t) if self.session else None
+        self.lr = self._step_lr if self._step_lr is not None else self.optimizer.param_groups[0]["lr"]
+        if d is not None and d.key != self._applied_key:
+            self._applied_key = d.key
+            late = d.effective_step < t and bool(self.applied)
+            self._stats["late_directives"] += int(late)
+            self.applied.append(Applied(t, d.version, d.phase, d.lr.at(t), d.optimizer.kind, late,
+                                        d.generation))
+            if (d.optimizer.kind == "natural_gradient" or d.noise_std > 0) and not self._warned_hooks:
+                self._warned_hooks = True
+                log.warning("spotter: step %d: directive v%d asks for %s; hooks mode applies "
+                            "neither (Monitor.step() does)", t, d.version,
+                            "natural gradient" if d.optimizer.kind == "natural_gradient"
+                            else "gradient noise")
+        scale = 1.0
+        if self.grad_scaler is not None and self.grad_scaler.is_enabled():
+            scale = self._step_scale if self._step_scale is not None else \
+                float(self.grad_scaler.get_scale())
+        self._upload(t, loss, scale)
+        self._step_lr = self._step_scale = None
+        self._finish_step(t)
+        nxt = self.session.directive_at(self._t) if self.session else None
+        if (d is not None and d.stop) or (nxt is not None and nxt.stop):
+            self.should_stop = True
+        return True
+
+    def _note_step_start(self, module, inputs) -> None:
+        if self._step_lr is None and torch.is_grad_enabled():
+            self._step_lr = self.optimizer.param_groups[0]["lr"]
+            if self.grad_scaler is not None and self.taps.sketch and self.grad_scaler.is_enabled():
+                self._step_scale = float(self.grad_scaler.get_scale())
+
     def _finish_step(self, t: int) -> None:
         self._t = t + 1
         if self.session is not None:
@@ -310,7 +404,7 @@ class Monitor:
         sketch = self.session is not None and self.uploads and t % self.sketch_every == 0
         factors = False
         d = self.session.directive_at(t) if self.session else None
-        if d is not None and d.optimizer.kind == "natural_gradient":
+        if d is not None and d.optimizer.kind == "natural_gradient" and self.apply_mode == "step":
             interval = self.kfac.factor_update_interval if self.kfac else \
                 max(1, d.optimizer.factor_update_interval or 10)
             start = self._ng_since if self._ng else t
@@ -340,8 +434,13 @@ class Monitor:
         return self.session.report_eval(self._t if step is None else step, metrics)
 
     def stats(self) -> dict:
-        """Monitor counters plus the session's (under "session")."""
-        out = dict(self._stats, step=self._t, natural_gradient=self._ng, lr=self.lr)
+        """Monitor counters, the sketch's coverage (sketched_params of
+        trainable_params, sketched_fraction) and the session's counters (under
+        "session")."""
+        out = dict(self._stats, step=self._t, natural_gradient=self._ng, lr=self.lr,
+                   sketched_params=self.taps.sketched_params,
+                   trainable_params=self.taps.trainable_params,
+                   sketched_fraction=self.taps.sketched_fraction)
         if self.kfac is not None:
             out.update(kfac_factor_updates=self.kfac.factor_updates, kfac_failures=self.kfac.failures,
                        kfac_inverse_updates=self.kfac.inverse_updates, kfac_nu=self.kfac.last_nu)
@@ -356,6 +455,8 @@ class Monitor:
             return
         self._closed = True
         self.taps.remove()
+        if self._start_hook is not None:
+            self._start_hook.remove()
         if self.session is not None:
             self.session.close(timeout=timeout)
 

@@ -14,6 +14,13 @@ produce, without materialising any per-example gradient:
     autograd hook delivers it;
   * K-FAC factors A = E[a a^T] and G = E[d d^T] from the same taps.
 
+Coverage: ``sketched_params`` of the model's ``trainable_params`` are in the
+sketch (``sketched_fraction``); every trainable parameter per microbatch, the
+tapped layers' per example. nn.MultiheadAttention applies its projections
+functionally (its out_proj's hooks never fire): per example it is neither
+tapped nor counted, with a warning. Under COVERAGE_WARN a warning names the
+largest unsketched modules.
+
 The layer maps are seeded from the run's projection seed (docs/PYTHON.md,
 "Per-example sketch map"): layer l (in model.modules() order among the
 tapped layers) uses CountSketch(SplitMix64At(seed, 2l)) for inputs and
@@ -66,6 +73,7 @@ class Layer:
         self.stack: List = []  # (pass id, projected inputs or None) per forward
         self.A = self.G = None  # factor sums of this step
         self.factor_n = 0
+        self.fired = False      # the forward hook ran on a captured pass
 
     def inputs(self, a: torch.Tensor) -> torch.Tensor:
         """The layer input as (B, T, d_in), bias column appended."""
@@ -83,6 +91,9 @@ class Layer:
         if self.conv:
             return g.reshape(g.shape[0], g.shape[1], -1).transpose(1, 2)
         return g.reshape(g.shape[0], -1, g.shape[-1]) if g.dim() > 1 else g.reshape(1, 1, -1)
+
+
+COVERAGE_WARN = 0.9  # Taps warns when the sketch covers less of the trainable parameters
 
 
 def tappable(module: nn.Module) -> bool:
@@ -112,14 +123,27 @@ class Taps:
         self.k_out, self.k_in = split_dim(self.k)
         self.layers: List[Layer] = []
         skipped = []
+        # MultiheadAttention passes its parameters (in_proj_*, out_proj.weight/
+        # bias) to F.multi_head_attention_forward: its out_proj Linear is never
+        # called, so no layer hook of it fires. It is not tapped (nor counted).
+        functional = {id(sub): name for name, m in model.named_modules()
+                      if isinstance(m, nn.MultiheadAttention) for sub in m.modules()}
+        attention = sorted(set(functional.values()))
+        self._functional = functional
         for name, m in model.named_modules():
-            if isinstance(m, (nn.Linear, nn.Conv2d)):
+            if isinstance(m, (nn.Linear, nn.Conv2d)) and id(m) not in functional:
                 if tappable(m) and m.weight.requires_grad:
                     self.layers.append(Layer(len(self.layers), name, m))
                 else:
                     skipped.append(name)
         if skipped:
             warnings.warn(f"spotter: layers not tapped (grouped/padded-mode conv or frozen): {skipped}")
+        if attention and sample == "per_example":
+            warnings.warn(f"spotter: nn.MultiheadAttention {attention} applies its projections "
+                          "functionally, so the per-example taps cannot see them: its "
+                          "parameters are not in the per-example sketch nor in input_dim, and "
+                          "count as unsketched in the coverage (sample='per_microbatch' "
+                          "sketches them)")
         self.sketch = False     # capture sketches in the current step
         self.factors = False    # capture K-FAC factors in the current step
         self.pass_id = -1
@@ -143,6 +167,62 @@ class Taps:
             self.input_dim = sum(layer.numel for layer in self.layers)
         else:
             raise ValueError(f"sample={sample!r}: expected 'per_example' or 'per_microbatch'")
+        self._coverage()
+        self._checked_fired = sample != "per_example"
+
+    # ------------------------------------------------------------ coverage
+    def _coverage(self) -> None:
+        """sketched_params / trainable_params = sketched_fraction, over the
+        model's distinct trainable parameters; warns under COVERAGE_WARN,
+        naming the largest unsketched modules."""
+        if self.sample == "per_microbatch":
+            sketched = {id(p) for p in self.params}
+        else:
+            sketched = {id(p) for layer in self.layers for p in layer.params if p.requires_grad}
+        trainable = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        self.trainable_params = sum(p.numel() for _, p in trainable)
+        self.sketched_params = sum(p.numel() for _, p in trainable if id(p) in sketched)
+        self.sketched_fraction = (self.sketched_params / self.trainable_params
+                                  if self.trainable_params else 1.0)
+        missing: Dict[str, int] = {}
+        for n, p in trainable:
+            if id(p) not in sketched:
+                owner = n.rpartition(".")[0]
+                owner = self._functional.get(id(self.model.get_submodule(owner)), owner)
+                missing[owner] = missing.get(owner, 0) + p.numel()
+        # By owning module (a MultiheadAttention's out_proj folded into it), largest first.
+        self.unsketched = sorted(missing.items(), key=lambda kv: (-kv[1], kv[0]))
+        if self.sketched_fraction < COVERAGE_WARN:
+            def label(owner):
+                m = self.model.get_submodule(owner) if owner else self.model
+                return f"{owner or '<model>'} ({type(m).__name__}, {missing[owner]:,})"
+            top = ", ".join(label(o) for o, _ in self.unsketched[:5])
+            more = len(self.unsketched) - 5
+            warnings.warn(
+                f"spotter: the {self.sample.replace('_', '-')} sketch covers "
+                f"{self.sketched_fraction:.1%} of the trainable parameters "
+                f"({self.sketched_params:,} of {self.trainable_params:,}); largest unsketched: "
+                f"{top}{f' and {more} more' if more > 0 else ''}. Only Linear/Conv2d layers are "
+                f"sketched per example; sample='per_microbatch' sketches every parameter")
+
+    def fraction_label(self) -> str:
+        """sketched_fraction with 3 decimals, rounded down ("1.000" only when
+        every trainable parameter is sketched)."""
+        if not self.trainable_params:
+            return "1.000"
+        return "%.3f" % (self.sketched_params * 1000 // self.trainable_params / 1000)
+
+    def _check_fired(self) -> None:
+        """Once, on the first captured step: a tapped layer whose weight got a
+        gradient although its forward hook never ran is used functionally
+        (F.linear(x, m.weight)); its gradient is missing from the sketch."""
+        self._checked_fired = True
+        silent = [layer.name for layer in self.layers if not layer.fired
+                  and layer.module.weight.grad is not None and bool(layer.module.weight.grad.any())]
+        if silent:
+            warnings.warn(f"spotter: layers {silent} received gradients but their forward hooks "
+                          "never ran (the weights are used functionally): their gradients are not "
+                          "in the per-example sketch, though counted in input_dim")
 
     # ------------------------------------------------------------- control
     def begin_step(self, sketch: bool, factors: bool) -> None:
@@ -161,6 +241,8 @@ class Taps:
         step, or (None, 0) if nothing was captured."""
         if not self.rows:
             return None, 0
+        if not self._checked_fired:
+            self._check_fired()
         ids = sorted(self.rows)
         if self.sample == "per_example":
             rows = torch.cat([self.rows[i] for i in ids], dim=0)[:max_rows]
@@ -206,6 +288,7 @@ class Taps:
                     aa = flat.t() @ flat / flat.shape[0]
                     layer.A = aa if layer.A is None else layer.A + aa
                     layer.factor_n += 1
+            layer.fired = True
             layer.stack.append((self.pass_id, proj, a.shape[0]))
             output.register_hook(self._backward_hook(layer))
         return hook
