@@ -15,30 +15,23 @@ Architecture (conventions: a request queue, a response thread, a callback):
                                                    Welcome/Ack/Reject/
                                                    Directive/Diagnostics
 
-* Nothing the training thread calls blocks on the network: uploads are encoded
-  and appended to a bounded deque; when it is full the oldest queued sketch is
-  dropped (and counted) to make room (``drop="oldest"``, the default), or the
-  new upload is (``drop="newest"``). Evaluation reports are dropped only when
-  the queue holds nothing else.
-* Sequence numbers are per rank, shared by sketches and eval reports, strictly
-  increasing; an upload gets its seq when first sent, continuing from the
-  first Welcome's last_seq (so a restarted trainer never collides with what
-  the server applied). An evicted upload that was already sent leaves a gap,
-  which the protocol allows.
-* Acks are cumulative: Ack{seq} removes every queued upload with seq <= seq.
-  Uploads stay queued until acked, so after a reconnect the session replays
-  those above Welcome.last_seq, in order.
-* The stream is reopened with exponential backoff (with jitter) after any
-  transient failure; the run is re-opened with the same config if the server
-  no longer knows it (NOT_FOUND). While disconnected, directive_at() keeps
-  answering from the directives already received (fail-open).
-* Directives are kept in a mailbox read at step boundaries; directive_at(step)
-  is the one in force at that step (highest version with effective_step <=
-  step). Advisory (ADVISE-mode) directives are kept apart: exposed through
-  advice(), never returned by directive_at().
-* close() stops accepting uploads, waits (bounded) for the queue to be acked
-  (also while reconnecting), sends a last Heartbeat, half-closes the stream
-  and joins the thread. It is explicit: nothing is done in __del__.
+* Nothing the training thread calls blocks on the network: uploads go to a
+  bounded deque; when it is full the oldest queued sketch is dropped and
+  counted (``drop="oldest"``, the default), or the new upload is
+  (``drop="newest"``); eval reports only when nothing else is queued.
+* Seqs are per rank, shared by sketches and eval reports, increasing; an
+  upload gets its seq when first sent, continuing from the first Welcome's
+  last_seq. An evicted upload already sent leaves a gap (the protocol allows
+  it). Acks are cumulative; uploads stay queued until acked, and after a
+  reconnect those above Welcome.last_seq are replayed in order.
+* After a transient failure the stream is reopened with jittered exponential
+  backoff (the run too, with the same config, if the server lost it); while
+  disconnected, directive_at() answers from what it has (fail-open).
+* Directives wait in a mailbox; directive_at(step) is the one in force (the
+  highest version with effective_step <= step). Advisory (ADVISE-mode)
+  directives are exposed through advice(), never by directive_at().
+* close() stops uploads, waits (bounded) for the acks, sends a last Heartbeat,
+  half-closes and joins the thread; nothing is done in __del__.
 
 Thread-safety: every public method may be called from any thread.
 """
