@@ -16,7 +16,8 @@ Every step, at the step boundary (inside step()), the Monitor
      i keeps its initial ratio to group 0); switches the K-FAC preconditioner
      on or off as the directive says; notes gradient-noise and stop;
   2. on sketch steps (step % sketch_every == 0) queues the sketch rows the taps
-     captured during this step's backward, with the loss and LR;
+     captured during this step's backward, with the loss and LR (on a GPU:
+     the rows of the previous sketch step, see "GPU" below);
   3. under natural gradient, refreshes K-FAC factors/inverses when due and
      preconditions the gradients; adds gradient noise if asked;
   4. calls optimizer.step() (or ``step_fn``) unless a stop directive is in
@@ -39,6 +40,15 @@ server from SPOTTER_SERVER (else 127.0.0.1:50051), token from SPOTTER_TOKEN,
 rank/world size from the process group, else RANK/WORLD_SIZE, else 0/1.
 Explicit arguments win.
 
+GPU: no synchronous device-to-host copy on the step path. The projection
+runs on the gradients' device; on a sketch step the (m x k) rows and the loss
+are copied into pinned host buffers with non_blocking=True on a side stream
+that waits for the training stream, and a CUDA event is recorded after the
+copy. The host reads them (event.synchronize(), normally long done, then
+upload) at the NEXT sketch step, or at report_eval(), flush() or close(): the
+server sees step t's sketch one sketch interval later. On the CPU the rows
+are uploaded at their own step, as before.
+
 Not thread-safe: call it from the training thread.
 """
 from __future__ import annotations
@@ -59,6 +69,42 @@ from spotter.torch.kfac import KFAC
 from spotter.torch.taps import Taps
 
 log = logging.getLogger("spotter")
+
+
+class _Staged:
+    """One CUDA sketch in flight to the host (see "GPU" in the module notes):
+    rows (and a tensor loss) copied into pinned buffers with non_blocking=True
+    on a side stream, then an event recorded there. ``pinned`` is reused:
+    a staged sketch is drained before the next one is staged."""
+
+    def __init__(self, t: int, rows: torch.Tensor, spr: int, loss, lr: float,
+                 pinned: torch.Tensor):
+        self.t, self.spr, self.lr = t, spr, lr
+        stream = torch.cuda.Stream(rows.device) if _Staged.side is None or \
+            _Staged.side.device != rows.device else _Staged.side
+        _Staged.side = stream
+        stream.wait_stream(torch.cuda.current_stream(rows.device))
+        self.event = torch.cuda.Event()
+        self.device_rows = rows  # kept alive until the copy is done
+        with torch.cuda.stream(stream):
+            self.rows = pinned[:rows.numel()].view(rows.shape)
+            self.rows.copy_(rows, non_blocking=True)
+            rows.record_stream(stream)
+            self.loss = loss
+            if torch.is_tensor(loss) and loss.is_cuda:
+                loss = loss.detach().reshape(1)
+                self.loss = torch.empty(1, dtype=loss.dtype, pin_memory=True)
+                self.loss.copy_(loss, non_blocking=True)
+                loss.record_stream(stream)
+            self.event.record(stream)
+
+    side = None  # the copy stream, made on first use
+
+    def read(self):
+        """(t, host rows, samples_per_row, loss, lr), after the copy is done."""
+        self.event.synchronize()
+        self.device_rows = None
+        return self.t, self.rows, self.spr, self.loss, self.lr
 
 
 @dataclasses.dataclass
@@ -198,6 +244,8 @@ class Monitor:
         self._stats = dict(sketches=0, sketch_rows=0, skipped_single_row=0, late_directives=0,
                            kfac_steps=0, sketch_seconds=0.0, kfac_seconds=0.0)
         self._warned_single = False
+        self._staged: Optional[_Staged] = None  # CUDA rows on their way to the host
+        self._pinned: Optional[torch.Tensor] = None
         self._closed = False
         # Hooks mode: the LR (and AMP scale) in force at the step's first forward.
         self.apply_mode, self.grad_scaler = apply, grad_scaler
@@ -311,16 +359,33 @@ class Monitor:
     def _upload(self, t: int, loss, scale: float = 1.0) -> None:
         """Queues the rows the taps captured since the last step boundary as
         step ``t``'s sketch (sketch steps of uploading ranks), divided by the
-        gradient scale ``scale`` (AMP)."""
+        gradient scale ``scale`` (AMP). CUDA rows are staged instead, and
+        queued at the next sketch step (or report_eval/flush/close)."""
         if not (self.taps.sketch and self.uploads and self.session is not None):
             return
         t0 = time.perf_counter()
-        rows, spr = self.taps.collect_rows(self.max_rows)
+        self._drain()
+        rows, spr = self.taps.collect_rows(self.max_rows, to_host=False)
         if rows is not None and scale and scale != 1.0:
             rows = rows / scale
+        if rows is not None and rows.is_cuda:
+            if self._pinned is None or self._pinned.numel() < rows.numel():
+                self._pinned = torch.empty(rows.numel(), dtype=torch.float32, pin_memory=True)
+            self._staged = _Staged(t, rows, spr, loss, self.lr, self._pinned)
+        else:
+            self._send(t, rows, spr, loss, self.lr)
+        self._stats["sketch_seconds"] += time.perf_counter() - t0
+
+    def _drain(self) -> None:
+        """Queues the staged CUDA sketch, if any (waits for its copy only)."""
+        if self._staged is not None:
+            staged, self._staged = self._staged, None
+            self._send(*staged.read())
+
+    def _send(self, t: int, rows, spr: int, loss, lr: float) -> None:
         if rows is not None and rows.shape[0] >= 2:
             lv = float(loss) if loss is not None else math.nan
-            if self.session.upload_sketch(t, rows, loss=lv, lr=self.lr, samples_per_row=spr):
+            if self.session.upload_sketch(t, rows, loss=lv, lr=lr, samples_per_row=spr):
                 self._stats["sketches"] += 1
                 self._stats["sketch_rows"] += rows.shape[0]
         elif rows is not None:
@@ -330,7 +395,6 @@ class Monitor:
                 log.warning("spotter: step %d: one gradient sample only; per-microbatch mode "
                             "needs >= 2 backward passes per sketch step (see "
                             "Monitor.microbatches())", t)
-        self._stats["sketch_seconds"] += time.perf_counter() - t0
 
     def on_step_end(self, loss=None, global_step: Optional[int] = None) -> bool:
         """Hooks mode (apply="hooks"): ends the current optimizer step. Call it
@@ -431,6 +495,7 @@ class Monitor:
         ...}) at ``step`` [the current step]. Only uploading ranks send."""
         if self.session is None or not self.uploads:
             return False
+        self._drain()  # a staged sketch's step comes first
         return self.session.report_eval(self._t if step is None else step, metrics)
 
     def stats(self) -> dict:
@@ -448,6 +513,13 @@ class Monitor:
             out["session"] = dataclasses.asdict(self.session.stats())
         return out
 
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Queues the staged sketch (GPU) and waits, up to ``timeout``
+        seconds, until the session has sent everything queued. True when
+        everything was sent (or there is no server)."""
+        self._drain()
+        return self.session.flush(timeout) if self.session is not None else True
+
     def close(self, timeout: float = 5.0) -> None:
         """Removes the hooks and closes the session (flushing, bounded by
         ``timeout``). Idempotent."""
@@ -458,6 +530,7 @@ class Monitor:
         if self._start_hook is not None:
             self._start_hook.remove()
         if self.session is not None:
+            self._drain()
             self.session.close(timeout=timeout)
 
     def __enter__(self):

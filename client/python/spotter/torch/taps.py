@@ -236,9 +236,11 @@ class Taps:
             layer.A = layer.G = None
             layer.factor_n = 0
 
-    def collect_rows(self, max_rows: int):
-        """(rows (m, k) float32 CPU tensor, samples_per_row) of the captured
-        step, or (None, 0) if nothing was captured."""
+    def collect_rows(self, max_rows: int, to_host: bool = True):
+        """(rows (m, k) float32 tensor, samples_per_row) of the captured step,
+        or (None, 0) if nothing was captured. The rows are on the CPU, or,
+        with ``to_host=False``, left on the gradients' device (no device-to-
+        host copy: the Monitor stages them asynchronously, see _Staged)."""
         if not self.rows:
             return None, 0
         if not self._checked_fired:
@@ -246,11 +248,17 @@ class Taps:
         ids = sorted(self.rows)
         if self.sample == "per_example":
             rows = torch.cat([self.rows[i] for i in ids], dim=0)[:max_rows]
-            return rows.detach().to("cpu", torch.float32), 1
+            return self._placed(rows, to_host), 1
         rows = torch.stack([self.rows[i] for i in ids])[:max_rows]
         sizes = [self.pass_sizes[i] for i in ids if i < len(self.pass_sizes)]
         spr = max(1, round(sum(sizes) / len(sizes))) if sizes else 1
-        return rows.detach().to("cpu", torch.float32), spr
+        return self._placed(rows, to_host), spr
+
+    @staticmethod
+    def _placed(rows: torch.Tensor, to_host: bool) -> torch.Tensor:
+        if to_host:
+            return rows.detach().to("cpu", torch.float32)
+        return rows.detach().to(torch.float32)
 
     def remove(self) -> None:
         for h in self.handles:
