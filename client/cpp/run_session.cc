@@ -238,6 +238,7 @@ struct RunSession::State {
       *h->mutable_projection() = o.config.projection();
       h->set_last_directive_version(last_version);
       h->set_client(o.client_name);
+      h->set_incarnation(o.incarnation);
     }
     std::unique_ptr<grpc::ClientReaderWriter<v1::ConnectRequest, v1::ConnectResponse>> stream =
         stub->Connect(&ctx);
@@ -370,6 +371,30 @@ absl::StatusOr<std::unique_ptr<RunSession>> RunSession::Start(SessionOptions opt
   if (options.queue_size < 1) return absl::InvalidArgumentError("queue_size must be >= 1");
   auto s = std::make_unique<State>();
   s->o = std::move(options);
+  std::random_device rd;
+  while (s->o.incarnation == 0) s->o.incarnation = (uint64_t{rd()} << 32) ^ rd();
+  if (s->o.resume) {
+    const v1::SessionCheckpoint& c = *s->o.resume;
+    if (c.run() != s->o.run || c.rank() != s->o.rank) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the checkpoint to resume is of run ", c.run(), " rank ", c.rank(),
+          "; this session is run ", s->o.run, " rank ", s->o.rank));
+    }
+    absl::MutexLock l(&s->mu);
+    for (const v1::Directive& p : c.directives()) {
+      absl::StatusOr<Directive> d = DirectiveFromProto(p);
+      if (!d.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat("the checkpoint's directive v", p.version(),
+                                                       ": ", d.status().message()));
+      }
+      if (d->version <= s->last_version) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("the checkpoint's directives are not in version order at v", d->version));
+      }
+      s->last_version = d->version;
+      s->directives.push_back(*std::move(d));
+    }
+  }
   std::shared_ptr<grpc::Channel> channel =
       s->o.channel ? s->o.channel
                    : grpc::CreateChannel(s->o.target, grpc::InsecureChannelCredentials());
@@ -458,6 +483,18 @@ std::optional<Directive> RunSession::Advice() const {
   }
   return std::nullopt;
 }
+
+v1::SessionCheckpoint RunSession::Checkpoint(uint64_t step) const {
+  v1::SessionCheckpoint c;
+  c.set_run(s_->o.run);
+  c.set_rank(s_->o.rank);
+  c.set_step(step);
+  absl::MutexLock l(&s_->mu);
+  for (const Directive& d : s_->directives) *c.add_directives() = ToProto(d);
+  return c;
+}
+
+uint64_t RunSession::incarnation() const { return s_->o.incarnation; }
 
 std::optional<Directive> RunSession::LatestDirective() const {
   absl::MutexLock l(&s_->mu);

@@ -81,6 +81,14 @@ struct SessionOptions {
   // A stream without a Welcome after this long is cancelled and reopened.
   absl::Duration welcome_timeout = absl::Seconds(10);
   std::string client_name = "spotter-cpp/0.1";
+  // This process's incarnation (Hello.incarnation); 0 = draw a random one.
+  // Every RunSession is a new incarnation: its reconnects replay exactly-once,
+  // and a session started after a restart is never taken for a replay.
+  uint64_t incarnation = 0;
+  // What Checkpoint() returned in the process this one resumes: its
+  // directives apply from the first step, before the server is reached.
+  // Its run and rank must be this session's (INVALID_ARGUMENT otherwise).
+  std::optional<v1::SessionCheckpoint> resume;
 };
 
 // Counters of one session, for logs and tests (a snapshot, see stats()). The
@@ -155,6 +163,10 @@ class RunSession {
   std::optional<Directive> LatestDirective() const;
   // Every directive received, advisory ones included, oldest first.
   std::vector<Directive> Directives() const;
+  // What to keep in the trainer's checkpoint taken before running `step`
+  // (see SessionOptions::resume and docs/RESTARTS.md).
+  v1::SessionCheckpoint Checkpoint(uint64_t step) const;
+  uint64_t incarnation() const;
   // The latest diagnostics (trajectory point) the server pushed.
   std::optional<v1::TrajectoryPoint> LatestDiagnostics() const;
   // The run's effective config as the server sent it (after the Welcome).

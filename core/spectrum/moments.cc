@@ -141,7 +141,7 @@ RankAccumulator::RankAccumulator(int dim, int sketch_rows,
 
 void RankAccumulator::Add(uint64_t step, const Eigen::Ref<const RowMatrixXf>& rows,
                           double samples_per_row) {
-  assert(segments_.empty() || step >= last_step_);
+  if (!segments_.empty()) step = std::max(step, last_step_);
   if (window_.kind == WindowKind::kExponential) {
     if (segments_.empty()) {
       segments_.push_back({0, GradientMoments(dim_, sketch_rows_)});

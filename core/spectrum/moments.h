@@ -79,8 +79,9 @@ class RankAccumulator {
  public:
   RankAccumulator(int dim, int sketch_rows, const WindowOptions& window);
 
-  // Adds a batch taken at `step`. Precondition: step >= last_step() (the caller
-  // rejects steps going backwards).
+  // Adds a batch taken at `step`. The window's clock never goes back: a step
+  // before last_step() (a restarted job redoing steps) is added at
+  // last_step(), undecayed, like any batch of that step.
   void Add(uint64_t step, const Eigen::Ref<const RowMatrixXf>& rows, double samples_per_row);
 
   // The statistics covering the window that ends at now_step (>= last_step()),

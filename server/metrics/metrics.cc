@@ -199,6 +199,12 @@ ServerMetrics::ServerMetrics(prometheus::Registry& registry, const RunSeriesOpti
                      .Help("Uploads dropped because their seq was already applied (replays).")
                      .Register(registry)
                      .Add({})),
+      restarts(BuildCounter()
+                   .Name("spotter_trainer_restarts_total")
+                   .Help("Trainer processes that rejoined a run as a new incarnation after it "
+                         "had applied data (a job restarted from a checkpoint).")
+                   .Register(registry)
+                   .Add({})),
       eval_reports(BuildCounter()
                        .Name("spotter_eval_reports_total")
                        .Help("Validation reports applied to a run.")

@@ -160,6 +160,7 @@ class ServerMetrics {
   prometheus::Counter& rows;             // sketch rows applied
   prometheus::Counter& bytes;            // sketch data bytes applied
   prometheus::Counter& duplicates;       // replayed uploads dropped
+  prometheus::Counter& restarts;         // trainer restarts (new incarnations)
   prometheus::Counter& eval_reports;     // EvalReports applied
   prometheus::Counter& directives;       // directives issued
   prometheus::Counter& evaluations;      // spectral evaluations completed

@@ -75,7 +75,7 @@ class ConnectReactor final
 
   void OnDone() override {
     target_->Detach();
-    if (run_) run_->Leave(rank_, this);
+    if (run_) run_->Leave(rank_.state, this);
     host_->Untrack(this);
     host_->deps().metrics->streams.Decrement();
     delete this;
@@ -229,6 +229,7 @@ class ConnectReactor final
         if (!rej) rej = run_->Ingest(rank_, b, rows_, &duplicate);
         if (rej) {
           Reject(b.seq(), *rej);
+          if (rej->reason == v1::REJECT_REASON_SUPERSEDED) return Superseded(b.seq(), *rej);
         } else if (duplicate) {
           m.duplicates.Increment();
         } else {
@@ -245,6 +246,7 @@ class ConnectReactor final
         bool duplicate = false;
         if (auto rej = run_->Report(rank_, req.eval(), &duplicate)) {
           Reject(req.eval().seq(), *rej);
+          if (rej->reason == v1::REJECT_REASON_SUPERSEDED) return Superseded(req.eval().seq(), *rej);
         } else if (duplicate) {
           m.duplicates.Increment();
         } else {
@@ -277,7 +279,7 @@ class ConnectReactor final
       status = Authorizer::AuthorizeRun(caller_, Rpc::kConnect, hello.run(), (*run)->owner());
     }
     if (status.ok()) {
-      absl::StatusOr<RankState*> rank = (*run)->Join(hello, this);
+      absl::StatusOr<RankHandle> rank = (*run)->Join(hello, this);
       status = rank.status();
       if (rank.ok()) {
         run_ = *run;
@@ -287,6 +289,14 @@ class ConnectReactor final
     }
     host_->CountReject(status);
     FinishAfterWrites(ToGrpcStatus(status));
+    return false;
+  }
+
+  // A restarted process replaced this stream's: it ends, so a zombie trainer
+  // stops sending (its reconnects get FAILED_PRECONDITION at Hello).
+  bool Superseded(uint64_t seq, const Rejection& rej) {
+    AckWhenDurable(seq);
+    FinishAfterWrites(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, rej.message));
     return false;
   }
 
@@ -300,7 +310,7 @@ class ConnectReactor final
 
   void Reject(uint64_t seq, const Rejection& rej) {
     host_->deps().metrics->CountReject(rej.label ? rej.label : RejectReasonLabel(rej.reason));
-    if (run_) run_->NoteReject(rank_);
+    if (run_) run_->NoteReject(rank_.state);
     v1::ConnectResponse r;
     v1::Reject* out = r.mutable_reject();
     out->set_seq(seq);
@@ -331,7 +341,7 @@ class ConnectReactor final
   grpc::ByteBuffer buf_;  // the message being read
   RowMatrixXf rows_;      // decode buffer, reused
   std::shared_ptr<Run> run_;
-  RankState* rank_ = nullptr;
+  RankHandle rank_;
   std::atomic<int64_t> last_activity_{0};  // unix nanos on the deps clock
   uint64_t ack_seq_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t acked_ ABSL_GUARDED_BY(mu_) = 0;

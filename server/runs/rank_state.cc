@@ -14,6 +14,9 @@ constexpr absl::Duration kRateBaseline = absl::Seconds(1);
 // that spans this long: directives issued in a run's first second must cover
 // the delivery budget too.
 constexpr absl::Duration kProvisionalBaseline = absl::Milliseconds(100);
+// Retired incarnations remembered per rank (a zombie older than these could
+// rejoin; restarts are rare, so this is many restarts deep).
+constexpr size_t kRetiredKept = 32;
 }  // namespace
 
 RankState::RankState(uint32_t r, int dim, int sketch_rows, const WindowOptions& window)
@@ -70,6 +73,34 @@ uint64_t RankState::DeliveryMarginLocked(double budget_seconds) const {
   return static_cast<uint64_t>(std::min(m, 1e9));
 }
 
+bool RankState::JoinIncarnationLocked(uint64_t id, bool* restarted) {
+  *restarted = false;
+  if (!incarnation_set) {
+    // The rank's first stream (or state from a server without incarnations):
+    // adopt the id and keep the seq space.
+    incarnation = id;
+    incarnation_set = true;
+    return true;
+  }
+  if (id == incarnation) return true;
+  if (std::find(retired_.begin(), retired_.end(), id) != retired_.end()) return false;
+  retired_.push_back(incarnation);
+  if (retired_.size() > kRetiredKept) retired_.erase(retired_.begin());
+  incarnation = id;
+  *restarted = any_step || last_seq > 0;
+  if (*restarted) {
+    restart_pending = true;
+    uploads_before_restart = uploads;
+  }
+  last_seq = 0;
+  durable_seq = std::make_shared<std::atomic<uint64_t>>(0);
+  any_step = false;  // the new process may resume before the last step
+  // The cadence restarts from the new process's first upload; the rate and
+  // the gap between uploads carry over (the same job, the same pace).
+  has_upload_ = false;
+  return true;
+}
+
 std::function<void()> RankState::MarkDurable(uint64_t seq) const {
   return [d = durable_seq, seq] {
     uint64_t cur = d->load();
@@ -96,6 +127,11 @@ state::RankRecord RankState::RecordLocked() const {
   r.set_rate_known(rate_known_);
   r.set_cadence_samples(static_cast<uint32_t>(cadence_samples_));
   r.set_last_upload_step(last_upload_step_);
+  r.set_incarnation(incarnation);
+  r.set_incarnation_set(incarnation_set);
+  for (uint64_t id : retired_) r.add_retired_incarnations(id);
+  r.set_restart_pending(restart_pending);
+  r.set_uploads_before_restart(uploads_before_restart);
   return r;
 }
 
@@ -119,6 +155,11 @@ void RankState::RestoreLocked(const state::RankRecord& r, absl::Time now) {
   // The rate baseline restarts: the time since the crash is no cadence.
   rate_anchor_time_ = now;
   rate_anchor_step_ = last_upload_step_;
+  incarnation = r.incarnation();
+  incarnation_set = r.incarnation_set();
+  retired_.assign(r.retired_incarnations().begin(), r.retired_incarnations().end());
+  restart_pending = r.restart_pending();
+  uploads_before_restart = r.uploads_before_restart();
   durable_seq->store(last_seq);
 }
 

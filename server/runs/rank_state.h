@@ -9,6 +9,7 @@
 #include <functional>
 #include <limits>
 #include <memory>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
@@ -44,6 +45,13 @@ class RankState {
   state::RankRecord RecordLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
   void RestoreLocked(const state::RankRecord& r, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
 
+  // Hello.incarnation `id` joins this rank. Returns false when `id` is a
+  // retired incarnation (fenced off). A new id on a rank that already had one
+  // starts a new incarnation: a fresh seq space (last_seq and durable_seq 0),
+  // no step floor, no cadence, and (when the rank had applied a step) a
+  // pending restart, recorded at its first step. Sets *restarted then.
+  bool JoinIncarnationLocked(uint64_t id, bool* restarted) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
+
   // Raises durable_seq to `seq` when called (after the entry queued next is
   // committed). The callback may outlive the rank.
   std::function<void()> MarkDurable(uint64_t seq) const;
@@ -70,8 +78,16 @@ class RankState {
   // The highest seq whose effect is durable: what a Welcome and RankStatus
   // report, so that a client never drops an upload a crash could still lose.
   // Set by commit callbacks (which may outlive the run, hence shared).
-  const std::shared_ptr<std::atomic<uint64_t>> durable_seq =
+  // Replaced (not reset) by a new incarnation: commits of the earlier one
+  // still in flight raise the old counter, not the new seq space's.
+  std::shared_ptr<std::atomic<uint64_t>> durable_seq ABSL_GUARDED_BY(mu) =
       std::make_shared<std::atomic<uint64_t>>(0);
+  // The process incarnation whose seq space this is (see JoinIncarnationLocked).
+  uint64_t incarnation ABSL_GUARDED_BY(mu) = 0;
+  bool incarnation_set ABSL_GUARDED_BY(mu) = false;
+  // The current incarnation restarted the rank; cleared by its first step.
+  bool restart_pending ABSL_GUARDED_BY(mu) = false;
+  uint64_t uploads_before_restart ABSL_GUARDED_BY(mu) = 0;
 
   // Under the owning Run's lock.
   uint64_t rejects = 0;
@@ -89,6 +105,14 @@ class RankState {
   bool rate_known_ ABSL_GUARDED_BY(mu) = false;
   double gap_ ABSL_GUARDED_BY(mu) = 0.0;  // steps between consecutive uploads (EMA)
   int cadence_samples_ ABSL_GUARDED_BY(mu) = 0;
+  // Earlier incarnations of this rank, newest last (at most kRetiredKept).
+  std::vector<uint64_t> retired_ ABSL_GUARDED_BY(mu);
+};
+
+// A joined stream's rank and the incarnation it joined as.
+struct RankHandle {
+  RankState* state = nullptr;
+  uint64_t incarnation = 0;
 };
 
 }  // namespace spotter

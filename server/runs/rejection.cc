@@ -76,6 +76,8 @@ const char* RejectReasonLabel(v1::RejectReason reason) {
       return "bad_metric";
     case v1::REJECT_REASON_DENORMAL:
       return "denormal";
+    case v1::REJECT_REASON_SUPERSEDED:
+      return "superseded";
     default:
       return "unspecified";
   }

@@ -84,7 +84,7 @@ uint32_t Run::StreamQuota() const {
   return static_cast<uint32_t>(std::min<uint64_t>(2ull * config_.world_size() + 2, UINT32_MAX));
 }
 
-absl::StatusOr<RankState*> Run::Join(const v1::Hello& hello, RunObserver* observer) {
+absl::StatusOr<RankHandle> Run::Join(const v1::Hello& hello, RunObserver* observer) {
   absl::MutexLock l(&mu_);
   if (hello.rank() >= config_.world_size()) {
     return WithReason(absl::InvalidArgumentError(absl::StrFormat(
@@ -123,17 +123,40 @@ absl::StatusOr<RankState*> Run::Join(const v1::Hello& hello, RunObserver* observ
             name_, streams_)),
         "run_stream_quota");
   }
-  const bool declare = p != 0 && declared == 0;
-  if (declare) declared_input_dim_ = p;
-
   RankState* rank = RankLocked(hello.rank());
+  std::vector<StoreOp> ops;
   v1::Welcome welcome;
   *welcome.mutable_config() = config_;
   {
     absl::MutexLock rl(&rank->mu);
+    bool restarted = false;
+    if (!rank->JoinIncarnationLocked(hello.incarnation(), &restarted)) {
+      return WithReason(
+          absl::FailedPreconditionError(absl::StrFormat(
+              "incarnation %d of run %s rank %d was replaced by a restarted process "
+              "(incarnation %d); a replaced process must not rejoin",
+              hello.incarnation(), name_, hello.rank(), rank->incarnation)),
+          "superseded_incarnation");
+    }
+    if (restarted && deps_.persistent) {
+      // The new seq space starts from a checkpoint of the window: the upload
+      // log of the earlier incarnation (its seqs) is gone with it.
+      state::CheckpointRecord ckpt;
+      ckpt.set_seq(0);
+      ckpt.set_accumulator(EncodeRankAccumulator(rank->acc));
+      ops.push_back(PutCheckpointRecord(name_, rank->rank, ckpt));
+      ops.push_back(
+          StoreOp::DeleteUpTo(Table::kUploads, name_, rank->rank, ~static_cast<uint64_t>(0)));
+      ops.push_back(PutRankRecord(name_, rank->RecordLocked()));
+      rank->logged_uploads = 0;
+      rank->logged_bytes = 0;
+    }
     welcome.set_last_seq(rank->durable_seq->load());
     rank->last_seen = deps_.clock->Now();
   }
+  const bool declare = p != 0 && declared == 0;
+  if (declare) declared_input_dim_ = p;
+  const RankHandle handle{rank, hello.incarnation()};
   welcome.set_phase(ToProto(controller_.phase()));
   observer->OnWelcome(welcome);
   // Every directive newer than what the stream already holds, the older
@@ -146,15 +169,15 @@ absl::StatusOr<RankState*> Run::Join(const v1::Hello& hello, RunObserver* observ
       observer->OnDirective(ToProto(directives_[i]));
     }
   }
-  if (declare) CommitLocked();
+  if (declare || !ops.empty()) CommitLocked(std::move(ops));
   if (published_.ended) {
     observer->OnEnded(state_);
-    return rank;
+    return handle;
   }
   observers_.insert(observer);
   ++streams_;
   ++rank->connected;
-  return rank;
+  return handle;
 }
 
 void Run::Leave(RankState* rank, RunObserver* observer) {
@@ -170,15 +193,56 @@ void Run::NoteReject(RankState* rank) {
   ++rank->rejects;
 }
 
-std::optional<Rejection> Run::Ingest(RankState* rank, const v1::SketchBatch& b,
+std::optional<Rejection> Run::CheckIncarnationLocked(
+    const RankHandle& h, uint64_t step, std::optional<v1::RestartEvent>* resumed) const {
+  RankState* rank = h.state;
+  if (h.incarnation != rank->incarnation) {
+    return Rejection{v1::REJECT_REASON_SUPERSEDED,
+                     absl::StrFormat("incarnation %d of rank %d was replaced by a restarted "
+                                     "process (incarnation %d); this stream takes no more data",
+                                     h.incarnation, rank->rank, rank->incarnation)};
+  }
+  if (rank->restart_pending) {
+    rank->restart_pending = false;
+    v1::RestartEvent e;
+    e.set_rank(rank->rank);
+    e.set_resume_step(step);
+    e.set_uploads_before(rank->uploads_before_restart);
+    *resumed = std::move(e);
+  }
+  return std::nullopt;
+}
+
+void Run::AddRestartLocked(v1::RestartEvent e) {
+  e.set_generation(static_cast<uint32_t>(restarts_.size() + 1));
+  e.set_redone_through(max_step_);
+  ToProto(deps_.clock->Now(), e.mutable_time());
+  restarts_.push_back(std::move(e));
+  deps_.metrics->restarts.Increment();
+}
+
+void Run::MarkRedoneLocked(v1::TrajectoryPoint* p) const {
+  for (size_t i = 0; i < published_.restarts; ++i) {
+    const v1::RestartEvent& e = restarts_[i];
+    if (p->step() >= e.resume_step() && p->step() <= e.redone_through()) {
+      p->set_redone(true);
+      return;
+    }
+  }
+}
+
+std::optional<Rejection> Run::Ingest(const RankHandle& h, const v1::SketchBatch& b,
                                      const RowMatrixXf& rows, bool* duplicate) {
   *duplicate = false;
   if (b.seq() == 0) {
     return Rejection{v1::REJECT_REASON_SEQ_NOT_INCREASING,
                      "seq is 0; uploads are numbered from 1 and increase"};
   }
+  RankState* rank = h.state;
+  std::optional<v1::RestartEvent> resumed;
   {
     absl::MutexLock l(&rank->mu);
+    if (auto rej = CheckIncarnationLocked(h, b.step(), &resumed)) return rej;
     if (b.seq() <= rank->last_seq) {
       *duplicate = true;
       return std::nullopt;
@@ -221,12 +285,17 @@ std::optional<Rejection> Run::Ingest(RankState* rank, const v1::SketchBatch& b,
     }
   }
   absl::MutexLock l(&mu_);
+  if (resumed) {
+    AddRestartLocked(*std::move(resumed));
+    CommitLocked();
+  }
   max_step_ = std::max(max_step_, b.step());
   MaybeScheduleEvalLocked();
   return std::nullopt;
 }
 
-std::optional<Rejection> Run::Report(RankState* rank, const v1::EvalReport& r, bool* duplicate) {
+std::optional<Rejection> Run::Report(const RankHandle& h, const v1::EvalReport& r,
+                                     bool* duplicate) {
   *duplicate = false;
   if (r.seq() == 0) {
     return Rejection{v1::REJECT_REASON_SEQ_NOT_INCREASING,
@@ -242,11 +311,16 @@ std::optional<Rejection> Run::Report(RankState* rank, const v1::EvalReport& r, b
   // validation metric and any directive it causes commit together.
   absl::MutexLock l(&mu_);
   const uint64_t eff = EffectiveStepLocked();
+  RankState* rank = h.state;
   absl::MutexLock rl(&rank->mu);
+  std::optional<v1::RestartEvent> resumed;
+  if (auto rej = CheckIncarnationLocked(h, r.step(), &resumed)) return rej;
   if (r.seq() <= rank->last_seq) {
     *duplicate = true;
     return std::nullopt;
   }
+  // Recorded with the report's commit below (CommitLocked takes the lot).
+  if (resumed) AddRestartLocked(*std::move(resumed));
   rank->last_seq = r.seq();
   rank->last_seen = deps_.clock->Now();
   rank->reported_step = std::max(rank->reported_step, r.step());
@@ -267,9 +341,11 @@ std::optional<Rejection> Run::Report(RankState* rank, const v1::EvalReport& r, b
   return std::nullopt;
 }
 
-void Run::Heartbeat(RankState* rank, uint64_t step) {
+void Run::Heartbeat(const RankHandle& h, uint64_t step) {
+  RankState* rank = h.state;
   {
     absl::MutexLock rl(&rank->mu);
+    if (h.incarnation != rank->incarnation) return;  // a replaced process
     rank->last_seen = deps_.clock->Now();
     rank->reported_step = std::max(rank->reported_step, step);
   }
@@ -404,7 +480,11 @@ absl::Status Run::Watch(RunObserver* observer, bool include_history) {
                       "run_watcher_quota");
   }
   if (include_history) {
-    for (size_t i = 0; i < published_.points; ++i) observer->OnPoint(points_[i]);
+    for (size_t i = 0; i < published_.points; ++i) {
+      v1::TrajectoryPoint p = points_[i];
+      MarkRedoneLocked(&p);
+      observer->OnPoint(p);
+    }
     for (size_t i = 0; i < published_.transitions; ++i) observer->OnTransition(transitions_[i]);
     for (size_t i = 0; i < published_.directives; ++i) {
       observer->OnDirective(ToProto(directives_[i]));
@@ -431,7 +511,17 @@ absl::Status Run::Override(const v1::OverridePhaseRequest& req,
     return absl::FailedPreconditionError(
         absl::StrFormat("run %s is finished; overrides apply to active runs only", name_));
   }
-  const uint64_t eff = EffectiveStepLocked();
+  uint64_t eff = EffectiveStepLocked();
+  if (req.effective_step() != 0) {
+    if (req.effective_step() < eff) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "effective_step %d is too early for run %s: every rank can get a directive only "
+          "from step %d on (the run's highest step plus its delivery margin, and no earlier "
+          "than the last directive's)",
+          req.effective_step(), name_, eff));
+    }
+    eff = req.effective_step();
+  }
   switch (req.action()) {
     case v1::OverridePhaseRequest::ACTION_FORCE_PHASE: {
       if (req.phase() == v1::PHASE_UNSPECIFIED || !v1::Phase_IsValid(req.phase())) {
@@ -548,6 +638,7 @@ v1::RunInfo Run::Info() const {
   ToProto(created_at_, info.mutable_created_at());
   info.set_max_step(max_step_);
   info.set_points(published_.points);
+  for (size_t i = 0; i < published_.restarts; ++i) *info.add_restarts() = restarts_[i];
   return info;
 }
 
@@ -574,13 +665,22 @@ v1::GetTrajectoryResponse Run::Trajectory(uint64_t since_step) const {
   absl::MutexLock l(&mu_);
   v1::GetTrajectoryResponse out;
   for (size_t i = 0; i < published_.points; ++i) {
-    if (points_[i].step() >= since_step) *out.add_points() = points_[i];
+    if (points_[i].step() < since_step) continue;
+    v1::TrajectoryPoint* p = out.add_points();
+    *p = points_[i];
+    MarkRedoneLocked(p);
   }
   for (size_t i = 0; i < published_.transitions; ++i) *out.add_transitions() = transitions_[i];
   for (size_t i = 0; i < published_.directives; ++i) {
     *out.add_directives() = ToProto(directives_[i]);
   }
+  for (size_t i = 0; i < published_.restarts; ++i) *out.add_restarts() = restarts_[i];
   return out;
+}
+
+std::vector<v1::RestartEvent> Run::Restarts() const {
+  absl::MutexLock l(&mu_);
+  return {restarts_.begin(), restarts_.begin() + static_cast<std::ptrdiff_t>(published_.restarts)};
 }
 
 }  // namespace spotter

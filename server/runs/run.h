@@ -110,16 +110,20 @@ class Run : public std::enable_shared_from_this<Run> {
   // INVALID_ARGUMENT: rank out of range. FAILED_PRECONDITION: projection spec
   // differs from the run's. RESOURCE_EXHAUSTED: the run has its quota of
   // Connect streams.
-  absl::StatusOr<RankState*> Join(const v1::Hello& hello, RunObserver* observer);
+  // FAILED_PRECONDITION too when hello.incarnation is one a restarted
+  // process replaced (docs/RESTARTS.md).
+  absl::StatusOr<RankHandle> Join(const v1::Hello& hello, RunObserver* observer);
   // Detaches a stream's observer; after it returns the observer gets no calls.
   void Leave(RankState* rank, RunObserver* observer);
 
   // Applies a decoded batch from a joined rank. nullopt: applied, or dropped
-  // as a duplicate (then *duplicate is set); otherwise the rejection.
-  std::optional<Rejection> Ingest(RankState* rank, const v1::SketchBatch& batch,
+  // as a duplicate (then *duplicate is set); otherwise the rejection
+  // (SUPERSEDED once a newer incarnation of the rank has joined).
+  std::optional<Rejection> Ingest(const RankHandle& rank, const v1::SketchBatch& batch,
                                   const RowMatrixXf& rows, bool* duplicate);
-  std::optional<Rejection> Report(RankState* rank, const v1::EvalReport& report, bool* duplicate);
-  void Heartbeat(RankState* rank, uint64_t step);
+  std::optional<Rejection> Report(const RankHandle& rank, const v1::EvalReport& report,
+                                  bool* duplicate);
+  void Heartbeat(const RankHandle& rank, uint64_t step);
   // Counts a rejected message against the rank (RankStatus.rejects).
   void NoteReject(RankState* rank);
 
@@ -146,6 +150,8 @@ class Run : public std::enable_shared_from_this<Run> {
   v1::RunInfo Info() const;
   v1::RunSummary Summary() const;
   v1::GetTrajectoryResponse Trajectory(uint64_t since_step) const;
+  // Restart events of the run, published ones only.
+  std::vector<v1::RestartEvent> Restarts() const;
   bool finished() const;
 
  private:
@@ -154,6 +160,7 @@ class Run : public std::enable_shared_from_this<Run> {
     size_t points = 0;
     size_t transitions = 0;
     size_t directives = 0;
+    size_t restarts = 0;
     bool ended = false;
   };
 
@@ -169,6 +176,17 @@ class Run : public std::enable_shared_from_this<Run> {
                    std::optional<v1::Directive>* issued = nullptr)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RecordTransitionLocked(const Transition& t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The rejection for an upload or report of a superseded incarnation, or
+  // nullopt. With a pending restart, takes its resume step (`step`) and sets
+  // *resumed to the event to record.
+  std::optional<Rejection> CheckIncarnationLocked(const RankHandle& h, uint64_t step,
+                                                  std::optional<v1::RestartEvent>* resumed) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(h.state->mu);
+  // Records a restart (the run's max step as its redone_through); the next
+  // CommitLocked persists and publishes it.
+  void AddRestartLocked(v1::RestartEvent e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Sets p.redone from the published restarts.
+  void MarkRedoneLocked(v1::TrajectoryPoint* p) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Queues `ops`, the unqueued points/transitions/directives and the
   // controller record, and publishes them to observers once durable.
   // `on_durable` runs after that commit, before the events are published.
@@ -210,6 +228,7 @@ class Run : public std::enable_shared_from_this<Run> {
   std::vector<Directive> directives_ ABSL_GUARDED_BY(mu_);
   std::vector<v1::PhaseTransition> transitions_ ABSL_GUARDED_BY(mu_);
   std::vector<v1::TrajectoryPoint> points_ ABSL_GUARDED_BY(mu_);
+  std::vector<v1::RestartEvent> restarts_ ABSL_GUARDED_BY(mu_);
   Published published_ ABSL_GUARDED_BY(mu_);
   Published queued_ ABSL_GUARDED_BY(mu_);
   v1::TrajectoryPoint latest_ ABSL_GUARDED_BY(mu_);            // with eigenvalues

@@ -23,12 +23,13 @@ state::ControllerRecord Run::ControllerRecordLocked() const {
   c.set_points(queued_.points);
   c.set_transitions(queued_.transitions);
   c.set_directives(queued_.directives);
+  for (const v1::RestartEvent& e : restarts_) *c.add_restarts() = e;
   return c;
 }
 
 void Run::CommitLocked(std::vector<StoreOp> ops, std::function<void()> on_durable) {
   const Published target{points_.size(), transitions_.size(), directives_.size(),
-                         state_ != v1::RUN_STATE_ACTIVE};
+                         restarts_.size(), state_ != v1::RUN_STATE_ACTIVE};
   if (deps_.persistent) {
     for (size_t i = queued_.points; i < target.points; ++i) {
       ops.push_back(PutPointRecord(name_, i, points_[i]));
@@ -70,6 +71,8 @@ void Run::Publish(const Published& upto) {
     const v1::Directive d = ToProto(directives_[published_.directives]);
     for (RunObserver* o : observers_) o->OnDirective(d);
   }
+  // Restarts have no observer event: GetRun and GetTrajectory read them.
+  published_.restarts = std::max(published_.restarts, upto.restarts);
   if (upto.ended && !published_.ended) {
     published_.ended = true;
     for (RunObserver* o : observers_) o->OnEnded(state_);

@@ -70,8 +70,9 @@ absl::StatusOr<std::shared_ptr<Run>> Run::Restore(LoadedRun loaded, const RunDep
   }
   run->transitions_ = std::move(loaded.transitions);
   run->points_ = std::move(loaded.points);
+  run->restarts_.assign(c.restarts().begin(), c.restarts().end());
   run->published_ = {run->points_.size(), run->transitions_.size(), run->directives_.size(),
-                     run->state_ != v1::RUN_STATE_ACTIVE};
+                     run->restarts_.size(), run->state_ != v1::RUN_STATE_ACTIVE};
   run->queued_ = run->published_;
   run->closed_ = run->state_ != v1::RUN_STATE_ACTIVE;
 
@@ -120,10 +121,6 @@ absl::StatusOr<RankAccumulator> RestoreRankAccumulator(const LoadedRank& rank,
     if (std::optional<Rejection> rej = DecodeSketch(b, config.sketch_dim(), replay, &rows)) {
       return absl::DataLossError(
           absl::StrFormat("logged upload seq %d no longer decodes: %s", b.seq(), rej->message));
-    }
-    if (!acc.empty() && b.step() < acc.last_step()) {
-      return absl::DataLossError(absl::StrFormat(
-          "logged upload seq %d at step %d is before step %d", b.seq(), b.step(), acc.last_step()));
     }
     acc.Add(b.step(), rows, b.samples_per_row() == 0 ? 1.0 : b.samples_per_row());
   }

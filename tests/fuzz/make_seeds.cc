@@ -211,7 +211,7 @@ void Checkpoints(const std::filesystem::path& dir) {
   v1::Hello hello;
   hello.set_run("r");
   hello.mutable_projection()->set_seed(7);
-  RankState* rank = *run->Join(hello, &nop);
+  const RankHandle rank = *run->Join(hello, &nop);
   RowMatrixXf rows;
   for (uint64_t seq = 1; seq <= 3; ++seq) {
     const v1::ConnectRequest r = Sketch(seq, seq, 3, 4, rng);
@@ -220,7 +220,7 @@ void Checkpoints(const std::filesystem::path& dir) {
     run->Ingest(rank, r.sketch(), rows, &dup);
     env.pool.Drain();
   }
-  run->Leave(rank, &nop);
+  run->Leave(rank.state, &nop);
   env.pool.Drain();
   env.committer.Flush();
   Bytes b;

@@ -83,29 +83,36 @@ void Run1(const uint8_t* data, size_t size) {
 
   NullObserver observer;
   std::shared_ptr<Run> run = Run::Create("fuzz", *config, "", 0, deps);
-  RankState* rank = nullptr;
+  RankHandle rank, stale;
   RowMatrixXf rows;
   while (!in.empty()) {
     v1::ConnectRequest req;
     if (!req.ParseFromString(in.Chunk())) continue;
     bool duplicate = false;
     switch (req.msg_case()) {
-      case v1::ConnectRequest::kHello:
-        if (rank == nullptr) {
-          absl::StatusOr<RankState*> r = run->Join(req.hello(), &observer);
-          if (r.ok()) rank = *r;
+      case v1::ConnectRequest::kHello: {
+        // A later Hello is another stream of the rank (a reconnect, or a
+        // restarted process when its incarnation differs); the earlier
+        // stream's handle stays usable, as a zombie trainer's would.
+        absl::StatusOr<RankHandle> r = run->Join(req.hello(), &observer);
+        if (r.ok()) {
+          stale = rank;
+          rank = *r;
         }
         break;
+      }
       case v1::ConnectRequest::kSketch:
-        if (rank != nullptr && !DecodeSketch(req.sketch(), config->sketch_dim(), limits, &rows)) {
-          run->Ingest(rank, req.sketch(), rows, &duplicate);
+        if (rank.state != nullptr &&
+            !DecodeSketch(req.sketch(), config->sketch_dim(), limits, &rows)) {
+          run->Ingest(req.sketch().seq() % 2 && stale.state ? stale : rank, req.sketch(), rows,
+                      &duplicate);
         }
         break;
       case v1::ConnectRequest::kEval:
-        if (rank != nullptr) run->Report(rank, req.eval(), &duplicate);
+        if (rank.state != nullptr) run->Report(rank, req.eval(), &duplicate);
         break;
       case v1::ConnectRequest::kHeartbeat:
-        if (rank != nullptr) run->Heartbeat(rank, req.heartbeat().step());
+        if (rank.state != nullptr) run->Heartbeat(rank, req.heartbeat().step());
         break;
       default:
         break;

@@ -32,6 +32,9 @@ ABSL_FLAG(bool, hold, false, "override --phase: keep automatic triggers off unti
 ABSL_FLAG(double, pin_lr, -1.0, "override: pin a constant learning rate (held until --release)");
 ABSL_FLAG(bool, natural_gradient, false, "override --pin_lr: with the natural-gradient optimizer");
 ABSL_FLAG(bool, release, false, "override: return the run to automatic control");
+ABSL_FLAG(uint64_t, at_step, 0,
+          "override --phase/--pin_lr: the step it takes effect at (0 = the earliest every rank "
+          "can get it; an earlier step is refused, naming the earliest)");
 ABSL_FLAG(std::string, reason, "", "override, finish: why (recorded in the run's history)");
 ABSL_FLAG(std::string, o, "", "plot: the PNG file to write");
 ABSL_FLAG(int32_t, width, 1200, "plot: image width, pixels");
@@ -52,7 +55,7 @@ constexpr char kUsage[] =
     "  plot RUN -o FILE.png [--width=1200] [--height=900] [--since=STEP]\n"
     "                                        rank, PR, loss and LR against steps, one PNG\n"
     "  override RUN --phase=P [--hold] | --pin_lr=LR [--natural_gradient] | --release\n"
-    "             [--reason=TEXT]\n"
+    "             [--at_step=S] [--reason=TEXT]\n"
     "  finish RUN [--reason=TEXT]            issue the final stop and close the run\n"
     "  delete RUN                            forget the run and its history\n"
     "  health                                gRPC health of the server\n";
@@ -161,6 +164,19 @@ int Show(v1::SpotterService::Stub& stub, const std::string& name) {
                 static_cast<unsigned long>(k.uploads()), static_cast<unsigned long>(k.rows()),
                 static_cast<unsigned long>(k.rejects()), k.connected() ? "yes" : "no");
   }
+  if (r.restarts_size() > 0) {
+    std::printf("restarts (%d):\n", r.restarts_size());
+    for (const v1::RestartEvent& e : r.restarts()) {
+      std::printf("  #%u rank %u resumed at step %lu at %s (run was at step %lu: %s; %lu uploads "
+                  "before)\n",
+                  e.generation(), e.rank(), static_cast<unsigned long>(e.resume_step()),
+                  Time(e.time()).c_str(), static_cast<unsigned long>(e.redone_through()),
+                  e.resume_step() <= e.redone_through() ? "steps redone, their points are the "
+                                                          "first pass's"
+                                                        : "nothing redone",
+                  static_cast<unsigned long>(e.uploads_before()));
+    }
+  }
   std::printf("phase history (%d transitions):\n", r.transitions_size());
   for (const v1::PhaseTransition& t : r.transitions()) {
     std::printf("  %s\n    %s\n", spotter::FormatTransition(t).c_str(), t.reason().c_str());
@@ -227,12 +243,12 @@ int Trajectory(v1::SpotterService::Stub& stub, const std::string& name) {
       "step,time_unix,phase,loss,lr,effective_rank,effective_rank_lower,"
       "effective_rank_upper,effective_rank_censored,rank_fraction,participation_ratio,"
       "participation_ratio_lower,participation_ratio_upper,participation_ratio_raw,"
-      "trace,top_eigenvalue,stable_rank,noise_scale,val_metric,effective_samples,rows\n");
+      "trace,top_eigenvalue,stable_rank,noise_scale,val_metric,effective_samples,rows,redone\n");
   for (const v1::TrajectoryPoint& p : resp.points()) {
     const v1::SpectrumSummary& c = p.covariance();
     std::printf(
         "%lu,%.3f,%s,%.9g,%.9g,%.9g,%.9g,%.9g,%d,%.9g,%.9g,%.9g,%.9g,%.9g,%.9g,%.9g,%.9g,"
-        "%.9g,%.9g,%.9g,%lu\n",
+        "%.9g,%.9g,%.9g,%lu,%d\n",
         static_cast<unsigned long>(p.step()), p.time().seconds() + p.time().nanos() * 1e-9,
         spotter::PhaseLabel(p.phase()).c_str(), p.loss(), p.lr(), c.effective_rank().value(),
         c.effective_rank().lower(), c.effective_rank().upper(),
@@ -240,7 +256,7 @@ int Trajectory(v1::SpotterService::Stub& stub, const std::string& name) {
         c.participation_ratio().value(), c.participation_ratio().lower(),
         c.participation_ratio().upper(), c.participation_ratio_raw(), c.trace(),
         c.top_eigenvalue().value(), c.stable_rank().value(), p.noise_scale(), p.val_metric(),
-        p.effective_samples(), static_cast<unsigned long>(p.rows()));
+        p.effective_samples(), static_cast<unsigned long>(p.rows()), p.redone() ? 1 : 0);
   }
   return 0;
 }
@@ -282,6 +298,7 @@ int Override(v1::SpotterService::Stub& stub, const std::string& name) {
   v1::OverridePhaseRequest req;
   req.set_name(name);
   req.set_reason(absl::GetFlag(FLAGS_reason));
+  req.set_effective_step(absl::GetFlag(FLAGS_at_step));
   const std::string phase = absl::AsciiStrToUpper(absl::GetFlag(FLAGS_phase));
   const double pin_lr = absl::GetFlag(FLAGS_pin_lr);
   const int actions = !phase.empty() + (pin_lr >= 0) + absl::GetFlag(FLAGS_release);
