@@ -147,13 +147,17 @@ class Client:
             raise SpotterError("WatchRun", e.code(), e.details()) from None
 
     def override_phase(self, name: str, action: Union[int, str], *, phase: Union[int, str, None] = None,
-                       directive=None, hold: bool = False, reason: str = "") -> "pb.OverridePhaseResponse":
+                       directive=None, hold: bool = False, reason: str = "",
+                       effective_step: int = 0) -> "pb.OverridePhaseResponse":
         """Operator control. action: "force_phase", "pin_directive", "release"
         (or the enum). phase: "acquisition", "refinement", "polish", "done" (or
-        the enum). directive: a spotter.v1.Directive or dict for pin_directive."""
+        the enum). directive: a spotter.v1.Directive or dict for pin_directive.
+        effective_step: the step the directive takes effect at (0: the earliest
+        every rank can get it; an earlier one is FAILED_PRECONDITION)."""
         if isinstance(action, str):
             action = pb.OverridePhaseRequest.Action.Value("ACTION_" + action.upper())
-        req = pb.OverridePhaseRequest(name=name, action=action, hold=hold, reason=reason)
+        req = pb.OverridePhaseRequest(name=name, action=action, hold=hold, reason=reason,
+                                      effective_step=effective_step)
         if phase is not None:
             req.phase = pb.Phase.Value("PHASE_" + phase.upper()) if isinstance(phase, str) else phase
         if directive is not None:

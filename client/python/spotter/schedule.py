@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Iterable, Optional
+from typing import Iterable, List, Optional, Tuple
 
 from spotter._proto import pb
 
@@ -113,6 +113,49 @@ class Directive:
             optimizer=opt, stop=bool(d.stop), reason=d.reason, advisory=bool(d.advisory),
             cause=CAUSES.get(d.cause, "unspecified"), noise_std=float(d.noise_std),
             generation=generation)
+
+    def to_proto(self) -> "pb.Directive":
+        """The spotter.v1.Directive this was made from (without issued_at)."""
+        kinds = {"linear": pb.LrSchedule.KIND_LINEAR, "cosine": pb.LrSchedule.KIND_COSINE}
+        d = pb.Directive(version=self.version, effective_step=self.effective_step,
+                         phase=_PHASE_VALUES[self.phase], stop=self.stop, reason=self.reason,
+                         advisory=self.advisory, cause=_CAUSE_VALUES[self.cause],
+                         noise_std=self.noise_std)
+        d.lr.kind = kinds.get(self.lr.kind, pb.LrSchedule.KIND_CONSTANT)
+        d.lr.start_step, d.lr.end_step = self.lr.start_step, self.lr.end_step
+        d.lr.start_lr, d.lr.end_lr = self.lr.start_lr, self.lr.end_lr
+        o = self.optimizer
+        d.optimizer.kind = (pb.OptimizerInstruction.KIND_NATURAL_GRADIENT
+                            if o.kind == "natural_gradient" else pb.OptimizerInstruction.KIND_KEEP)
+        d.optimizer.damping = o.damping
+        d.optimizer.factor_update_interval = o.factor_update_interval
+        d.optimizer.inverse_update_interval = o.inverse_update_interval
+        return d
+
+
+_PHASE_VALUES = {v: k for k, v in PHASES.items()}
+_CAUSE_VALUES = {v: k for k, v in CAUSES.items()}
+
+
+def encode_checkpoint(run: str, rank: int, step: int, directives: Iterable[Directive]) -> bytes:
+    """A serialized spotter.v1.SessionCheckpoint (see RunSession.checkpoint)."""
+    c = pb.SessionCheckpoint(run=run, rank=rank, step=step)
+    for d in sorted(directives, key=lambda d: d.key):
+        c.directives.append(d.to_proto())
+    return c.SerializeToString()
+
+
+def decode_checkpoint(data: bytes, run: str, rank: int) -> Tuple[int, List[Directive]]:
+    """(step, directives in version order) of a SessionCheckpoint for this run
+    and rank; ValueError when it is another run's or rank's, or out of order."""
+    c = pb.SessionCheckpoint.FromString(bytes(data))
+    if c.run != run or c.rank != rank:
+        raise ValueError(f"the checkpoint to resume is of run {c.run!r} rank {c.rank}; this "
+                         f"session is run {run!r} rank {rank}")
+    out = [Directive.from_proto(d) for d in c.directives]
+    if any(a.version >= b.version for a, b in zip(out, out[1:])):
+        raise ValueError("the checkpoint's directives are not in version order")
+    return int(c.step), out
 
 
 def directive_in_force(directives: Iterable[Directive], step: int,

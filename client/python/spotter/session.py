@@ -53,7 +53,8 @@ from spotter import env as _env
 from spotter._proto import pb, pb_grpc
 from spotter.client import DEFAULT_CHANNEL_OPTIONS, ConfigLike, SpotterError, channel, run_config
 from spotter.encoding import ENCODINGS, encode_rows
-from spotter.schedule import Directive, directive_in_force
+from spotter.mailbox import DirectiveMailbox
+from spotter.schedule import Directive, decode_checkpoint
 from spotter.stats import SessionStats
 
 log = logging.getLogger("spotter")
@@ -72,7 +73,7 @@ class _Upload:
     seq: int = 0  # 0 until first sent
 
 
-class RunSession:
+class RunSession(DirectiveMailbox):
     """Opens (or joins) a run and keeps one Connect stream to it.
 
     Args:
@@ -100,6 +101,11 @@ class RunSession:
         the session's thread; they must be quick and must not call close().
       token, root_certificates: auth and TLS, as for spotter.Client (token
         None: SPOTTER_TOKEN if set; "": none).
+      incarnation: this process's Hello.incarnation (None: a random one). A new
+        session after a restart is a new incarnation: its uploads are applied
+        from seq 1, never taken for replays (docs/RESTARTS.md).
+      resume: bytes from ``checkpoint()`` of the process this one resumes; its
+        directives are in force at once, before the server is reached.
     """
 
     def __init__(self, target: Optional[str] = None, run: Optional[str] = None,
@@ -112,7 +118,8 @@ class RunSession:
                  on_directive: Optional[Callable[[Directive], None]] = None,
                  on_diagnostics: Optional[Callable[["pb.TrajectoryPoint"], None]] = None,
                  token: Optional[str] = None, root_certificates: Optional[bytes] = None,
-                 client_name: str = "spotter-python/0.1", **config_fields):
+                 client_name: str = "spotter-python/0.1", incarnation: Optional[int] = None,
+                 resume: Optional[bytes] = None, **config_fields):
         if queue_size < 1:
             raise ValueError("queue_size must be >= 1")
         if drop not in ("oldest", "newest"):
@@ -121,6 +128,7 @@ class RunSession:
         self.run = run = _env.run_name(run)
         token = _env.token(token)
         self.rank = int(rank)
+        resumed = decode_checkpoint(resume, run, self.rank) if resume is not None else None
         self.config = run_config(config, **config_fields)
         self.projection = projection if projection is not None else self.config.projection
         self._queue_size = queue_size
@@ -162,6 +170,13 @@ class RunSession:
         self._welcome = None
         self._latest_diagnostics = None
         self._stats = SessionStats()
+        self.incarnation = int(incarnation) if incarnation else \
+            random.SystemRandom().getrandbits(64) or 1
+        if resumed is not None:
+            self._step, held = resumed
+            for d in held:
+                (self._advice if d.advisory else self._directives).append(d)
+                self._last_version = d.version
 
         try:
             self._open(open_timeout)
@@ -252,63 +267,6 @@ class RunSession:
             self._stats.enqueued += 1
             self._cv.notify_all()
             return True
-
-    # ---------------------------------------------------------------- mailbox
-    def directive_at(self, step: int) -> Optional[Directive]:
-        """The (non-advisory) directive in force at ``step``, or None if none
-        has been received. Cheap: meant to be called at every step boundary."""
-        with self._cv:
-            return directive_in_force(self._directives, step)
-
-    def lr_at(self, step: int, fallback: Optional[float] = None) -> Optional[float]:
-        """The learning rate the directive in force at ``step`` prescribes, or
-        ``fallback`` (None) when no directive is known (keep the trainer's own
-        LR)."""
-        d = self.directive_at(step)
-        return fallback if d is None else d.lr.at(step)
-
-    def should_stop(self, step: int) -> bool:
-        """True when the directive in force at ``step`` says stop."""
-        d = self.directive_at(step)
-        return d is not None and d.stop
-
-    def advice(self) -> Optional[Directive]:
-        """The newest advisory (ADVISE-mode) directive: shown, never applied."""
-        with self._cv:
-            return max(self._advice, key=lambda d: d.key) if self._advice else None
-
-    def latest_directive(self) -> Optional[Directive]:
-        """The latest directive received, advisory or not."""
-        with self._cv:
-            return self._latest_locked()
-
-    def directives(self) -> List[Directive]:
-        """Every directive received, advisory ones included, oldest first."""
-        with self._cv:
-            return sorted(self._directives + self._advice, key=lambda d: d.key)
-
-    def latest_diagnostics(self):
-        """The latest TrajectoryPoint (diagnostics) the server pushed, or None."""
-        with self._cv:
-            return self._latest_diagnostics
-
-    def wait_for_directive(self, timeout: float, version: int = 1) -> bool:
-        """Blocks up to ``timeout`` seconds until a directive of version >=
-        ``version`` is known (the latest received, advisory or not). False on
-        timeout or when the session stopped (error, run ended). For start-up
-        only (never inside a training step)."""
-        def arrived():
-            d = self._latest_locked()
-            return d is not None and d.version >= version
-
-        with self._cv:
-            self._cv.wait_for(lambda: arrived() or self._error is not None or self._ended,
-                              timeout)
-            return arrived()
-
-    def _latest_locked(self) -> Optional[Directive]:
-        known = self._directives + self._advice
-        return max(known, key=lambda d: d.key) if known else None
 
     def flush(self, timeout: float) -> bool:
         """Blocks up to ``timeout`` seconds until every queued upload is acked.
@@ -496,6 +454,7 @@ class RunSession:
             h.projection.CopyFrom(self.projection)
             h.last_directive_version = self._last_version
             h.client = self._client_name
+            h.incarnation = self.incarnation
         yield hello
         deadline = time.monotonic() + self._welcome_timeout
         with self._cv:
