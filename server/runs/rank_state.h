@@ -54,7 +54,7 @@ class RankState {
 
   // Raises durable_seq to `seq` when called (after the entry queued next is
   // committed). The callback may outlive the rank.
-  std::function<void()> MarkDurable(uint64_t seq) const;
+  std::function<void()> MarkDurable(uint64_t seq) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
 
   const uint32_t rank;
 

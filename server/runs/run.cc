@@ -194,13 +194,13 @@ void Run::NoteReject(RankState* rank) {
 }
 
 std::optional<Rejection> Run::CheckIncarnationLocked(
-    const RankHandle& h, uint64_t step, std::optional<v1::RestartEvent>* resumed) const {
-  RankState* rank = h.state;
-  if (h.incarnation != rank->incarnation) {
+    RankState* rank, uint64_t incarnation, uint64_t step,
+    std::optional<v1::RestartEvent>* resumed) const {
+  if (incarnation != rank->incarnation) {
     return Rejection{v1::REJECT_REASON_SUPERSEDED,
                      absl::StrFormat("incarnation %d of rank %d was replaced by a restarted "
                                      "process (incarnation %d); this stream takes no more data",
-                                     h.incarnation, rank->rank, rank->incarnation)};
+                                     incarnation, rank->rank, rank->incarnation)};
   }
   if (rank->restart_pending) {
     rank->restart_pending = false;
@@ -242,7 +242,7 @@ std::optional<Rejection> Run::Ingest(const RankHandle& h, const v1::SketchBatch&
   std::optional<v1::RestartEvent> resumed;
   {
     absl::MutexLock l(&rank->mu);
-    if (auto rej = CheckIncarnationLocked(h, b.step(), &resumed)) return rej;
+    if (auto rej = CheckIncarnationLocked(rank, h.incarnation, b.step(), &resumed)) return rej;
     if (b.seq() <= rank->last_seq) {
       *duplicate = true;
       return std::nullopt;
@@ -314,7 +314,7 @@ std::optional<Rejection> Run::Report(const RankHandle& h, const v1::EvalReport& 
   RankState* rank = h.state;
   absl::MutexLock rl(&rank->mu);
   std::optional<v1::RestartEvent> resumed;
-  if (auto rej = CheckIncarnationLocked(h, r.step(), &resumed)) return rej;
+  if (auto rej = CheckIncarnationLocked(rank, h.incarnation, r.step(), &resumed)) return rej;
   if (r.seq() <= rank->last_seq) {
     *duplicate = true;
     return std::nullopt;

@@ -179,9 +179,10 @@ class Run : public std::enable_shared_from_this<Run> {
   // The rejection for an upload or report of a superseded incarnation, or
   // nullopt. With a pending restart, takes its resume step (`step`) and sets
   // *resumed to the event to record.
-  std::optional<Rejection> CheckIncarnationLocked(const RankHandle& h, uint64_t step,
+  std::optional<Rejection> CheckIncarnationLocked(RankState* rank, uint64_t incarnation,
+                                                  uint64_t step,
                                                   std::optional<v1::RestartEvent>* resumed) const
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(h.state->mu);
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(rank->mu);
   // Records a restart (the run's max step as its redone_through); the next
   // CommitLocked persists and publishes it.
   void AddRestartLocked(v1::RestartEvent e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
