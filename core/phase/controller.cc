@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -13,6 +14,10 @@ namespace {
 double RelChange(double now, double prev) {
   return prev != 0.0 ? std::abs(now - prev) / std::abs(prev) : 0.0;
 }
+
+// Most evaluations a detector span holds (a window memory of millions of
+// steps at eval_every 1 would otherwise keep them all).
+constexpr size_t kMaxSpanEvals = 100000;
 
 }  // namespace
 
@@ -40,6 +45,7 @@ absl::Status ControllerConfig::Validate() const {
   if (!(rank_fraction_max > 0.0 && rank_fraction_max <= 1.0)) return bad("rank_fraction_max", rank_fraction_max, "in (0, 1]");
   if (!(plateau_epsilon > 0.0 && plateau_epsilon < 10.0)) return bad("plateau_epsilon", plateau_epsilon, "in (0, 10)");
   if (window_evals < 1 || window_evals > 1000) return bad("window_evals", window_evals, "in [1, 1000]");
+  if (plateau_windows < 2 || plateau_windows > 100) return bad("plateau_windows", plateau_windows, "in [2, 100]");
   if (!(loss_decrease_min >= 0.0 && loss_decrease_min < 10.0)) return bad("loss_decrease_min", loss_decrease_min, "in [0, 10)");
   if (confirm_evals < 1 || confirm_evals > 1000) return bad("confirm_evals", confirm_evals, "in [1, 1000]");
   if (!(hysteresis >= 1.0 && hysteresis < 100.0)) return bad("hysteresis", hysteresis, "in [1, 100)");
@@ -119,36 +125,59 @@ Decision PhaseController::Enter(Phase to, Cause cause, std::string reason,
   return d;
 }
 
+size_t PhaseController::SpanEvals() const {
+  return static_cast<size_t>(config_.plateau_windows) * static_cast<size_t>(config_.window_evals);
+}
+
 PhaseController::Smoothed PhaseController::Smooth() const {
   Smoothed s;
-  const size_t w = static_cast<size_t>(config_.window_evals);
-  if (window_.size() < 2 * w) return s;
-  double step_now = 0, step_prev = 0;
-  int loss_now_n = 0, loss_prev_n = 0;
-  for (size_t i = 0; i < 2 * w; ++i) {
-    const Observation& o = window_[window_.size() - 2 * w + i];
-    const bool recent = i >= w;
-    (recent ? s.rank_now : s.rank_prev) += o.effective_rank;
-    (recent ? s.pr_now : s.pr_prev) += o.participation_ratio;
-    (recent ? step_now : step_prev) += static_cast<double>(o.step);
+  const size_t n = window_.size();
+  if (n < SpanEvals()) return s;
+  s.span_steps = static_cast<double>(window_.back().step - window_.front().step);
+  s.span_evals = static_cast<int>(n);
+  if (s.span_steps < static_cast<double>(config_.window_memory_steps)) return s;
+  // The span in plateau_windows consecutive windows of (nearly) equal counts.
+  const size_t k = static_cast<size_t>(config_.plateau_windows);
+  std::vector<double> rank(k, 0.0), pr(k, 0.0), loss(k, 0.0), step(k, 0.0);
+  std::vector<int> count(k, 0), loss_count(k, 0);
+  for (size_t i = 0; i < n; ++i) {
+    const Observation& o = window_[i];
+    const size_t j = i * k / n;
+    rank[j] += o.effective_rank;
+    pr[j] += o.participation_ratio;
+    step[j] += static_cast<double>(o.step);
+    ++count[j];
     if (std::isfinite(o.loss)) {
-      (recent ? s.loss_now : s.loss_prev) += o.loss;
-      ++(recent ? loss_now_n : loss_prev_n);
+      loss[j] += o.loss;
+      ++loss_count[j];
     }
-    if (recent && o.rank_censored) s.censored = true;
+    if (j == k - 1 && o.rank_censored) s.censored = true;
   }
-  const double wd = static_cast<double>(w);
-  s.rank_now /= wd;
-  s.rank_prev /= wd;
-  s.pr_now /= wd;
-  s.pr_prev /= wd;
-  s.loss_known = loss_now_n > 0 && loss_prev_n > 0;
+  for (size_t j = 0; j < k; ++j) {
+    rank[j] /= count[j];
+    pr[j] /= count[j];
+    step[j] /= count[j];
+    if (loss_count[j] > 0) loss[j] /= loss_count[j];
+  }
+  auto spread = [](const std::vector<double>& v) {
+    const auto [lo, hi] = std::minmax_element(v.begin(), v.end());
+    double mean = 0.0;
+    for (double x : v) mean += x;
+    mean /= static_cast<double>(v.size());
+    return mean != 0.0 ? (*hi - *lo) / std::abs(mean) : 0.0;
+  };
+  s.rank_now = rank[k - 1];
+  s.rank_first = rank[0];
+  s.pr_now = pr[k - 1];
+  s.pr_first = pr[0];
+  s.rank_spread = spread(rank);
+  s.pr_spread = spread(pr);
+  s.loss_known = loss_count[0] > 0 && loss_count[k - 1] > 0;
   if (s.loss_known) {
-    s.loss_now /= loss_now_n;
-    s.loss_prev /= loss_prev_n;
+    s.loss_now = loss[k - 1];
+    s.loss_first = loss[0];
   }
-  s.epochs = (step_now - step_prev) / wd / static_cast<double>(config_.steps_per_epoch);
-  s.window_steps = static_cast<double>(window_.back().step - window_[window_.size() - 2 * w].step);
+  s.epochs = (step[k - 1] - step[0]) / static_cast<double>(config_.steps_per_epoch);
   s.ready = s.epochs > 0.0;
   return s;
 }
@@ -161,13 +190,25 @@ int PhaseController::Latch(bool on, bool clearly_off, int count) {
 
 std::optional<Decision> PhaseController::OnEvaluation(const Observation& obs,
                                                       uint64_t eff) {
+  std::optional<Decision> d = Decide(obs, eff);
+  if (d) d->decision_step = obs.step;
+  return d;
+}
+
+std::optional<Decision> PhaseController::Decide(const Observation& obs, uint64_t eff) {
   if (phase_ == Phase::kDone) return std::nullopt;
   const ControllerConfig& c = config_;
   // Evaluations from before the phase took effect describe the previous
   // directive: they do not enter this phase's windows.
   if (obs.step >= phase_start_step_) {
     window_.push_back(obs);
-    while (window_.size() > 2 * static_cast<size_t>(c.window_evals)) window_.pop_front();
+    // Keep the shortest tail that is still a full span.
+    const size_t need = SpanEvals();
+    while (window_.size() > need &&
+           (window_.back().step - window_[1].step >= c.window_memory_steps ||
+            window_.size() > kMaxSpanEvals)) {
+      window_.pop_front();
+    }
   }
   if (held_) return std::nullopt;
 
@@ -211,19 +252,19 @@ std::optional<Decision> PhaseController::AcquisitionExit(const Smoothed& s, uint
                                                          uint64_t eff) {
   const ControllerConfig& c = config_;
   const double h = c.hysteresis;
-  const double rank_change = RelChange(s.rank_now, s.rank_prev);
-  const double pr_drop = s.pr_prev > 0.0 ? (s.pr_prev - s.pr_now) / s.pr_prev / s.epochs : 0.0;
+  // Signed rates over the span, per epoch; positive = falling.
+  const double pr_drop = s.pr_first > 0.0 ? (s.pr_first - s.pr_now) / s.pr_first / s.epochs : 0.0;
   const double rank_fraction = s.rank_now / c.sketch_rows;
-  const double loss_rate = s.loss_known && s.loss_prev != 0.0
-                               ? (s.loss_prev - s.loss_now) / std::abs(s.loss_prev) / s.epochs
+  const double loss_rate = s.loss_known && s.loss_first != 0.0
+                               ? (s.loss_first - s.loss_now) / std::abs(s.loss_first) / s.epochs
                                : std::numeric_limits<double>::quiet_NaN();
   const bool loss_falling = std::isfinite(loss_rate) && loss_rate > c.loss_decrease_min;
-  const bool on = !s.censored && pr_drop < c.id_drop_threshold &&
-                  rank_fraction < c.rank_fraction_max && rank_change < c.plateau_epsilon &&
+  const bool on = !s.censored && std::abs(pr_drop) < c.id_drop_threshold &&
+                  rank_fraction < c.rank_fraction_max && s.rank_spread < c.plateau_epsilon &&
                   loss_falling;
-  const bool off = s.censored || pr_drop > c.id_drop_threshold * h ||
+  const bool off = s.censored || std::abs(pr_drop) > c.id_drop_threshold * h ||
                    rank_fraction > c.rank_fraction_max * h ||
-                   rank_change > c.plateau_epsilon * h || !std::isfinite(loss_rate) ||
+                   s.rank_spread > c.plateau_epsilon * h || !std::isfinite(loss_rate) ||
                    loss_rate < c.loss_decrease_min / h;
   latched_ = Latch(on, off, latched_);
   if (!on || latched_ < c.confirm_evals) return std::nullopt;
@@ -232,31 +273,34 @@ std::optional<Decision> PhaseController::AcquisitionExit(const Smoothed& s, uint
   return Enter(
       Phase::kRefinement, Cause::kAutomatic,
       absl::StrFormat(
-          "Fisher rank plateaued at r90 %.1f (rank fraction %.3f < %.2f, change %.1f%% < "
-          "%.0f%% between windows of %d evals), PR %.1f dropping %.2f%%/epoch < %.1f%%, "
-          "loss still falling %.2f%%/epoch > %.1f%%, latched %d evals: natural gradient, "
-          "LR %.4g -> %.4g",
-          s.rank_now, rank_fraction, c.rank_fraction_max, 100 * rank_change,
-          100 * c.plateau_epsilon, c.window_evals, s.pr_now, 100 * pr_drop,
+          "Fisher rank plateaued at r90 %.1f (rank fraction %.3f < %.2f; r90 within a %.1f%% "
+          "band < %.0f%% over %d evals, %.0f steps), PR %.1f changing %+.2f%%/epoch, within "
+          "+-%.1f%%, loss still falling %.2f%%/epoch > %.1f%%, latched %d evals: natural "
+          "gradient, LR %.4g -> %.4g",
+          s.rank_now, rank_fraction, c.rank_fraction_max, 100 * s.rank_spread,
+          100 * c.plateau_epsilon, s.span_evals, s.span_steps, s.pr_now, -100 * pr_drop,
           100 * c.id_drop_threshold, 100 * loss_rate, 100 * c.loss_decrease_min, latched_,
           lr_before, plan.lr.start_lr),
       {{"step", static_cast<double>(step)},
        {"effective_rank", s.rank_now},
-       {"effective_rank_prev", s.rank_prev},
+       {"effective_rank_first", s.rank_first},
        {"rank_fraction", rank_fraction},
        {"rank_fraction_max", c.rank_fraction_max},
        {"sketch_rows", static_cast<double>(c.sketch_rows)},
-       {"rank_rel_change", rank_change},
+       {"rank_spread", s.rank_spread},
        {"plateau_epsilon", c.plateau_epsilon},
        {"participation_ratio", s.pr_now},
-       {"participation_ratio_prev", s.pr_prev},
+       {"participation_ratio_first", s.pr_first},
        {"pr_drop_per_epoch", pr_drop},
        {"id_drop_threshold", c.id_drop_threshold},
        {"loss", s.loss_now},
        {"loss_decrease_per_epoch", loss_rate},
        {"loss_decrease_min", c.loss_decrease_min},
        {"window_evals", static_cast<double>(c.window_evals)},
-       {"window_steps", s.window_steps},
+       {"plateau_windows", static_cast<double>(c.plateau_windows)},
+       {"span_evals", static_cast<double>(s.span_evals)},
+       {"span_steps", s.span_steps},
+       {"window_memory_steps", static_cast<double>(c.window_memory_steps)},
        {"latched_evals", static_cast<double>(latched_)},
        {"confirm_evals", static_cast<double>(c.confirm_evals)},
        {"hysteresis", c.hysteresis},
@@ -269,43 +313,46 @@ std::optional<Decision> PhaseController::AcquisitionExit(const Smoothed& s, uint
 std::optional<Decision> PhaseController::RefinementExit(const Smoothed& s, uint64_t step,
                                                         uint64_t eff) {
   // The spectrum is stable and natural gradient has slowed down. Without loss
-  // reports the spectrum alone decides.
+  // reports the spectrum alone decides. A loss that rises is no plateau: it
+  // holds the trigger off like a loss still falling fast.
   const ControllerConfig& c = config_;
   const double h = c.hysteresis;
-  const double rank_change = RelChange(s.rank_now, s.rank_prev);
-  const double pr_change = RelChange(s.pr_now, s.pr_prev);
-  const double loss_rate = s.loss_known && s.loss_prev != 0.0
-                               ? (s.loss_prev - s.loss_now) / std::abs(s.loss_prev) / s.epochs
+  const double loss_rate = s.loss_known && s.loss_first != 0.0
+                               ? (s.loss_first - s.loss_now) / std::abs(s.loss_first) / s.epochs
                                : std::numeric_limits<double>::quiet_NaN();
-  const bool loss_slow = !std::isfinite(loss_rate) || loss_rate < c.refine_loss_rate_min;
-  const bool on = !s.censored && rank_change < c.plateau_epsilon &&
-                  pr_change < c.plateau_epsilon && loss_slow;
-  const bool off = s.censored || rank_change > c.plateau_epsilon * h ||
-                   pr_change > c.plateau_epsilon * h ||
-                   (std::isfinite(loss_rate) && loss_rate > c.refine_loss_rate_min * h);
+  const bool loss_slow = !std::isfinite(loss_rate) || std::abs(loss_rate) < c.refine_loss_rate_min;
+  const bool on = !s.censored && s.rank_spread < c.plateau_epsilon &&
+                  s.pr_spread < c.plateau_epsilon && loss_slow;
+  const bool off = s.censored || s.rank_spread > c.plateau_epsilon * h ||
+                   s.pr_spread > c.plateau_epsilon * h ||
+                   (std::isfinite(loss_rate) && std::abs(loss_rate) > c.refine_loss_rate_min * h);
   latched_ = Latch(on, off, latched_);
   if (!on || latched_ < c.confirm_evals) return std::nullopt;
   DirectivePlan plan = PlanFor(Phase::kPolish, eff);
   return Enter(
       Phase::kPolish, Cause::kAutomatic,
       absl::StrFormat(
-          "spectrum stable (r90 change %.1f%%, PR change %.1f%% < %.0f%% between windows of "
-          "%d evals) and loss improvement %.2f%%/epoch < %.1f%%, latched %d evals: cosine "
-          "decay %.4g -> %.4g until step %d",
-          100 * rank_change, 100 * pr_change, 100 * c.plateau_epsilon, c.window_evals,
-          std::isfinite(loss_rate) ? 100 * loss_rate : 0.0, 100 * c.refine_loss_rate_min,
-          latched_, plan.lr.start_lr, plan.lr.end_lr, c.total_steps),
+          "spectrum stable (r90 within a %.1f%% band, PR within %.1f%%, < %.0f%% over %d evals, "
+          "%.0f steps) and loss change %+.2f%%/epoch within +-%.1f%%, latched %d evals: "
+          "cosine decay %.4g -> %.4g until step %d",
+          100 * s.rank_spread, 100 * s.pr_spread, 100 * c.plateau_epsilon, s.span_evals,
+          s.span_steps, std::isfinite(loss_rate) ? -100 * loss_rate : 0.0,
+          100 * c.refine_loss_rate_min, latched_, plan.lr.start_lr, plan.lr.end_lr,
+          c.total_steps),
       {{"step", static_cast<double>(step)},
        {"effective_rank", s.rank_now},
-       {"rank_rel_change", rank_change},
+       {"rank_spread", s.rank_spread},
        {"participation_ratio", s.pr_now},
-       {"pr_rel_change", pr_change},
+       {"pr_spread", s.pr_spread},
        {"plateau_epsilon", c.plateau_epsilon},
        {"loss", s.loss_now},
        {"loss_improvement_per_epoch", loss_rate},
        {"refine_loss_rate_min", c.refine_loss_rate_min},
        {"window_evals", static_cast<double>(c.window_evals)},
-       {"window_steps", s.window_steps},
+       {"plateau_windows", static_cast<double>(c.plateau_windows)},
+       {"span_evals", static_cast<double>(s.span_evals)},
+       {"span_steps", s.span_steps},
+       {"window_memory_steps", static_cast<double>(c.window_memory_steps)},
        {"latched_evals", static_cast<double>(latched_)},
        {"confirm_evals", static_cast<double>(c.confirm_evals)},
        {"hysteresis", c.hysteresis},
@@ -315,6 +362,13 @@ std::optional<Decision> PhaseController::RefinementExit(const Smoothed& s, uint6
 
 std::optional<Decision> PhaseController::OnValidation(uint64_t step, double value,
                                                       uint64_t eff) {
+  std::optional<Decision> d = DecideOnValidation(step, value, eff);
+  if (d) d->decision_step = step;
+  return d;
+}
+
+std::optional<Decision> PhaseController::DecideOnValidation(uint64_t step, double value,
+                                                            uint64_t eff) {
   if (phase_ != Phase::kPolish || held_ || !std::isfinite(value)) return std::nullopt;
   if (step < phase_start_step_) return std::nullopt;  // before POLISH took effect
   const ControllerConfig& c = config_;

@@ -34,18 +34,28 @@ struct ControllerConfig {
   int sketch_rows = 64;
 
   double warmup_fraction = 0.15;  // warm-up length / total_steps, in (0, 1)
-  // ACQUISITION exit: the smoothed participation ratio may fall by at most
-  // this fraction per epoch (a rising PR passes). In (0, 10).
+  // ACQUISITION exit: the smoothed participation ratio may change by at most
+  // this fraction per epoch, in either direction, over the plateau span (the
+  // paper's "ID drop rate below a threshold", made two-sided: a PR rising fast
+  // is no more settled than one falling fast). In (0, 10).
   double id_drop_threshold = 0.05;
   double rank_fraction_max = 0.2;  // ACQUISITION exit: r90 / l below this, in (0, 1]
-  // Plateau: relative change of the smoothed r90 (and, in REFINEMENT, of the
-  // PR) between the last window and the one before it, below this. In (0, 10).
+  // Plateau: over the plateau span, the spread (max - min) / mean of the
+  // smoothed r90 (and, in REFINEMENT, of the PR) is below this: the signal
+  // stayed inside a band, in both directions, for the whole span, so neither
+  // a fall, a rise nor a turning point passes. In (0, 10).
   double plateau_epsilon = 0.1;
-  // Smoothing window, in evaluations: every signal is the mean of the last
-  // window_evals evaluations, compared with the mean of the window_evals
-  // before them. The detectors need 2 x window_evals evaluations of the
-  // current phase before they can fire. In [1, 1000].
+  // Smoothing window, in evaluations: every signal is a mean over
+  // window_evals evaluations. In [1, 1000].
   int window_evals = 5;
+  // The plateau span is plateau_windows consecutive smoothing windows (and at
+  // least window_memory_steps long): the detectors need that many of the
+  // current phase's evaluations before they can fire. In [2, 100].
+  int plateau_windows = 3;
+  // The run's sketch window memory in steps (the exponential window's
+  // 1 / (1 - decay), the fixed window's length; 0: none): a plateau must hold
+  // over a span at least this long, or it could be the window's own lag.
+  uint64_t window_memory_steps = 0;
   // ACQUISITION exit: the smoothed loss must still fall faster than this,
   // relative, per epoch ("while the loss is still decreasing"). In [0, 10).
   double loss_decrease_min = 0.01;
@@ -98,13 +108,19 @@ struct Decision {
   std::string reason;
   Evidence evidence;
   DirectivePlan plan;
+  // The step of the evaluation or validation report that decided (unset for
+  // operator actions). The directive takes effect later, at its effective
+  // step: the delivery margin.
+  std::optional<uint64_t> decision_step;
 };
 
 // The state machine ACQUISITION -> REFINEMENT -> POLISH -> DONE with its
 // triggers. A trigger is evaluated only when its phase has been in force for
-// min_dwell_steps (counted from the directive's effective_step) and the
-// smoothing windows hold 2 x window_evals evaluations taken since then; it
-// latches with hysteresis and fires after confirm_evals latched evaluations.
+// min_dwell_steps (counted from the directive's effective_step) and its
+// plateau span is full: plateau_windows x window_evals evaluations taken since
+// then, covering at least window_memory_steps. Every plateau test is
+// two-sided and holds over the whole span (docs/PHASES.md). A trigger latches
+// with hysteresis and fires after confirm_evals latched evaluations.
 //
 // Not thread-safe: the owner (one run) serialises calls.
 class PhaseController {
@@ -154,24 +170,33 @@ class PhaseController {
  private:
   friend struct ControllerCodecAccess;  // core/phase/controller_codec.cc
 
-  // The detectors' inputs: means over the last window (`now`) and the one
-  // before it (`prev`) of the current phase's evaluations.
+  // The detectors' inputs over the plateau span: the current phase's latest
+  // evaluations, split into plateau_windows consecutive windows, each
+  // averaged. `now` is the last window's mean, `first` the first one's.
   struct Smoothed {
-    bool ready = false;  // both windows full and apart in steps
-    double rank_now = 0, rank_prev = 0;
-    double pr_now = 0, pr_prev = 0;
-    double loss_now = 0, loss_prev = 0;
-    bool loss_known = false;  // both windows hold a finite loss
-    double epochs = 0;        // epochs between the two windows' centres
-    double window_steps = 0;  // steps spanned by the two windows
-    bool censored = false;    // r90 censored in the last window
+    bool ready = false;  // the span is full, long enough and apart in steps
+    double rank_now = 0, rank_first = 0;
+    double pr_now = 0, pr_first = 0;
+    double loss_now = 0, loss_first = 0;
+    // (max - min) / mean of the windows' means.
+    double rank_spread = 0, pr_spread = 0;
+    bool loss_known = false;  // the first and last windows hold a finite loss
+    double epochs = 0;        // epochs between the first and last windows' centres
+    double span_steps = 0;    // steps from the span's first evaluation to its last
+    int span_evals = 0;
+    bool censored = false;  // r90 censored in the last window
   };
 
   // Moves to `to` with `plan`, resetting the per-phase detectors.
   Decision Enter(Phase to, Cause cause, std::string reason, Evidence evidence, DirectivePlan plan,
                  uint64_t effective_step);
   DirectivePlan PlanFor(Phase to, uint64_t effective_step) const;
+  std::optional<Decision> Decide(const Observation& obs, uint64_t effective_step);
+  std::optional<Decision> DecideOnValidation(uint64_t step, double value, uint64_t effective_step);
   Smoothed Smooth() const;
+  // The evaluations the plateau span needs: plateau_windows x window_evals,
+  // and more when they cover fewer than window_memory_steps.
+  size_t SpanEvals() const;
   std::optional<Decision> AcquisitionExit(const Smoothed& s, uint64_t step,
                                           uint64_t effective_step);
   std::optional<Decision> RefinementExit(const Smoothed& s, uint64_t step, uint64_t effective_step);
@@ -190,7 +215,8 @@ class PhaseController {
   bool pinned_ = false;          // plan_ came from Pin(), not from PlanFor()
   DirectivePlan unpinned_plan_;  // the plan a Release() goes back to
   DirectivePlan plan_;
-  std::deque<Observation> window_;  // last 2 * window_evals evaluations of this phase
+  // The current phase's latest evaluations: the plateau span (see Trim()).
+  std::deque<Observation> window_;
   int latched_ = 0;                 // consecutive evaluations the exit trigger latched
   // POLISH validation tracking.
   bool val_seen_ = false;

@@ -103,10 +103,11 @@ struct ControllerCodecAccess {
     s = Get(r, "plan", &c.plan_);
     if (!s.ok()) return s;
     if (!r.U32(&n)) return Truncated("window");
-    const size_t max_window = 2 * static_cast<size_t>(c.config_.window_evals);
-    if (n > max_window) {
+    // A span holds at most kMaxSpanEvals evaluations (controller.cc).
+    constexpr uint32_t kMaxWindow = 100000;
+    if (n > kMaxWindow) {
       return absl::InvalidArgumentError(absl::StrFormat(
-          "detector window of %d evaluations; the run's config keeps at most %d", n, max_window));
+          "detector window of %d evaluations; a span keeps at most %d", n, kMaxWindow));
     }
     c.window_.clear();
     for (uint32_t i = 0; i < n; ++i) {

@@ -91,6 +91,10 @@ struct Transition {
   std::string reason;
   Evidence evidence;
   uint64_t directive_version = 0;
+  // The step that decided it: an evaluation's or a validation report's, or
+  // for operator actions the run's highest step when they came. `step` (the
+  // effective step) trails it by the delivery margin.
+  uint64_t decision_step = 0;
 };
 
 // The directive in force at `step`: the highest version whose effective_step

@@ -132,6 +132,7 @@ v1::PhaseTransition ToProto(const Transition& t) {
   o.set_reason(t.reason);
   for (const auto& [k, v] : t.evidence) (*o.mutable_evidence())[k] = v;
   o.set_directive_version(t.directive_version);
+  o.set_decision_step(t.decision_step);
   return o;
 }
 

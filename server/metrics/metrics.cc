@@ -49,6 +49,12 @@ constexpr SlotSpec kSlots[] = {
     {"spotter_run_learning_rate", "Learning rate the trainers reported.", nullptr},
     {"spotter_run_val_metric", "Latest validation metric the polish phase watches.", nullptr},
     {"spotter_run_directive_version", "Version of the run's latest directive.", nullptr},
+    {"spotter_run_directive_effective_step",
+     "Step from which the run's latest directive is in force on every rank.", nullptr},
+    {"spotter_run_directive_decision_step",
+     "Step of the evaluation or report that decided the run's latest directive; the effective "
+     "step trails it by the delivery margin.",
+     nullptr},
     {"spotter_run_phase", kPhaseHelp, "acquisition"},
     {"spotter_run_phase", kPhaseHelp, "refinement"},
     {"spotter_run_phase", kPhaseHelp, "polish"},
@@ -305,13 +311,16 @@ void RunMetrics::SetValMetric(double value) {
   exporter_.Update(entry_.get(), [&](auto& v) { v[RunMetricsExporter::kValMetric] = value; });
 }
 
-void RunMetrics::SetPhase(Phase phase, uint64_t version) {
+void RunMetrics::SetPhase(Phase phase, uint64_t version, uint64_t effective_step,
+                          uint64_t decision_step) {
   using E = RunMetricsExporter;
   exporter_.Update(entry_.get(), [&](auto& v) {
     for (Phase p : kPhases) {
       v[E::kPhaseAcquisition + static_cast<int>(p)] = p == phase ? 1.0 : 0.0;
     }
     v[E::kDirectiveVersion] = static_cast<double>(version);
+    v[E::kDirectiveEffectiveStep] = static_cast<double>(effective_step);
+    v[E::kDirectiveDecisionStep] = static_cast<double>(decision_step);
   });
 }
 

@@ -88,6 +88,8 @@ class RunMetricsExporter {
     kLearningRate,
     kValMetric,
     kDirectiveVersion,
+    kDirectiveEffectiveStep,
+    kDirectiveDecisionStep,
     kPhaseAcquisition,  // the four spotter_run_phase{phase=...} series, in Phase order
     kPhaseRefinement,
     kPhasePolish,
@@ -196,7 +198,10 @@ class RunMetrics {
   void SetSummary(const SpectrumSummary& covariance, double noise_scale);
   void SetTraining(uint64_t step, double loss, double lr);
   void SetValMetric(double value);
-  void SetPhase(Phase phase, uint64_t directive_version);
+  // The phase of the latest directive, its version, the step it is in force
+  // from and the step that decided it.
+  void SetPhase(Phase phase, uint64_t directive_version, uint64_t effective_step,
+                uint64_t decision_step);
 
  private:
   RunMetricsExporter& exporter_;

@@ -382,10 +382,11 @@ void Run::IssueLocked(const Decision& decision, uint64_t eff,
   d.cause = decision.cause;
   d.issued_at = deps_.clock->Now();
   directives_.push_back(d);
+  const uint64_t decided = decision.decision_step.value_or(max_step_);
   RecordTransitionLocked({eff, d.issued_at, decision.from, decision.to, decision.cause,
-                          decision.reason, decision.evidence, d.version});
+                          decision.reason, decision.evidence, d.version, decided});
   deps_.metrics->directives.Increment();
-  if (metrics_) metrics_->SetPhase(d.plan.phase, d.version);
+  if (metrics_) metrics_->SetPhase(d.plan.phase, d.version, eff, decided);
   if (issued) *issued = ToProto(d);
 }
 
@@ -555,7 +556,8 @@ absl::Status Run::Override(const v1::OverridePhaseRequest& req,
                                 "operator released the run to automatic control" +
                                     (req.reason().empty() ? "" : ": " + req.reason()),
                                 {},
-                                0});
+                                0,
+                                max_step_});
       }
       break;
     }

@@ -234,6 +234,12 @@ RunCoreConfig ToCoreConfig(const v1::RunConfig& config) {
   for (const ConfigField& f : RunConfigFields()) {
     if (f.to_core != nullptr) f.to_core(config, &core);
   }
+  // Not a field of its own: a plateau must outlast the sketch window's lag.
+  const WindowOptions& w = core.window;
+  core.controller.window_memory_steps =
+      w.kind == WindowKind::kFixed
+          ? w.window_steps
+          : (w.decay < 1.0 ? static_cast<uint64_t>(std::ceil(1.0 / (1.0 - w.decay))) : 0);
   return core;
 }
 

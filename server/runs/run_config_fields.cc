@@ -255,6 +255,16 @@ std::vector<ConfigField> MakeRunConfigFields() {
                      RunCoreConfig* o) { o->controller.hysteresis = c.phase().hysteresis(); },
        .from_core = [](const RunCoreConfig& o) { return o.controller.hysteresis; },
        .added_later = true},
+      {.path = "phase.plateau_windows",
+       .default_value = [](const v1::RunConfig&) -> ConfigValue {
+         return static_cast<double>(ControllerConfig{}.plateau_windows);
+       },
+       .to_core =
+           [](const v1::RunConfig& c, RunCoreConfig* o) {
+             o->controller.plateau_windows = ClampedInt(c.phase().plateau_windows());
+           },
+       .from_core = [](const RunCoreConfig& o) -> double { return o.controller.plateau_windows; },
+       .added_later = true},
       {.path = "phase.min_dwell_steps",
        .default_value = [](const v1::RunConfig& c) -> ConfigValue {
          return static_cast<double>(std::max<uint64_t>(1, c.total_steps() / 20));

@@ -91,7 +91,11 @@ absl::StatusOr<std::shared_ptr<Run>> Run::Restore(LoadedRun loaded, const RunDep
   if (run->state_ == v1::RUN_STATE_ACTIVE) {
     run->metrics_ = std::make_unique<RunMetrics>(deps.metrics->runs(), run->name_);
     const Directive& d = run->directives_.back();
-    run->metrics_->SetPhase(d.plan.phase, d.version);
+    uint64_t decided = 0;  // the opening directive has no transition
+    for (const v1::PhaseTransition& t : run->transitions_) {
+      if (t.directive_version() == d.version) decided = t.decision_step();
+    }
+    run->metrics_->SetPhase(d.plan.phase, d.version, d.effective_step, decided);
     if (!std::isnan(run->val_metric_)) run->metrics_->SetValMetric(run->val_metric_);
     deps.metrics->runs_active.Increment();
   } else {

@@ -198,18 +198,23 @@ TEST_P(DirectivesTest, FourRanksAtDifferentSpeedsSwitchAtTheSameStep) {
   EXPECT_EQ(t.reason(), refine.reason());
   const auto& e = t.evidence();
   for (const char* key :
-       {"effective_rank", "rank_fraction", "rank_fraction_max", "rank_rel_change",
+       {"effective_rank", "rank_fraction", "rank_fraction_max", "rank_spread",
         "plateau_epsilon", "participation_ratio", "pr_drop_per_epoch", "id_drop_threshold",
-        "loss_decrease_per_epoch", "loss_decrease_min", "window_evals", "window_steps",
-        "latched_evals", "confirm_evals", "step", "lr_before", "lr_after"}) {
+        "loss_decrease_per_epoch", "loss_decrease_min", "window_evals", "plateau_windows",
+        "span_evals", "span_steps", "window_memory_steps", "latched_evals", "confirm_evals",
+        "step", "lr_before", "lr_after"}) {
     EXPECT_TRUE(e.count(key)) << key;
   }
   ASSERT_TRUE(e.count("hysteresis"));
   EXPECT_EQ(e.at("hysteresis"), 2.0);
   EXPECT_LT(e.at("rank_fraction"), e.at("rank_fraction_max"));
   EXPECT_DOUBLE_EQ(e.at("rank_fraction"), e.at("effective_rank") / kRows);
-  EXPECT_LT(e.at("rank_rel_change"), e.at("plateau_epsilon"));
-  EXPECT_LT(e.at("pr_drop_per_epoch"), e.at("id_drop_threshold"));
+  EXPECT_LT(e.at("rank_spread"), e.at("plateau_epsilon"));
+  EXPECT_LT(std::abs(e.at("pr_drop_per_epoch")), e.at("id_drop_threshold"));
+  EXPECT_GE(e.at("span_steps"), e.at("window_memory_steps"));
+  // Decided at the evaluation of `step`, in force from the effective step.
+  EXPECT_EQ(t.decision_step(), static_cast<uint64_t>(e.at("step")));
+  EXPECT_GT(t.step(), t.decision_step());
   EXPECT_GT(e.at("loss_decrease_per_epoch"), e.at("loss_decrease_min"));
   EXPECT_EQ(e.at("window_evals"), 3);
   EXPECT_GE(e.at("latched_evals"), e.at("confirm_evals"));

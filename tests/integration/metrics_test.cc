@@ -53,7 +53,7 @@ TEST_F(RunMetricsTest, SeriesLiveUntilTheRunEnds) {
   EXPECT_TRUE(std::isnan(m.at("spotter_run_effective_rank{run=\"a\"}")));
   run->SetSummary(Summary(12), 40.0);
   run->SetTraining(500, 0.25, 0.1);
-  run->SetPhase(Phase::kRefinement, 3);
+  run->SetPhase(Phase::kRefinement, 3, 560, 510);
   run->SetValMetric(0.9);
   m = Scrape();
   EXPECT_EQ(m.at("spotter_run_effective_rank{run=\"a\"}"), 12);
@@ -65,6 +65,8 @@ TEST_F(RunMetricsTest, SeriesLiveUntilTheRunEnds) {
   EXPECT_EQ(m.at("spotter_run_learning_rate{run=\"a\"}"), 0.1);
   EXPECT_EQ(m.at("spotter_run_val_metric{run=\"a\"}"), 0.9);
   EXPECT_EQ(m.at("spotter_run_directive_version{run=\"a\"}"), 3);
+  EXPECT_EQ(m.at("spotter_run_directive_effective_step{run=\"a\"}"), 560);
+  EXPECT_EQ(m.at("spotter_run_directive_decision_step{run=\"a\"}"), 510);
   EXPECT_EQ(m.at("spotter_run_phase{phase=\"refinement\",run=\"a\"}"), 1);
   EXPECT_EQ(m.at("spotter_run_phase{phase=\"acquisition\",run=\"a\"}"), 0);
   EXPECT_EQ(m.at("spotter_metrics_runs_exported"), 1);
@@ -80,7 +82,7 @@ TEST_F(RunMetricsTest, IdleRunsExpireAndComeBackWithTheirValues) {
   RunMetrics idle(server.runs(), "idle");
   RunMetrics busy(server.runs(), "busy");
   idle.SetSummary(Summary(7), 1.0);
-  idle.SetPhase(Phase::kPolish, 4);
+  idle.SetPhase(Phase::kPolish, 4, 900, 880);
   clock_.Advance(absl::Minutes(6));
   busy.SetTraining(10, 1.0, 0.1);
   EXPECT_EQ(server.runs().SweepIdle(), 0);

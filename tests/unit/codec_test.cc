@@ -166,11 +166,29 @@ TEST(ControllerStateTest, MalformedStateIsAnErrorAndLeavesTheControllerAlone) {
   std::string phase = bytes;
   phase[8] = 9;  // the phase byte, after magic and version
   EXPECT_FALSE(DecodeControllerState(phase, &fresh).ok());
-  ControllerConfig narrow = config;
-  narrow.window_evals = 1;  // keeps 2 evaluations; the state holds more
-  PhaseController small(narrow);
-  EXPECT_THAT(DecodeControllerState(bytes, &small).message(), HasSubstr("detector window"));
+  // The window's count sits before its n observations (33 bytes each) and
+  // the 17-byte trailer: a count above the span cap (100000) is refused.
+  std::string huge = bytes;
+  bool patched = false;
+  for (uint32_t n = 0; n < 1000 && !patched; ++n) {
+    const size_t at = bytes.size() - 17 - 33 * static_cast<size_t>(n) - 4;
+    uint32_t v;
+    std::memcpy(&v, bytes.data() + at, 4);
+    if (v != n) continue;
+    const uint32_t big = 200000;
+    std::memcpy(huge.data() + at, &big, 4);
+    patched = true;
+  }
+  ASSERT_TRUE(patched);
+  EXPECT_THAT(DecodeControllerState(huge, &fresh).message(), HasSubstr("detector window"));
   EXPECT_EQ(EncodeControllerState(fresh), before);
+  // A span longer than a narrower config needs is kept (the next evaluation
+  // trims it): the span may exceed plateau_windows x window_evals anyway
+  // when the sketch window's memory asks for it.
+  ControllerConfig narrow = config;
+  narrow.window_evals = 1;
+  PhaseController small(narrow);
+  EXPECT_TRUE(DecodeControllerState(bytes, &small).ok());
 }
 
 TEST(Crc32cTest, KnownValues) {

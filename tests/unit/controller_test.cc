@@ -24,7 +24,9 @@ using ::testing::HasSubstr;
 constexpr uint64_t kEvalEvery = 10;
 
 // Small numbers so the scripts stay short: warm-up ends at step 200, an
-// epoch is 100 steps, the windows hold 3 evaluations (30 steps) each.
+// epoch is 100 steps, the windows hold 3 evaluations (30 steps) each, and a
+// plateau span is 3 windows: 9 evaluations, 80 steps from first to last. No
+// window memory (the server derives it from the run's sketch window).
 ControllerConfig TestConfig() {
   ControllerConfig c;
   c.total_steps = 2000;
@@ -157,13 +159,16 @@ TEST(PhaseControllerTest, AcquisitionExitsRightAfterWarmUpOnACleanPlateau) {
   EXPECT_DOUBLE_EQ(e.at("effective_rank"), 6);
   EXPECT_DOUBLE_EQ(e.at("rank_fraction"), 6.0 / 64);
   EXPECT_DOUBLE_EQ(e.at("rank_fraction_max"), 0.2);
-  EXPECT_DOUBLE_EQ(e.at("rank_rel_change"), 0);
+  EXPECT_DOUBLE_EQ(e.at("rank_spread"), 0);
   EXPECT_DOUBLE_EQ(e.at("pr_drop_per_epoch"), 0);
   EXPECT_DOUBLE_EQ(e.at("id_drop_threshold"), 0.05);
-  // Windows of 3 evaluations 30 steps apart: 0.3 epoch; exp(-0.003 * 30).
-  EXPECT_NEAR(e.at("loss_decrease_per_epoch"), (1 - std::exp(-0.09)) / 0.3, 1e-12);
+  // The span's first and last windows (130..150, 190..210) are 60 steps
+  // apart: 0.6 epoch; the loss falls by exp(-0.003 * 60) between them.
+  EXPECT_NEAR(e.at("loss_decrease_per_epoch"), (1 - std::exp(-0.18)) / 0.6, 1e-12);
   EXPECT_DOUBLE_EQ(e.at("window_evals"), 3);
-  EXPECT_DOUBLE_EQ(e.at("window_steps"), 50);
+  EXPECT_DOUBLE_EQ(e.at("plateau_windows"), 3);
+  EXPECT_DOUBLE_EQ(e.at("span_evals"), 9);
+  EXPECT_DOUBLE_EQ(e.at("span_steps"), 80);
   EXPECT_DOUBLE_EQ(e.at("latched_evals"), 2);
   EXPECT_DOUBLE_EQ(e.at("confirm_evals"), 2);
   EXPECT_DOUBLE_EQ(e.at("lr_before"), 0.1);
@@ -184,11 +189,13 @@ TEST(PhaseControllerTest, AcquisitionWaitsForTheRankToPlateau) {
   // r90 passes 12.8 (rank fraction 0.2) at step ~360 while still falling
   // 12% per window, and the PR 40%/epoch: no fire until the fall stops.
   EXPECT_GE(f->step, 500u);
-  // The windows (3 + 3 evaluations) are wholly past the fall at 550; the
-  // PR drop is under 5%/epoch from 540, when only step 490 is before it.
-  EXPECT_LE(f->step, 560u);
+  // The span (490..570 at step 570) has one value before the plateau; its
+  // first window's mean is 1.4% above the rest: PR change -2.4%/epoch over
+  // the 0.6 epoch between the first and last windows, spread 1.4%. At 560
+  // (480..560) the PR still changes -7%/epoch. Latched at 570, fired at 580.
+  EXPECT_EQ(f->step, 580u);
   const auto e = EvidenceMap(f->decision);
-  EXPECT_LT(e.at("rank_rel_change"), 0.1);
+  EXPECT_LT(e.at("rank_spread"), 0.1);
   EXPECT_LT(e.at("pr_drop_per_epoch"), 0.05);
 }
 
@@ -242,7 +249,7 @@ TEST(PhaseControllerTest, AFastPrDropHoldsAcquisition) {
   auto f = Feed(d, slow, kEvalEvery, 1990);
   ASSERT_TRUE(f.has_value());
   EXPECT_EQ(f->step, 210u);
-  EXPECT_NEAR(EvidenceMap(f->decision).at("pr_drop_per_epoch"), (1 - std::exp(-0.009)) / 0.3,
+  EXPECT_NEAR(EvidenceMap(f->decision).at("pr_drop_per_epoch"), (1 - std::exp(-0.018)) / 0.6,
               1e-9);
 }
 
@@ -302,7 +309,8 @@ TEST(PhaseControllerTest, AnOutlierEvaluationDoesNotTrigger) {
 
 // Without smoothing (window of one evaluation) the latch is visible
 // directly: the rank fraction alone moves it; plateau_epsilon is wide so
-// that the rank's own change stays inside the band.
+// that the rank's own moves (spread at most 0.58 over a span) stay inside
+// the band.
 class HysteresisTest : public ::testing::Test {
  protected:
   // Evaluations through the warm-up at a band value (0.25) fill the window.
@@ -319,7 +327,7 @@ class HysteresisTest : public ::testing::Test {
     c.window_evals = 1;
     c.confirm_evals = 3;
     c.hysteresis = 1.5;  // latched until the fraction exceeds 0.3
-    c.plateau_epsilon = 0.5;
+    c.plateau_epsilon = 0.9;
     return c;
   }
   // Feeds one evaluation at the next step with r90 = fraction * 64.
@@ -370,7 +378,7 @@ TEST(PhaseControllerTest, RefinementWaitsForDwellAndIgnoresEvaluationsBeforeItsS
   wild.rank = [](uint64_t t) { return t % 20 == 0 ? 50.0 : 2.0; };
   EXPECT_FALSE(Feed(c, wild, 220, 310).has_value());
   // A stable spectrum and a flat loss from step 310: REFINEMENT may leave at
-  // 310 + 200 (dwell); the windows are full since 360; two latched
+  // 310 + 200 (dwell); the span is full since 390; two latched
   // evaluations: 510, 520.
   Script flat;
   flat.loss = [](uint64_t) { return 0.01; };
@@ -398,7 +406,7 @@ TEST(PhaseControllerTest, WindowsHoldOnlyEvaluationsOfThePhaseInForce) {
   // REFINEMENT decided at step 210 takes effect at 310. The evaluations in
   // between look like a finished refinement already (flat loss, stable
   // spectrum), but they measured ACQUISITION: REFINEMENT must collect its
-  // own 2 x 3 evaluations (310..360), latch at 360 and fire at 370.
+  // own span of 3 x 3 evaluations (310..390), latch at 390 and fire at 400.
   ControllerConfig config = TestConfig();
   config.min_dwell_steps = 20;
   PhaseController c(config);
@@ -408,8 +416,66 @@ TEST(PhaseControllerTest, WindowsHoldOnlyEvaluationsOfThePhaseInForce) {
   flat.loss = [](uint64_t) { return 0.01; };
   auto f = Feed(c, flat, 220, 2000);
   ASSERT_TRUE(f.has_value());
-  EXPECT_EQ(f->step, 370u);
-  EXPECT_DOUBLE_EQ(EvidenceMap(f->decision).at("window_steps"), 50);
+  EXPECT_EQ(f->step, 400u);
+  EXPECT_DOUBLE_EQ(EvidenceMap(f->decision).at("span_steps"), 80);
+}
+
+TEST(PhaseControllerTest, ARisingLossIsNoPlateau) {
+  // Under natural gradient (from step 215) the spectrum is flat and the loss
+  // rises 22% per epoch: a loss that moves fast is not "slow", whichever way
+  // it moves. Only the budget (step 1500) ends REFINEMENT. (The old one-sided
+  // test took any rise for a plateau and fired at the first full span.)
+  PhaseController c = InRefinement(TestConfig());
+  Script rising;
+  rising.loss = [](uint64_t t) { return std::exp(0.002 * (static_cast<double>(t) - 200.0)); };
+  auto f = Feed(c, rising, 220, 2000);
+  ASSERT_TRUE(f.has_value());
+  EXPECT_EQ(f->decision.to, Phase::kPolish);
+  EXPECT_EQ(f->step, 1500u);
+  EXPECT_THAT(f->decision.reason, HasSubstr("refinement budget reached"));
+}
+
+TEST(PhaseControllerTest, ATurningPointIsNoPlateau) {
+  // r90 and the PR swing with a period of 300 steps and never settle; the
+  // loss falls 30%/epoch. Two windows on either side of a minimum read the
+  // same, but over the whole span the rank moves far outside the band.
+  Script swinging;
+  swinging.rank = [](uint64_t t) { return 8.0 + 6.0 * std::cos(2 * M_PI * t / 300.0); };
+  swinging.pr = [](uint64_t t) { return 5.0 + 3.0 * std::cos(2 * M_PI * t / 300.0); };
+  PhaseController c(TestConfig());
+  EXPECT_FALSE(Feed(c, swinging, kEvalEvery, 1990).has_value());
+  EXPECT_EQ(c.phase(), Phase::kAcquisition);
+  // The same in REFINEMENT with a flat loss: no POLISH until the budget.
+  PhaseController r = InRefinement(TestConfig());
+  swinging.loss = [](uint64_t) { return 0.01; };
+  auto f = Feed(r, swinging, 220, 2000);
+  ASSERT_TRUE(f.has_value());
+  EXPECT_EQ(f->step, 1500u);
+}
+
+TEST(PhaseControllerTest, APrRisingFastHoldsAcquisition) {
+  // r90 flat, the PR rising 8%/epoch: not settled either (two-sided).
+  Script s;
+  s.pr = [](uint64_t t) { return 4.0 * std::exp(0.0008 * t); };
+  PhaseController c(TestConfig());
+  EXPECT_FALSE(Feed(c, s, kEvalEvery, 1990).has_value());
+}
+
+TEST(PhaseControllerTest, ThePlateauMustOutlastTheWindowMemory) {
+  // A sketch window with a memory of 200 steps: the span must cover 200
+  // steps (21 evaluations) instead of the 9 the windows alone need. On the
+  // clean plateau that latches at 200 and fires at 210 without it, the span
+  // at step 200 covers only 10..200 (190 steps): it latches at 210 and
+  // fires at 220.
+  ControllerConfig config = TestConfig();
+  config.window_memory_steps = 200;
+  PhaseController c(config);
+  auto f = Feed(c, Script{}, kEvalEvery, 1000);
+  ASSERT_TRUE(f.has_value());
+  const auto e = EvidenceMap(f->decision);
+  EXPECT_GE(e.at("span_steps"), 200);
+  EXPECT_DOUBLE_EQ(e.at("window_memory_steps"), 200);
+  EXPECT_EQ(f->step, 220u);
 }
 
 TEST(PhaseControllerTest, RefinementStaysWhileTheLossImproves) {

@@ -68,8 +68,12 @@ std::string FormatPoint(const v1::TrajectoryPoint& p) {
 
 std::string FormatTransition(const v1::PhaseTransition& t) {
   std::string cause = absl::AsciiStrToLower(v1::Cause_Name(t.cause()).substr(6));
-  std::string out = absl::StrFormat("step %d: %s -> %s (%s", t.step(), PhaseLabel(t.from_phase()),
-                                    PhaseLabel(t.to_phase()), cause);
+  // Decided at one step, in force from a later one: the margin a directive
+  // needs to reach every rank first.
+  std::string out = absl::StrFormat("step %d: %s -> %s (%s, decided at step %d, +%d steps", t.step(),
+                                    PhaseLabel(t.from_phase()), PhaseLabel(t.to_phase()), cause,
+                                    t.decision_step(),
+                                    t.step() > t.decision_step() ? t.step() - t.decision_step() : 0);
   if (t.directive_version() > 0)
     absl::StrAppendFormat(&out, ", directive v%d", t.directive_version());
   return out + ")";
