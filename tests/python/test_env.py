@@ -292,7 +292,9 @@ def test_torchrun_style_two_ranks(clean_env, spotterd, tmp_path):
         with Client(spotterd.target) as c:
             deadline = time.monotonic() + 60
             connected = set()
-            while connected != {0, 1}:
+            # One stream per job: rank 0 holds it and broadcasts the
+            # directives (the default with a process group).
+            while connected != {0}:
                 assert time.monotonic() < deadline, f"ranks connected: {connected}"
                 assert all(p.poll() is None for p in procs), "a rank exited early"
                 try:
@@ -311,7 +313,7 @@ def test_torchrun_style_two_ranks(clean_env, spotterd, tmp_path):
                 p.kill()
                 p.wait()
     assert info.config.world_size == 2
-    assert {r.rank for r in info.ranks} == {0, 1}
+    assert {r.rank for r in info.ranks} == {0}  # rank 1 never opened a stream
     assert {r.rank for r in info.ranks if r.uploads > 0} == {0}   # upload="rank0"
     for r in range(2):
         res = json.load(open(outs[r]))

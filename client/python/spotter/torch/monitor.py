@@ -11,10 +11,11 @@
     monitor.close()
 
 Every step, at the step boundary (inside step()), the Monitor
-  1. reads the directive in force at this step from the session's mailbox
-     (non-advisory only) and sets every param group's LR to lr_at(step) (group
-     i keeps its initial ratio to group 0); switches the K-FAC preconditioner
-     on or off as the directive says; notes gradient-noise and stop;
+  1. reads the directive in force at this step from the adopted directives
+     (non-advisory only; see "Distributed") and sets every param group's LR
+     to lr_at(step) (group i keeps its initial ratio to group 0); switches
+     the K-FAC preconditioner on or off as the directive says; notes
+     gradient-noise and stop;
   2. on sketch steps (step % sketch_every == 0) queues the sketch rows the taps
      captured during this step's backward, with the loss and LR (on a GPU:
      the rows of the previous sketch step, see "GPU" below);
@@ -27,13 +28,22 @@ Fail-open: without a server (unreachable, or a permanent error) the Monitor
 keeps the last directive in force, or the optimizer's own LR if none ever
 arrived. ADVISE-mode directives are exposed (``advice``), never applied.
 
-Distributed: with torch.distributed initialised, every rank opens the same
-run with world_size = the job's and its own rank; rank 0 uploads (``upload=
-"rank0"``) or every rank does (``upload="all"``); all ranks apply each
-directive at its effective_step, which the server places ahead of every rank.
+Distributed: with torch.distributed initialised the run is opened with
+world_size = the job's. By default (``directives="broadcast"``) only rank 0
+holds a session (one Connect stream per job; with ``upload="all"`` every
+rank also uploads through its own); at the step boundary before every step t
+with t % sync_every == 0 rank 0 hands the directives it received to every
+rank through torch.distributed, and all ranks adopt them at t: a directive
+applies from max(effective_step, adoption step), so all ranks switch at the
+same step or none does (spotter.torch.sync). ``directives="per_rank"``: every
+rank its own session, each applying what it received at effective_step.
 Build the Monitor after ``init_process_group``: with WORLD_SIZE > 1 in the
 environment (torchrun) and no process group the constructor raises
 RuntimeError rather than open the run as rank 0 of 1.
+
+Restarts: ``state_dict()`` goes into the trainer's checkpoint;
+``load_state_dict()`` (before the first step) or ``Monitor(..., resume=)``
+resumes at its step with the directives the job had adopted.
 
 Defaults (spotter.env): run from SPOTTER_RUN or torchrun's TORCHELASTIC_RUN_ID,
 server from SPOTTER_SERVER (else 127.0.0.1:50051), token from SPOTTER_TOKEN,
@@ -66,60 +76,15 @@ from spotter.client import run_config
 from spotter.schedule import Directive
 from spotter.session import RunSession
 from spotter.torch.kfac import KFAC
+from spotter.torch.restart import Resumable
+from spotter.torch.staging import _Staged
+from spotter.torch.sync import Applied, DirectiveLog, GroupSync, session_resume
 from spotter.torch.taps import Taps
 
 log = logging.getLogger("spotter")
 
 
-class _Staged:
-    """One CUDA sketch in flight to the host (see "GPU" in the module notes):
-    rows (and a tensor loss) copied into pinned buffers with non_blocking=True
-    on a side stream, then an event recorded there. ``pinned`` is reused:
-    a staged sketch is drained before the next one is staged."""
-
-    def __init__(self, t: int, rows: torch.Tensor, spr: int, loss, lr: float,
-                 pinned: torch.Tensor):
-        self.t, self.spr, self.lr = t, spr, lr
-        stream = torch.cuda.Stream(rows.device) if _Staged.side is None or \
-            _Staged.side.device != rows.device else _Staged.side
-        _Staged.side = stream
-        stream.wait_stream(torch.cuda.current_stream(rows.device))
-        self.event = torch.cuda.Event()
-        self.device_rows = rows  # kept alive until the copy is done
-        with torch.cuda.stream(stream):
-            self.rows = pinned[:rows.numel()].view(rows.shape)
-            self.rows.copy_(rows, non_blocking=True)
-            rows.record_stream(stream)
-            self.loss = loss
-            if torch.is_tensor(loss) and loss.is_cuda:
-                loss = loss.detach().reshape(1)
-                self.loss = torch.empty(1, dtype=loss.dtype, pin_memory=True)
-                self.loss.copy_(loss, non_blocking=True)
-                loss.record_stream(stream)
-            self.event.record(stream)
-
-    side = None  # the copy stream, made on first use
-
-    def read(self):
-        """(t, host rows, samples_per_row, loss, lr), after the copy is done."""
-        self.event.synchronize()
-        self.device_rows = None
-        return self.t, self.rows, self.spr, self.loss, self.lr
-
-
-@dataclasses.dataclass
-class Applied:
-    """A directive switch as the Monitor applied it."""
-    step: int              # first step it was applied at
-    version: int
-    phase: str
-    lr: float              # the LR at that step
-    optimizer: str         # "keep" or "natural_gradient"
-    late: bool             # received after its effective_step had passed
-    generation: int = 0    # > 0: from a run the server re-created (see RunSession)
-
-
-class Monitor:
+class Monitor(Resumable):
     """Args:
       model, optimizer: the model (plain or DDP) and its torch optimizer.
       run: run name [SPOTTER_RUN, else torchrun's TORCHELASTIC_RUN_ID unless
@@ -144,6 +109,12 @@ class Monitor:
         with per_microbatch).
       mode: "control" or "advise".
       upload: "rank0" or "all" (distributed jobs).
+      directives: "broadcast" (one session, on rank 0; directives handed to
+        every rank at sync steps) or "per_rank" [broadcast when a process
+        group of more than one rank is initialised]; sync_every: steps
+        between sync steps [sketch_every].
+      resume: a state_dict() to resume from (as load_state_dict(), but the
+        session is opened once, from its checkpoint).
       loss_reduction: "mean" or "sum": how the loss reduces over the batch.
       kfac_factor_decay, kfac_kl_clip: K-FAC settings (the directive gives
         damping and intervals).
@@ -171,13 +142,18 @@ class Monitor:
                  loss_reduction: str = "mean", kfac_factor_decay: float = 0.95,
                  kfac_kl_clip: Optional[float] = 1e-3, wait_for_server: float = 5.0,
                  config: Optional[Mapping] = None, session_options: Optional[Mapping] = None,
-                 apply: str = "step", grad_scaler=None):
+                 apply: str = "step", grad_scaler=None, directives: Optional[str] = None,
+                 sync_every: Optional[int] = None, resume: Optional[Mapping] = None):
         if apply not in ("step", "hooks"):
             raise ValueError("apply must be 'step' or 'hooks'")
         if sketch_every < 1:
             raise ValueError("sketch_every must be >= 1")
         if upload not in ("rank0", "all"):
             raise ValueError("upload must be 'rank0' or 'all'")
+        if directives not in (None, "broadcast", "per_rank"):
+            raise ValueError("directives must be 'broadcast' or 'per_rank'")
+        if sync_every is not None and sync_every < 1:
+            raise ValueError("sync_every must be >= 1")
         if projection not in ("count_sketch", "gaussian"):
             raise ValueError("projection must be 'count_sketch' or 'gaussian'")
         if projection == "gaussian" and sample == "per_example":
@@ -195,10 +171,19 @@ class Monitor:
         self.sample, self.sketch_every, self.max_rows = sample, sketch_every, max_rows
         self.n_microbatches = microbatches
         self.uploads = upload == "all" or self.rank == 0
+        group = self.distributed and self.world_size > 1
+        if directives == "broadcast" and not group and self.world_size > 1:
+            raise ValueError("directives='broadcast' needs an initialised torch.distributed "
+                             "process group (call init_process_group first)")
+        broadcast = group and directives != "per_rank"
+        self.directives_mode = "broadcast" if broadcast else "per_rank"
+        self.sync_every = int(sync_every or sketch_every)
         self.taps = Taps(model, seed, sketch_dim, sample, loss_reduction)
         groups = optimizer.param_groups
         lr0 = groups[0]["lr"]
         self._ratios = [g["lr"] / lr0 if lr0 else 1.0 for g in groups]
+        if peak_lr is None and resume is not None:
+            peak_lr = resume.get("peak_lr")
         self.peak_lr = float(peak_lr if peak_lr is not None else lr0)
 
         fields = dict(config or {})
@@ -220,15 +205,22 @@ class Monitor:
         fields["labels"] = labels
         self.config = run_config(fields)
         self.session: Optional[RunSession] = None
-        if server is not None:
-            opts = dict(session_options or {})
-            if token is not None:
-                opts["token"] = token
-            log.info("spotter: run %s on %s as rank %d of %d (%s)", self.run, server, self.rank,
-                     self.world_size, place.source)
-            self.session = RunSession(server, self.run, self.config, rank=self.rank, **opts)
-            if wait_for_server > 0:
-                self.session.wait_for_directive(wait_for_server)
+        self._session_opts = dict(session_options or {})
+        if token is not None:
+            self._session_opts["token"] = token
+        self._wait_for_server = wait_for_server
+        if server is not None and (not broadcast or self.rank == 0 or upload == "all"):
+            log.info("spotter: run %s on %s as rank %d of %d (%s, directives %s)", self.run,
+                     server, self.rank, self.world_size, place.source, self.directives_mode)
+            saved = session_resume(resume.get("session"), self.run, self.rank) if resume else None
+            self._open_session(saved)
+        # The directives the job adopted (spotter.torch.sync), and rank 0's hand-out.
+        self._log = DirectiveLog()
+        self._sync = GroupSync() if broadcast and server is not None else None
+        self._synced = -1  # the last sync step
+        self._adopt_lag = 1 if apply == "hooks" else 0
+        self._stepped = False
+        self._wall = [0.0, 0.0]  # first step's start, last step's end (perf_counter)
 
         self.kfac: Optional[KFAC] = None
         self._kfac_opts = dict(factor_decay=kfac_factor_decay, kl_clip=kfac_kl_clip)
@@ -254,7 +246,11 @@ class Monitor:
         self._warned_hooks = False
         self._start_hook = model.register_forward_pre_hook(self._note_step_start) \
             if apply == "hooks" else None
-        self._plan_capture(0)
+        if self._sync is not None:  # every rank starts under rank 0's first directive
+            self._adopt(0, record=False)  # (resume= or not: the same collectives on all ranks)
+        if resume is not None:
+            self._restore(resume)
+        self._plan_capture(self._t)
 
     # ---------------------------------------------------------------- loop
     @property
@@ -265,11 +261,19 @@ class Monitor:
     @property
     def directive(self) -> Optional[Directive]:
         """The directive in force at the current step, or None."""
-        return self.session.directive_at(self._t) if self.session else None
+        return self.directive_at(self._t)
+
+    def directive_at(self, step: int) -> Optional[Directive]:
+        """The directive in force at ``step`` among those adopted so far (what
+        spotter.torch.DirectiveLR reads), or None. Never a collective."""
+        if self._sync is None and self.session is not None:
+            self._log.adopt(self.session.directives(), self._t)
+        return self._log.at(step)
 
     @property
     def advice(self) -> Optional[Directive]:
-        """The newest advisory directive (ADVISE mode): shown, never applied."""
+        """The newest advisory directive (ADVISE mode): shown, never applied.
+        Only ranks with a session have it (rank 0 under "broadcast")."""
         return self.session.advice() if self.session else None
 
     @property
@@ -302,22 +306,15 @@ class Monitor:
             raise RuntimeError("Monitor(apply='hooks') leaves optimizer.step() to the trainer: "
                                "call on_step_end() after it")
         t = self._t
-        d = self.session.directive_at(t) if self.session else None
+        self._begin(t)
+        d = self._log.at(t)
         noise = 0.0
         if d is not None:
             self.lr = d.lr.at(t)
             for g, r in zip(self.optimizer.param_groups, self._ratios):
                 g["lr"] = self.lr * r
             want_ng = d.optimizer.kind == "natural_gradient"
-            if d.key != self._applied_key:
-                self._applied_key = d.key
-                late = d.effective_step < t and bool(self.applied)
-                self._stats["late_directives"] += int(late)
-                self.applied.append(Applied(t, d.version, d.phase, self.lr, d.optimizer.kind, late,
-                                            d.generation))
-                log.info("spotter: step %d: applying directive v%d (%s, lr %.4g, %s)%s", t,
-                         d.version, d.phase, self.lr, d.optimizer.kind,
-                         " LATE: effective_step was %d" % d.effective_step if late else "")
+            if self._note_switch(t, d, self.lr):
                 if want_ng:
                     if self.kfac is None:
                         self.kfac = KFAC(self.taps.layers, **self._kfac_opts)
@@ -426,14 +423,10 @@ class Monitor:
         if done <= self._t:
             return False
         t = done - 1
-        d = self.session.directive_at(t) if self.session else None
+        self._begin(t)
+        d = self._log.at(t)
         self.lr = self._step_lr if self._step_lr is not None else self.optimizer.param_groups[0]["lr"]
-        if d is not None and d.key != self._applied_key:
-            self._applied_key = d.key
-            late = d.effective_step < t and bool(self.applied)
-            self._stats["late_directives"] += int(late)
-            self.applied.append(Applied(t, d.version, d.phase, d.lr.at(t), d.optimizer.kind, late,
-                                        d.generation))
+        if d is not None and self._note_switch(t, d, d.lr.at(t)):
             if (d.optimizer.kind == "natural_gradient" or d.noise_std > 0) and not self._warned_hooks:
                 self._warned_hooks = True
                 log.warning("spotter: step %d: directive v%d asks for %s; hooks mode applies "
@@ -447,7 +440,7 @@ class Monitor:
         self._upload(t, loss, scale)
         self._step_lr = self._step_scale = None
         self._finish_step(t)
-        nxt = self.session.directive_at(self._t) if self.session else None
+        nxt = self._log.at(self._t)
         if (d is not None and d.stop) or (nxt is not None and nxt.stop):
             self.should_stop = True
         return True
@@ -458,16 +451,58 @@ class Monitor:
             if self.grad_scaler is not None and self.taps.sketch and self.grad_scaler.is_enabled():
                 self._step_scale = float(self.grad_scaler.get_scale())
 
+    def _note_switch(self, t: int, d: Directive, lr: float) -> bool:
+        """Records the switch to ``d`` at step ``t`` (once per directive)."""
+        if d.key == self._applied_key:
+            return False
+        self._applied_key = d.key
+        late = d.effective_step < t and bool(self.applied)
+        self._stats["late_directives"] += int(late)
+        self.applied.append(Applied(t, d.version, d.phase, lr, d.optimizer.kind, late,
+                                    d.generation))
+        log.info("spotter: step %d: applying directive v%d (%s, lr %.4g, %s)%s", t, d.version,
+                 d.phase, lr, d.optimizer.kind,
+                 " LATE: effective_step was %d" % d.effective_step if late else "")
+        return True
+
+    def _begin(self, t: int) -> None:
+        """Start of step ``t``'s boundary work: adopts what is due (a sync
+        step the boundary before did not cover, e.g. after a global_step jump)."""
+        if not self._stepped:
+            self._stepped = True
+            self._wall[0] = time.perf_counter()
+        self._adopt(t, self._adopt_lag)
+
+    def _adopt(self, t: int, lag: int = 0, record: bool = True) -> None:
+        """Adopts new directives for step ``t``: rank 0's, through the group,
+        on sync steps ("broadcast"; adoption step t + lag: hooks mode adopts
+        one step later, the trainer's scheduler having set step t's LR), or
+        this rank's own at every step."""
+        if self._sync is None:
+            if self.session is not None:
+                self._log.adopt(self.session.directives(), self._t)
+            return
+        if t % self.sync_every or self._synced == t:
+            return
+        self._synced = t
+        new = None
+        if self.rank == self._sync.src:
+            new = [d for d in self.session.directives()
+                   if not d.advisory and not self._log.known(d.key)]
+        self._log.adopt(self._sync.exchange(new, record), t + lag)
+
     def _finish_step(self, t: int) -> None:
         self._t = t + 1
         if self.session is not None:
             self.session.note_step(self._t)
+        self._adopt(self._t, self._adopt_lag)
         self._plan_capture(self._t)
+        self._wall[1] = time.perf_counter()
 
     def _plan_capture(self, t: int) -> None:
         sketch = self.session is not None and self.uploads and t % self.sketch_every == 0
         factors = False
-        d = self.session.directive_at(t) if self.session else None
+        d = self._log.at(t)
         if d is not None and d.optimizer.kind == "natural_gradient" and self.apply_mode == "step":
             interval = self.kfac.factor_update_interval if self.kfac else \
                 max(1, d.optimizer.factor_update_interval or 10)
@@ -509,6 +544,12 @@ class Monitor:
         if self.kfac is not None:
             out.update(kfac_factor_updates=self.kfac.factor_updates, kfac_failures=self.kfac.failures,
                        kfac_inverse_updates=self.kfac.inverse_updates, kfac_nu=self.kfac.last_nu)
+        out.update(directives_mode=self.directives_mode, sync_every=self.sync_every,
+                   step_seconds=max(0.0, self._wall[1] - self._wall[0]))
+        if self._sync is not None:
+            out.update(self._sync.stats())
+            out["sync_fraction"] = out["sync_seconds"] / out["step_seconds"] \
+                if out["step_seconds"] > 0 else 0.0
         if self.session is not None:
             out["session"] = dataclasses.asdict(self.session.stats())
         return out
