@@ -20,6 +20,7 @@ using RowMatrixXd =
 enum class ProjectionKind {
   kCountSketch,  // one +-1 per input coordinate, in a hashed bucket
   kGaussian,     // dense N(0, 1/k) entries; the reference map
+  kIdentity,     // no projection: the rows are the gradients (P == k)
 };
 
 // How a run forgets old gradient samples (docs/DIAGNOSTICS.md).

@@ -109,6 +109,23 @@ double GaussianEntry(uint64_t seed, uint64_t j, uint32_t b, uint32_t k) {
   return std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * std::numbers::pi * u2);
 }
 
+namespace {
+
+// The identity (P == k): the rows are the gradients themselves.
+class IdentityProjection final : public Projection {
+ public:
+  explicit IdentityProjection(uint32_t k) : Projection(ProjectionKind::kIdentity, 0, k, k) {}
+
+  void Apply(absl::Span<const float> x, absl::Span<float> y) const override {
+    std::copy(x.begin(), x.end(), y.begin());
+  }
+  void ApplyRows(const Eigen::Ref<const RowMatrixXf>& x, Eigen::Ref<RowMatrixXf> y) const override {
+    y = x;
+  }
+};
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<Projection>> Projection::Create(ProjectionKind kind, uint64_t seed,
                                                                uint64_t input_dim,
                                                                uint32_t output_dim) {
@@ -122,6 +139,13 @@ absl::StatusOr<std::unique_ptr<Projection>> Projection::Create(ProjectionKind ki
       return std::unique_ptr<Projection>(new CountSketchProjection(seed, input_dim, output_dim));
     case ProjectionKind::kGaussian:
       return std::unique_ptr<Projection>(new GaussianProjection(seed, input_dim, output_dim));
+    case ProjectionKind::kIdentity:
+      if (input_dim != output_dim) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("the identity projection needs input_dim == output_dim, got ", input_dim,
+                         " and ", output_dim));
+      }
+      return std::unique_ptr<Projection>(new IdentityProjection(output_dim));
   }
   return absl::InvalidArgumentError("unknown projection kind");
 }

@@ -81,22 +81,25 @@ struct AccumulatorCodecAccess {
     Put(w, m.centred);
     Put(w, m.means);
     for (double v : {m.trace_centred, m.trace_raw, m.dof, m.dof_sq, m.samples, m.samples_sq,
-                     m.example_trace, m.mean_sq_sum, m.mean_sq_weight}) {
+                     m.example_trace, m.mean_sq_sum, m.mean_sq_weight, m.norm4_centred,
+                     m.norm4_weight}) {
       w.F64(v);
     }
     w.U64(m.rows);
     w.U64(m.batches);
   }
 
-  static absl::Status Get(ByteReader& r, GradientMoments* m) {
+  static absl::Status Get(ByteReader& r, uint32_t version, GradientMoments* m) {
     absl::Status s = Get(r, "centred sketch", &m->centred);
     if (!s.ok()) return s;
     s = Get(r, "means sketch", &m->means);
     if (!s.ok()) return s;
     double* fields[] = {&m->trace_centred, &m->trace_raw,   &m->dof,
                         &m->dof_sq,        &m->samples,     &m->samples_sq,
-                        &m->example_trace, &m->mean_sq_sum, &m->mean_sq_weight};
+                        &m->example_trace, &m->mean_sq_sum, &m->mean_sq_weight,
+                        &m->norm4_centred, &m->norm4_weight};
     for (double* f : fields) {
+      if (version < 2 && (f == &m->norm4_centred || f == &m->norm4_weight)) continue;
       if (!r.F64(f)) return Truncated("moments");
       if (!std::isfinite(*f)) {
         return absl::InvalidArgumentError(
@@ -138,10 +141,10 @@ struct AccumulatorCodecAccess {
       return absl::InvalidArgumentError(
           absl::StrFormat("not a rank checkpoint (magic 0x%08x, expected 0x%08x)", magic, kMagic));
     }
-    if (version != kRankCheckpointVersion) {
+    if (version < 1 || version > kRankCheckpointVersion) {
       return absl::InvalidArgumentError(
-          absl::StrFormat("rank checkpoint format version %d; this build reads version %d", version,
-                          kRankCheckpointVersion));
+          absl::StrFormat("rank checkpoint format version %d; this build reads versions 1 to %d",
+                          version, kRankCheckpointVersion));
     }
     if (!r.I32(&edim) || !r.I32(&erows) || !r.U8(&kind) || !r.F64(&decay) ||
         !r.U64(&window_steps) || !r.U64(&last_step) || !r.U32(&nseg)) {
@@ -181,7 +184,7 @@ struct AccumulatorCodecAccess {
             absl::StrFormat("window segment index %d is past the last step %d", index, last_step));
       }
       acc.segments_.push_back({index, GradientMoments(dim, sketch_rows)});
-      absl::Status s = Get(r, &acc.segments_.back().moments);
+      absl::Status s = Get(r, version, &acc.segments_.back().moments);
       if (!s.ok()) return s;
     }
     if (!r.done()) {

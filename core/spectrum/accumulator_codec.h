@@ -20,8 +20,11 @@
 
 namespace spotter {
 
-// Format version written by EncodeRankAccumulator.
-inline constexpr uint32_t kRankCheckpointVersion = 1;
+// Format version written by EncodeRankAccumulator. Version 2 added the
+// fourth-moment sums (GradientMoments::norm4_*); version 1 is still read
+// (those sums restored as 0: the rows' kurtosis unknown until new batches
+// arrive).
+inline constexpr uint32_t kRankCheckpointVersion = 2;
 
 // The complete state of `acc`. Size: about 4 * dim * (rows held by its
 // sketches) bytes plus a small header. Thread-compatible (reads only).

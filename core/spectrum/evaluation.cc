@@ -123,7 +123,9 @@ RunEvaluation EvaluateRanks(std::vector<RankWindow> windows, const SpectrumOptio
       s.rows = m.rows;
       SpectrumOptions o = spectrum;
       o.effective_samples = s.effective_samples;
-      s.covariance = SummarizeSpectrum(m.centred.Spectrum(), m.trace_centred, m.dof, o);
+      const SketchSpectrum spectrum_of_rank = m.centred.Spectrum();
+      o.kurtosis = RowKurtosis(m, spectrum_of_rank);
+      s.covariance = SummarizeSpectrum(spectrum_of_rank, m.trace_centred, m.dof, o);
       s.example_trace =
           m.dof > 0.0 ? m.example_trace / m.dof : std::numeric_limits<double>::quiet_NaN();
       out.ranks.push_back(std::move(s));

@@ -77,11 +77,14 @@ void GradientMoments::AddBatch(const Eigen::Ref<const RowMatrixXf>& x,
   double centred_tr = 0.0;
   if (m >= 2) {
     RowMatrixXf c(m, k);
-    for (Eigen::Index i = 0; i < m; ++i) {
-      centred_tr += CentreRow(x.row(i).data(), mean.data(), k, c.row(i).data());
-    }
-    centred.Append(c);
     const double md = static_cast<double>(m);
+    for (Eigen::Index i = 0; i < m; ++i) {
+      const double sq = CentreRow(x.row(i).data(), mean.data(), k, c.row(i).data());
+      centred_tr += sq;
+      norm4_centred += sq * sq;
+    }
+    norm4_weight += (md - 1.0) * (md - 1.0) / md;
+    centred.Append(c);
     mean_sq_sum += mean_sq - centred_tr / (md * (md - 1.0));
     mean_sq_weight += 1.0;
   }
@@ -112,6 +115,8 @@ void GradientMoments::Scale(double f) {
   example_trace *= f;
   mean_sq_sum *= f;
   mean_sq_weight *= f;
+  norm4_centred *= f;
+  norm4_weight *= f;
 }
 
 void GradientMoments::Merge(const GradientMoments& o) {
@@ -126,6 +131,8 @@ void GradientMoments::Merge(const GradientMoments& o) {
   example_trace += o.example_trace;
   mean_sq_sum += o.mean_sq_sum;
   mean_sq_weight += o.mean_sq_weight;
+  norm4_centred += o.norm4_centred;
+  norm4_weight += o.norm4_weight;
   rows += o.rows;
   batches += o.batches;
 }

@@ -57,6 +57,12 @@ struct GradientMoments {
   // with m_b >= 2, and the sum of their weights.
   double mean_sq_sum = 0.0;
   double mean_sq_weight = 0.0;
+  // Fourth moment of the centred rows, for the kurtosis of the sampling
+  // intervals: sum_b w_b sum_i |x_i - mu_b|^4, and sum_b w_b (m_b - 1)^2 / m_b
+  // (for Gaussian rows E|x_i - mu_b|^4 = ((m-1)/m)^2 ((tr S)^2 + 2 tr S^2)).
+  // Both 0 in a state restored from a version-1 checkpoint: unknown.
+  double norm4_centred = 0.0;
+  double norm4_weight = 0.0;
   uint64_t rows = 0;     // rows added, undecayed
   uint64_t batches = 0;  // batches added, undecayed
 };

@@ -72,7 +72,86 @@ void UndoWishart(double n, double* a, double* b) {
   *a = t2;
 }
 
+// sum_i lambda_i^j for j = 1..4.
+struct PowerSums {
+  double t1 = 0, t2 = 0, t3 = 0, t4 = 0;
+  explicit PowerSums(const std::vector<double>& eig) {
+    for (double v : eig) {
+      const double v2 = v * v;
+      t1 += v;
+      t2 += v2;
+      t3 += v2 * v;
+      t4 += v2 * v2;
+    }
+  }
+};
+
+// The point spectrum as a full list: the held point eigenvalues, then the
+// unheld trace spread evenly over tail_slots dimensions.
+std::vector<double> FullSpectrum(const std::vector<double>& point, double tail, int tail_slots) {
+  std::vector<double> eig = point;
+  if (tail_slots > 0 && tail > 0.0) eig.insert(eig.end(), tail_slots, tail / tail_slots);
+  return eig;
+}
+
+// The r90 sampling interval (docs/DIAGNOSTICS.md, "Sampling intervals"): the
+// top-r mass F(r) = A/(A+B) of the point spectrum has, to first order,
+//   Var F = f F^2 (1-F)^2 (2 sum_{i<=r} lambda^2 / A^2 + 2 sum_{i>r} lambda^2 / B^2) / n;
+// r90 lies between the first r where F + z sd reaches `mass` and the first r
+// where F - z sd does.
+std::pair<double, double> RankInterval(const std::vector<double>& eig, double mass, double n,
+                                       double f, double z) {
+  const int dims = static_cast<int>(eig.size());
+  double total = 0.0, total_sq = 0.0;
+  for (double v : eig) {
+    total += v;
+    total_sq += v * v;
+  }
+  double lo = dims, hi = dims;
+  bool found_lo = false;
+  double a = 0.0, a_sq = 0.0;
+  for (int r = 1; r <= dims; ++r) {
+    a += eig[r - 1];
+    a_sq += eig[r - 1] * eig[r - 1];
+    const double b = std::max(total - a, 0.0), b_sq = std::max(total_sq - a_sq, 0.0);
+    const double fr = a / total;
+    double var = 0.0;
+    if (n > 1.0 && a > 0.0 && b > 0.0) {
+      var = f * fr * fr * (1.0 - fr) * (1.0 - fr) * (2.0 * a_sq / (a * a) + 2.0 * b_sq / (b * b)) / n;
+    }
+    const double sd = std::sqrt(var);
+    if (!found_lo && fr + z * sd >= mass) {
+      lo = r;
+      found_lo = true;
+    }
+    if (fr - z * sd >= mass) {
+      hi = r;
+      break;
+    }
+  }
+  return {std::min(lo, hi), hi};
+}
+
 }  // namespace
+
+double LogParticipationRatioVariance(const std::vector<double>& eig, double m) {
+  const PowerSums p(eig);
+  if (!(m > 1.0) || !(p.t1 > 0.0) || !(p.t2 > 0.0)) return kNaN;
+  return 8.0 * p.t2 / (m * p.t1 * p.t1) + 8.0 * p.t4 / (m * p.t2 * p.t2) -
+         16.0 * p.t3 / (m * p.t1 * p.t2) +
+         4.0 * (p.t2 * p.t2 - p.t4) / (m * m * p.t2 * p.t2);
+}
+
+double TwoSidedNormalQuantile(double level) {
+  // P(|Z| <= z) = erf(z / sqrt 2), increasing in z: bisection to double
+  // precision.
+  double a = 0.0, b = 40.0;
+  for (int it = 0; it < 200 && b - a > 1e-15 * b; ++it) {
+    const double mid = 0.5 * (a + b);
+    if (std::erf(mid / std::sqrt(2.0)) < level) a = mid; else b = mid;
+  }
+  return 0.5 * (a + b);
+}
 
 double CorrectParticipationRatio(double t1, double t2, double n, int k,
                                  ProjectionKind projection, bool correct_projection) {
@@ -84,8 +163,7 @@ double CorrectParticipationRatio(double t1, double t2, double n, int k,
   // exactly the Wishart form with k in place of n. CountSketch: the same up
   // to -2 D2 / k in both moments, D2 = sum_i Sigma_ii^2 (~ T1^2 / P for
   // delocalised eigenvectors), which is dropped.
-  (void)projection;
-  if (correct_projection && k > 1) UndoWishart(static_cast<double>(k), &a, &b);
+  if (correct_projection && projection != ProjectionKind::kIdentity && k > 1) UndoWishart(static_cast<double>(k), &a, &b);
   if (!(a > 0.0) || !(b > 0.0)) return kInf;
   return b / a;
 }
@@ -97,7 +175,7 @@ SpectrumSummary SummarizeSpectrum(const SketchSpectrum& sketch, double trace,
     out.trace = normaliser > 0.0 ? trace / normaliser : kNaN;
     out.top_eigenvalue = out.effective_rank = out.rank_fraction =
         out.participation_ratio = out.participation_ratio_observed = out.stable_rank =
-            {kNaN, kNaN, kNaN, false};
+            {kNaN, kNaN, kNaN, false, kNaN, kNaN};
     out.participation_ratio_raw = kNaN;
     out.eigenvalue_error = kNaN;
     return out;
@@ -141,6 +219,39 @@ SpectrumSummary SummarizeSpectrum(const SketchSpectrum& sketch, double trace,
   out.top_eigenvalue = {point[0], lo[0], lo[0] + d, false};
   out.stable_rank = {t / point[0], t / (lo[0] + d), lo[0] > 0.0 ? t / lo[0] : kInf, false};
 
+  // Sampling intervals (docs/DIAGNOSTICS.md, "Sampling intervals"): delta
+  // method on the point spectrum, for n_eff samples whose fourth moments are
+  // f times a Gaussian's (elliptical rows: the sample covariance's
+  // fluctuation is f times the Gaussian one plus a common scale, which
+  // cancels in every scale-free ratio).
+  const double n_eff = o.effective_samples;
+  const double f = o.kurtosis > 0.0 ? o.kurtosis : 1.0;
+  const double z = TwoSidedNormalQuantile(o.confidence);
+  out.effective_samples = n_eff;
+  out.kurtosis = f;
+  out.confidence = o.confidence;
+  const std::vector<double> full = FullSpectrum(point, tail, tail_slots);
+  // The sampling interval of a positive estimate with Var(log) = var,
+  // widened to hold the sketch's box [lower, upper] too (the sketch's error
+  // is bounded, not random: the interval holds whenever the sampling error is
+  // within z sd).
+  auto log_interval = [&](Estimate* e, double var) {
+    const double h = n_eff > 1.0 && var >= 0.0 ? z * std::sqrt(var) : kInf;
+    e->ci_lower = std::min(e->value, e->lower) * std::exp(-h);
+    e->ci_upper = std::max(e->value, e->upper) * std::exp(h);
+    if (!std::isfinite(e->ci_lower)) e->ci_lower = 0.0;
+  };
+  {
+    // Top eigenvalue: Var log lambda_1 = (2 f + (f - 1)) / n (the common
+    // scale of an elliptical sample does not cancel here); stable rank
+    // t / lambda_1: f (2 T2/T1^2 + 2 - 4 lambda_1/T1) / n.
+    const PowerSums p(full);
+    log_interval(&out.top_eigenvalue, (3.0 * f - 1.0) / n_eff);
+    const double share = point[0] / p.t1;
+    log_interval(&out.stable_rank,
+                 f * std::max(2.0 * p.t2 / (p.t1 * p.t1) + 2.0 - 4.0 * share, 0.0) / n_eff);
+  }
+
   // Effective rank: the smallest r whose top-r eigenvalues hold `mass` of the
   // trace. With S_r = sum_{i<=r} lo_i (lo_i = 0 beyond the held ones):
   //   sum_{i<=r} lambda_i <= S_r + min(r d, t - held)             (upper),
@@ -182,14 +293,18 @@ SpectrumSummary SummarizeSpectrum(const SketchSpectrum& sketch, double trace,
       }
     }
   }
+  const auto [ci_lo, ci_hi] = RankInterval(full, o.mass, n_eff, f, z);
   if (censored) {
-    out.effective_rank = {lower, lower, upper, true};
+    out.effective_rank = {lower, lower, upper, true, std::min(ci_lo, lower), upper};
   } else {
-    out.effective_rank = {std::clamp(r, lower, upper), lower, upper, false};
+    const double value = std::clamp(r, lower, upper);
+    out.effective_rank = {value, lower, upper, false, std::min(ci_lo, value),
+                          std::max(ci_hi, value)};
   }
   const double l = static_cast<double>(o.sketch_rows);
-  out.rank_fraction = {out.effective_rank.value / l, out.effective_rank.lower / l,
-                       out.effective_rank.upper / l, out.effective_rank.censored};
+  const Estimate& er = out.effective_rank;
+  out.rank_fraction = {er.value / l, er.lower / l, er.upper / l, er.censored,
+                       er.ci_lower / l, er.ci_upper / l};
 
   // Participation ratio t^2 / tr(C^2): tr(C^2) is bracketed by the extreme
   // spectra of the box.
@@ -208,15 +323,55 @@ SpectrumSummary SummarizeSpectrum(const SketchSpectrum& sketch, double trace,
   };
   // The correction decreases in tr(C^2), so the interval maps end to end.
   Estimate pr{corrected(sq_point), corrected(sq_max), corrected(sq_min), false};
-  if (!std::isfinite(pr.value)) {
-    // Too flat to resolve with this k and n: report what is known.
-    pr.censored = true;
-    pr.value = std::isfinite(pr.lower) ? pr.lower : out.participation_ratio_observed.lower;
-    pr.lower = pr.value;
-    pr.upper = kInf;
+  out.participation_ratio_observed.ci_lower = out.participation_ratio_observed.ci_upper = kNaN;
+  // Sampling interval of log PR: the sampling variance (n_eff, times f) plus,
+  // when the PR is corrected for a random projection, the projection's (the
+  // same form with k; the map is fixed for a run, but drawn at random).
+  double var = f * LogParticipationRatioVariance(full, n_eff);
+  if (o.correct_projection && o.projection != ProjectionKind::kIdentity && o.dim > 1) {
+    var += LogParticipationRatioVariance(full, static_cast<double>(o.dim));
   }
+  // The interval: the sketch's box widened by the sampling error at each
+  // end, so it holds whenever the sampling error is within z sd (the sketch's
+  // error is bounded, not random).
+  const double h = n_eff > 1.0 && var >= 0.0 ? z * std::sqrt(var) : kInf;
+  // At the sketch's edge (docs/DIAGNOSTICS.md, "Censoring"): when the sketch
+  // bound is wider than censor_width, the l rows do not hold enough of the
+  // spectrum to place the PR (the unheld rest is spread evenly by
+  // assumption, and the truth can be anywhere in the box): as for r90, the
+  // certified lower end is reported as a lower bound.
+  if (!std::isfinite(pr.value) || !(pr.upper <= (1.0 + o.censor_width) * pr.lower)) {
+    pr.censored = true;
+    if (!std::isfinite(pr.value)) {
+      // Too flat to resolve with this k and n_eff: nothing bounds it above.
+      pr.value = std::isfinite(pr.lower) ? pr.lower : out.participation_ratio_observed.lower;
+      pr.lower = pr.value;
+      pr.upper = kInf;
+    }
+    pr.value = pr.lower;
+  }
+  pr.ci_lower = std::min(pr.value, pr.lower) * std::exp(-h);
+  pr.ci_upper = std::max(pr.value, pr.upper) * std::exp(h);
+  if (!std::isfinite(pr.ci_lower)) pr.ci_lower = 0.0;
   out.participation_ratio = pr;
   return out;
+}
+
+double RowKurtosis(const GradientMoments& m, const SketchSpectrum& centred) {
+  if (!(m.norm4_weight > 0.0) || !(m.dof > 0.0) || !(m.trace_centred > 0.0)) return 0.0;
+  // tr S and an unbiased tr S^2 of the rows' (projected) population
+  // covariance, tr(C^2) taken as the sum of the sketch's squared eigenvalues
+  // (each low by at most Delta: good enough for a factor that scales a
+  // variance), corrected for sampling as in CorrectParticipationRatio.
+  double sq = 0.0;
+  for (double v : centred.eigenvalues) sq += v * v;
+  const double t1 = m.trace_centred / m.dof;
+  double a = sq / (m.dof * m.dof), b = t1 * t1;
+  const double n = m.dof_sq > 0.0 ? m.dof * m.dof / m.dof_sq : 0.0;
+  if (n > 1.0) UndoWishart(n, &a, &b);
+  const double gaussian = t1 * t1 + 2.0 * std::max(a, 0.0);
+  const double f = (m.norm4_centred / m.norm4_weight) / gaussian;
+  return std::isfinite(f) && f > 0.0 ? f : 0.0;
 }
 
 Diagnostics Summarize(const GradientMoments& m, SpectrumOptions options) {
@@ -224,8 +379,9 @@ Diagnostics Summarize(const GradientMoments& m, SpectrumOptions options) {
   out.rows = m.rows;
   out.effective_samples = m.dof_sq > 0.0 ? m.dof * m.dof / m.dof_sq : 0.0;
   options.effective_samples = out.effective_samples;
-  out.covariance =
-      SummarizeSpectrum(m.centred.Spectrum(), m.trace_centred, m.dof, options);
+  const SketchSpectrum centred = m.centred.Spectrum();
+  options.kurtosis = RowKurtosis(m, centred);
+  out.covariance = SummarizeSpectrum(centred, m.trace_centred, m.dof, options);
   FrequentDirections second = m.centred;
   second.Merge(m.means);
   SpectrumOptions second_options = options;

@@ -13,15 +13,28 @@
 
 namespace spotter {
 
-// A point estimate and the interval [lower, upper] the sketch guarantees for
-// the observed (projected, sampled, decayed) covariance. censored: the sketch
-// cannot resolve the value; value == lower is then a lower bound only and
-// upper is what is still possible (+inf for the participation ratio).
+// A point estimate with two intervals that answer different questions
+// (docs/DIAGNOSTICS.md, "Two intervals"):
+//   [lower, upper]            the SKETCH BOUND: what the sketch certifies for
+//                             the observed (projected, sampled, decayed)
+//                             covariance. Holds always, by construction; says
+//                             nothing about sampling.
+//   [ci_lower, ci_upper]      the SAMPLING CONFIDENCE INTERVAL at
+//                             SpectrumOptions::confidence: where the
+//                             population value lies given the window's finite
+//                             sample (and, for the participation ratio, the
+//                             random projection), by the delta method. NaN
+//                             when there is no data.
+// censored: the sketch cannot resolve the value; value == lower is then a
+// lower bound only, upper is what is still possible (+inf for the
+// participation ratio) and ci_upper is upper.
 struct Estimate {
   double value = 0.0;
   double lower = 0.0;
   double upper = 0.0;
   bool censored = false;
+  double ci_lower = 0.0;
+  double ci_upper = 0.0;
 };
 
 // How spectra are summarised (docs/DIAGNOSTICS.md).
@@ -35,8 +48,15 @@ struct SpectrumOptions {
   int dim = 256;
   // Projection used by the trainers, for the bias correction of the PR.
   ProjectionKind projection = ProjectionKind::kCountSketch;
-  // Correct the PR for the projection's bias.
+  // Correct the PR for the projection's bias (never for kIdentity: the rows
+  // are the gradients themselves).
   bool correct_projection = true;
+  // Level of the sampling confidence intervals, in (0, 1).
+  double confidence = 0.9;
+  // Fourth-moment factor of the rows, E|x|^4 / ((tr S)^2 + 2 tr S^2) (1 for
+  // Gaussian rows, larger for heavy tails), which scales every sampling
+  // variance; <= 0: unknown, taken as 1. Summarize() fills it in.
+  double kurtosis = 0.0;
   // Effective number of samples (dof) for the sample-size correction of the
   // PR; <= 1 disables it. Summarize() fills it in from the moments.
   double effective_samples = 0.0;
@@ -52,6 +72,11 @@ struct SpectrumOptions {
   // spectrum, whose mass the sketch cannot hold, from ever being reported as
   // a small rank. In [0, mass).
   double censor_slack = 0.05;
+  // The PR is reported as a point only when its sketch bound is no wider
+  // than this (upper <= (1 + censor_width) lower); otherwise it is censored:
+  // the certified lower end, a lower bound (docs/DIAGNOSTICS.md,
+  // "Censoring"). > 0.
+  double censor_width = 0.1;
 };
 
 // The summary of one covariance, per sample (sums divided by the normaliser).
@@ -75,6 +100,11 @@ struct SpectrumSummary {
   // [eigenvalues[i], eigenvalues[i] + eigenvalue_error] (0 beyond the list).
   std::vector<double> eigenvalues;
   double eigenvalue_error = 0.0;  // certified additive error: Delta + 2 rho
+  // What the sampling intervals assumed: the effective number of samples and
+  // the rows' fourth-moment factor (1: Gaussian, or unknown).
+  double effective_samples = 0.0;
+  double kurtosis = 1.0;
+  double confidence = 0.9;  // level of the sampling intervals
 };
 
 // Summarises a covariance given by a certified sketch spectrum (eigenvalues
@@ -100,6 +130,12 @@ struct Diagnostics {
 // moments.
 Diagnostics Summarize(const GradientMoments& moments, SpectrumOptions options);
 
+// The rows' fourth-moment factor E|x|^4 / ((tr S)^2 + 2 tr S^2) estimated
+// from the moments' centred fourth-moment sums (1 for Gaussian rows); 0 when
+// unknown (no batch of 2+ rows, or a state from a version-1 checkpoint).
+// `centred` is moments.centred.Spectrum().
+double RowKurtosis(const GradientMoments& moments, const SketchSpectrum& centred);
+
 // Participation ratio corrections (docs/DIAGNOSTICS.md). Given the observed
 // t1 = tr(C) and t2 = tr(C^2) of a covariance estimated from n effective
 // samples and projected to k dims, returns the estimate of
@@ -112,6 +148,16 @@ Diagnostics Summarize(const GradientMoments& moments, SpectrumOptions options);
 // (the corrected tr(Sigma^2) is not positive).
 double CorrectParticipationRatio(double t1, double t2, double n, int k,
                                  ProjectionKind projection, bool correct_projection);
+
+// First-order variance of log(PR) of a covariance estimated from m Gaussian
+// samples (or Gaussian-projected to m dimensions), for the population
+// spectrum `eig` (docs/DIAGNOSTICS.md, "Sampling intervals"):
+//   8 T2/(m T1^2) + 8 T4/(m T2^2) - 16 T3/(m T1 T2) + 4 (T2^2 - T4)/(m^2 T2^2),
+// Tj = sum lambda^j. NaN for m <= 1 or an empty/zero spectrum.
+double LogParticipationRatioVariance(const std::vector<double>& eig, double m);
+
+// The standard normal quantile z with P(|Z| <= z) = level, level in (0, 1).
+double TwoSidedNormalQuantile(double level);
 
 }  // namespace spotter
 

@@ -8,7 +8,8 @@
 
 namespace spotter {
 
-void ToProto(const Estimate& e, v1::Estimate* out);
+// `level`: the confidence level of the estimate's sampling interval.
+void ToProto(const Estimate& e, double level, v1::Estimate* out);
 // With the eigenvalues the summary holds.
 void ToProto(const SpectrumSummary& s, v1::SpectrumSummary* out);
 

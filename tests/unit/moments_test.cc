@@ -44,6 +44,7 @@ TEST(GradientMomentsTest, MatchesExactStatistics) {
   GradientMoments m(k, l);
   ExactMoments ex(k);
   double example_trace = 0.0, mean_sq_sum = 0.0, mean_sq_weight = 0.0, raw = 0.0;
+  double norm4 = 0.0, norm4_weight = 0.0;
   uint64_t rows = 0;
   for (int b = 0; b < 40; ++b) {
     const int n = 1 + static_cast<int>(rng() % 9);  // includes batches of one row
@@ -59,6 +60,8 @@ TEST(GradientMomentsTest, MatchesExactStatistics) {
     if (n >= 2) {
       mean_sq_sum += mu.squaredNorm() - ctr / (n * (n - 1.0));
       mean_sq_weight += 1.0;
+      for (int i = 0; i < n; ++i) norm4 += std::pow((xd.row(i) - mu).squaredNorm(), 2);
+      norm4_weight += (n - 1.0) * (n - 1.0) / n;
     }
     rows += n;
   }
@@ -71,6 +74,8 @@ TEST(GradientMomentsTest, MatchesExactStatistics) {
   EXPECT_NEAR(m.example_trace, example_trace, kSumTol * example_trace);
   EXPECT_NEAR(m.mean_sq_sum, mean_sq_sum, kSumTol * std::abs(mean_sq_sum) + 1e-12);
   EXPECT_DOUBLE_EQ(m.mean_sq_weight, mean_sq_weight);
+  EXPECT_NEAR(m.norm4_centred, norm4, kSumTol * norm4);
+  EXPECT_NEAR(m.norm4_weight, norm4_weight, 1e-12 * norm4_weight);
   EXPECT_EQ(m.rows, rows);
   EXPECT_EQ(m.batches, 40u);
   // The sketches certify the exact centred and uncentred matrices.

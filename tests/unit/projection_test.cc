@@ -214,5 +214,18 @@ TEST(ProjectionTest, RejectsEmptyDimensions) {
               StatusIs(absl::StatusCode::kInvalidArgument));
 }
 
+TEST(ProjectionTest, TheIdentityCopiesAndNeedsPEqualK) {
+  auto id = *Projection::Create(ProjectionKind::kIdentity, 0, 4, 4);
+  RowMatrixXf x(2, 4), y(2, 4);
+  x << 1.5f, -2.0f, 0.0f, 3.25f, 7.0f, 8.0f, -9.0f, 1e-30f;
+  id->ApplyRows(x, y);
+  EXPECT_EQ(y, x);
+  std::vector<float> one(4);
+  id->Apply(absl::MakeConstSpan(x.row(1).data(), 4), absl::MakeSpan(one));
+  for (int j = 0; j < 4; ++j) EXPECT_EQ(one[j], x(1, j));
+  EXPECT_THAT(Projection::Create(ProjectionKind::kIdentity, 0, 5, 4),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
 }  // namespace
 }  // namespace spotter

@@ -39,6 +39,8 @@ using testing::EffectiveRank;
 using testing::ExactMoments;
 using testing::ParticipationRatio;
 using testing::RotatedGaussian;
+using testing::PlantedGaussian;
+using testing::PlantedSpectrum;
 using testing::Sum;
 using testing::SumSq;
 
@@ -396,6 +398,46 @@ TEST(SummaryTest, ReportsALowerBoundWhenTheSketchCannotHoldTheRank) {
   EXPECT_GE(d.covariance.effective_rank.upper, EffectiveRank(obs));
   EXPECT_TRUE(d.covariance.rank_fraction.censored);
   ExpectContains(d.covariance, obs, o, d.effective_samples, "flat");
+}
+
+TEST(SummaryTest, NormalQuantileAndLogPrVarianceMatchClosedForms) {
+  EXPECT_NEAR(TwoSidedNormalQuantile(0.9), 1.6448536269514722, 1e-12);
+  EXPECT_NEAR(TwoSidedNormalQuantile(0.95), 1.959963984540054, 1e-12);
+  // d equal eigenvalues: T1 = T2 = T3 = T4 = d (times powers of the value,
+  // which cancel), so the first-order terms cancel and 4 (1 - 1/d) / m^2 is
+  // left.
+  const int d = 37;
+  const double m = 500;
+  EXPECT_NEAR(LogParticipationRatioVariance(std::vector<double>(d, 2.5), m),
+              4.0 * (1.0 - 1.0 / d) / (m * m), 1e-15);
+  // One eigenvalue: the PR is 1 whatever happens.
+  EXPECT_NEAR(LogParticipationRatioVariance({3.0}, m), 0.0, 1e-15);
+  EXPECT_TRUE(std::isnan(LogParticipationRatioVariance({1.0, 1.0}, 1.0)));
+}
+
+// The rows' fourth-moment factor: 1 for Gaussian rows, (nu - 2) / (nu - 4)
+// for multivariate Student t rows with nu degrees of freedom (each Gaussian
+// row scaled by sqrt((nu - 2) / chi2_nu), same covariance). Tolerance: the
+// estimator's spread over 6,000 rows (the t's fourth moment of |x|^2 is
+// heavy: 10% for nu = 8) and its small downward bias from batch centring.
+TEST(SummaryTest, RowKurtosisMeasuresTheTails) {
+  const int k = 64, l = 16;
+  PlantedGaussian gen(k, PlantedSpectrum::PowerLaw(20, 1.0, 1.0, 1e-3), 5);
+  for (double nu : {0.0, 8.0}) {
+    std::mt19937_64 rng(5);
+    std::chi_squared_distribution<double> chi2(nu > 0 ? nu : 1.0);
+    GradientMoments m(k, l);
+    for (int b = 0; b < 200; ++b) {
+      RowMatrixXf x = gen.Sample(30, rng);
+      if (nu > 0) {
+        for (int i = 0; i < x.rows(); ++i) x.row(i) *= std::sqrt((nu - 2.0) / chi2(rng));
+      }
+      m.AddBatch(x, 1.0);
+    }
+    const double want = nu > 0 ? (nu - 2.0) / (nu - 4.0) : 1.0;
+    EXPECT_NEAR(RowKurtosis(m, m.centred.Spectrum()), want, nu > 0 ? 0.2 : 0.06) << nu;
+  }
+  EXPECT_EQ(RowKurtosis(GradientMoments(k, l), GradientMoments(k, l).centred.Spectrum()), 0.0);
 }
 
 // B_simple = tr(Sigma_example) / |G|^2 on Gaussian rows with a known mean G
