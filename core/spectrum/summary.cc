@@ -75,6 +75,7 @@ void UndoWishart(double n, double* a, double* b) {
 // sum_i lambda_i^j for j = 1..4.
 struct PowerSums {
   double t1 = 0, t2 = 0, t3 = 0, t4 = 0;
+  PowerSums() = default;
   explicit PowerSums(const std::vector<double>& eig) {
     for (double v : eig) {
       const double v2 = v * v;
@@ -85,6 +86,40 @@ struct PowerSums {
     }
   }
 };
+
+// First-order variance of log PR for m Wishart-form samples, from the power
+// sums of the spectrum they are drawn from.
+double LogPrVariance(const PowerSums& p, double m) {
+  if (!(m > 1.0) || !(p.t1 > 0.0) || !(p.t2 > 0.0)) return kNaN;
+  return 8.0 * p.t2 / (m * p.t1 * p.t1) + 8.0 * p.t4 / (m * p.t2 * p.t2) -
+         16.0 * p.t3 / (m * p.t1 * p.t2) +
+         4.0 * (p.t2 * p.t2 - p.t4) / (m * m * p.t2 * p.t2);
+}
+
+// The power sums of the spectrum a Wishart-form randomisation of size m
+// (sampling with m = n_eff, a random projection with m = k) was applied to,
+// from the observed ones: the expectations
+//   E t2 = (1 + 1/m) T2 + T1^2/m,
+//   E t3 = T3 + 3 T1 T2/m + T1^3/m^2,
+//   E t4 = T4 + 6 T1 T3/m + 6 T1^2 T2/m^2 + T1^4/m^3
+// (the non-crossing-partition expansion of the free multiplicative
+// convolution with the Marchenko-Pastur law; for T = k it gives the
+// Narayana moments of MP) solved for T2, T3, T4. The observed spectrum's
+// eigenvalues are spread by the randomisation, which inflates the plug-in
+// variance of a flat-topped spectrum many times over; the corrected sums do
+// not. Returns the observed sums when a corrected one is not positive (too
+// flat for this m to resolve).
+PowerSums Unspread(const PowerSums& o, double m) {
+  if (!(m > 1.0)) return o;
+  PowerSums p = o;
+  const double t1 = o.t1;
+  p.t2 = (o.t2 - t1 * t1 / m) / (1.0 + 1.0 / m);
+  p.t3 = o.t3 - 3.0 * t1 * p.t2 / m - t1 * t1 * t1 / (m * m);
+  p.t4 = o.t4 - 6.0 * t1 * p.t3 / m - 6.0 * t1 * t1 * p.t2 / (m * m) -
+         t1 * t1 * t1 * t1 / (m * m * m);
+  if (!(p.t2 > 0.0) || !(p.t3 > 0.0) || !(p.t4 > 0.0)) return o;
+  return p;
+}
 
 // The point spectrum as a full list: the held point eigenvalues, then the
 // unheld trace spread evenly over tail_slots dimensions.
@@ -135,11 +170,7 @@ std::pair<double, double> RankInterval(const std::vector<double>& eig, double ma
 }  // namespace
 
 double LogParticipationRatioVariance(const std::vector<double>& eig, double m) {
-  const PowerSums p(eig);
-  if (!(m > 1.0) || !(p.t1 > 0.0) || !(p.t2 > 0.0)) return kNaN;
-  return 8.0 * p.t2 / (m * p.t1 * p.t1) + 8.0 * p.t4 / (m * p.t2 * p.t2) -
-         16.0 * p.t3 / (m * p.t1 * p.t2) +
-         4.0 * (p.t2 * p.t2 - p.t4) / (m * m * p.t2 * p.t2);
+  return LogPrVariance(PowerSums(eig), m);
 }
 
 double TwoSidedNormalQuantile(double level) {
@@ -247,6 +278,27 @@ SpectrumSummary SummarizeSpectrum(const SketchSpectrum& sketch, double trace,
     // t / lambda_1: f (2 T2/T1^2 + 2 - 4 lambda_1/T1) / n.
     const PowerSums p(full);
     log_interval(&out.top_eigenvalue, (3.0 * f - 1.0) / n_eff);
+    // A top eigenvalue that is not isolated (c population eigenvalues
+    // closer than the sampling error) comes out of the sample as the largest
+    // of c noisy copies, biased up: c equal eigenvalues spread over about
+    // +-2 sqrt(f c / n_eff) of their value (the Marchenko-Pastur edges). The
+    // lower end then reaches down to the mean of the sample eigenvalues
+    // within twice that of the top one, which estimates the common value.
+    {
+      const double h1 = n_eff > 1.0 ? z * std::sqrt((3.0 * f - 1.0) / n_eff) : kInf;
+      double sum = 0.0;
+      int count = 0;
+      for (double v : point) {
+        const double spread = 4.0 * std::sqrt(f * (count + 1) / n_eff);
+        if (!(v >= point[0] * (1.0 - spread))) break;
+        sum += v;
+        ++count;
+      }
+      if (count > 1) {
+        out.top_eigenvalue.ci_lower =
+            std::min(out.top_eigenvalue.ci_lower, sum / count * std::exp(-h1));
+      }
+    }
     const double share = point[0] / p.t1;
     log_interval(&out.stable_rank,
                  f * std::max(2.0 * p.t2 / (p.t1 * p.t1) + 2.0 - 4.0 * share, 0.0) / n_eff);
@@ -327,9 +379,14 @@ SpectrumSummary SummarizeSpectrum(const SketchSpectrum& sketch, double trace,
   // Sampling interval of log PR: the sampling variance (n_eff, times f) plus,
   // when the PR is corrected for a random projection, the projection's (the
   // same form with k; the map is fixed for a run, but drawn at random).
-  double var = f * LogParticipationRatioVariance(full, n_eff);
+  // Each term is evaluated on the spectrum its randomisation acted on: the
+  // sampling term on the rows' population (the observed sums unspread for
+  // n_eff), the projection term on the unprojected one (unspread for k too).
+  const PowerSums rows_population = Unspread(PowerSums(full), n_eff);
+  double var = f * LogPrVariance(rows_population, n_eff);
   if (o.correct_projection && o.projection != ProjectionKind::kIdentity && o.dim > 1) {
-    var += LogParticipationRatioVariance(full, static_cast<double>(o.dim));
+    const double k = static_cast<double>(o.dim);
+    var += LogPrVariance(Unspread(rows_population, k), k);
   }
   // The interval: the sketch's box widened by the sampling error at each
   // end, so it holds whenever the sampling error is within z sd (the sketch's
