@@ -139,6 +139,7 @@ PhaseController::Smoothed PhaseController::Smooth() const {
   // The span in plateau_windows consecutive windows of (nearly) equal counts.
   const size_t k = static_cast<size_t>(config_.plateau_windows);
   std::vector<double> rank(k, 0.0), pr(k, 0.0), loss(k, 0.0), step(k, 0.0);
+  double rank_ci_upper = 0.0;
   std::vector<int> count(k, 0), loss_count(k, 0);
   for (size_t i = 0; i < n; ++i) {
     const Observation& o = window_[i];
@@ -151,7 +152,10 @@ PhaseController::Smoothed PhaseController::Smooth() const {
       loss[j] += o.loss;
       ++loss_count[j];
     }
-    if (j == k - 1 && o.rank_censored) s.censored = true;
+    if (j == k - 1) {
+      if (o.rank_censored || o.pr_censored) s.censored = true;
+      rank_ci_upper += std::isnan(o.rank_ci_upper) ? o.effective_rank : o.rank_ci_upper;
+    }
   }
   for (size_t j = 0; j < k; ++j) {
     rank[j] /= count[j];
@@ -167,6 +171,7 @@ PhaseController::Smoothed PhaseController::Smooth() const {
     return mean != 0.0 ? (*hi - *lo) / std::abs(mean) : 0.0;
   };
   s.rank_now = rank[k - 1];
+  s.rank_ci_upper_now = rank_ci_upper / count[k - 1];
   s.rank_first = rank[0];
   s.pr_now = pr[k - 1];
   s.pr_first = pr[0];
@@ -255,13 +260,17 @@ std::optional<Decision> PhaseController::AcquisitionExit(const Smoothed& s, uint
   // Signed rates over the span, per epoch; positive = falling.
   const double pr_drop = s.pr_first > 0.0 ? (s.pr_first - s.pr_now) / s.pr_first / s.epochs : 0.0;
   const double rank_fraction = s.rank_now / c.sketch_rows;
+  // The level test asks "is the rank fraction below the threshold?": it must
+  // hold for the upper end of r90's confidence interval, not just the point
+  // (docs/PHASES.md, "Which interval each test uses").
+  const double rank_fraction_ci_upper = s.rank_ci_upper_now / c.sketch_rows;
   const double loss_rate = s.loss_known && s.loss_first != 0.0
                                ? (s.loss_first - s.loss_now) / std::abs(s.loss_first) / s.epochs
                                : std::numeric_limits<double>::quiet_NaN();
   const bool loss_falling = std::isfinite(loss_rate) && loss_rate > c.loss_decrease_min;
   const bool on = !s.censored && std::abs(pr_drop) < c.id_drop_threshold &&
-                  rank_fraction < c.rank_fraction_max && s.rank_spread < c.plateau_epsilon &&
-                  loss_falling;
+                  rank_fraction_ci_upper < c.rank_fraction_max &&
+                  s.rank_spread < c.plateau_epsilon && loss_falling;
   const bool off = s.censored || std::abs(pr_drop) > c.id_drop_threshold * h ||
                    rank_fraction > c.rank_fraction_max * h ||
                    s.rank_spread > c.plateau_epsilon * h || !std::isfinite(loss_rate) ||
@@ -273,11 +282,13 @@ std::optional<Decision> PhaseController::AcquisitionExit(const Smoothed& s, uint
   return Enter(
       Phase::kRefinement, Cause::kAutomatic,
       absl::StrFormat(
-          "Fisher rank plateaued at r90 %.1f (rank fraction %.3f < %.2f; r90 within a %.1f%% "
+          "Fisher rank plateaued at r90 %.1f (rank fraction %.3f, 90%% CI up to %.3f < %.2f; "
+          "r90 within a %.1f%% "
           "band < %.0f%% over %d evals, %.0f steps), PR %.1f changing %+.2f%%/epoch, within "
           "+-%.1f%%, loss still falling %.2f%%/epoch > %.1f%%, latched %d evals: natural "
           "gradient, LR %.4g -> %.4g",
-          s.rank_now, rank_fraction, c.rank_fraction_max, 100 * s.rank_spread,
+          s.rank_now, rank_fraction, rank_fraction_ci_upper, c.rank_fraction_max,
+          100 * s.rank_spread,
           100 * c.plateau_epsilon, s.span_evals, s.span_steps, s.pr_now, -100 * pr_drop,
           100 * c.id_drop_threshold, 100 * loss_rate, 100 * c.loss_decrease_min, latched_,
           lr_before, plan.lr.start_lr),
@@ -285,6 +296,7 @@ std::optional<Decision> PhaseController::AcquisitionExit(const Smoothed& s, uint
        {"effective_rank", s.rank_now},
        {"effective_rank_first", s.rank_first},
        {"rank_fraction", rank_fraction},
+       {"rank_fraction_ci_upper", rank_fraction_ci_upper},
        {"rank_fraction_max", c.rank_fraction_max},
        {"sketch_rows", static_cast<double>(c.sketch_rows)},
        {"rank_spread", s.rank_spread},

@@ -97,6 +97,11 @@ struct Observation {
   double effective_rank = 0.0;       // r90 point estimate of the gradient covariance
   bool rank_censored = false;        // r90 beyond what the sketch holds (value is a bound)
   double participation_ratio = 0.0;  // bias-corrected PR
+  bool pr_censored = false;          // PR beyond what the sketch holds (value is a bound)
+  // Upper end of r90's sampling confidence interval; NaN: unknown (the point
+  // is used). The rank-fraction test reads it (docs/PHASES.md, "Which
+  // interval each test uses").
+  double rank_ci_upper = std::numeric_limits<double>::quiet_NaN();
 };
 
 // A phase change (or an operator action) and the directive content it needs.
@@ -184,7 +189,8 @@ class PhaseController {
     double epochs = 0;        // epochs between the first and last windows' centres
     double span_steps = 0;    // steps from the span's first evaluation to its last
     int span_evals = 0;
-    bool censored = false;  // r90 censored in the last window
+    bool censored = false;  // r90 or the PR censored in the last window
+    double rank_ci_upper_now = 0;  // mean upper end of r90's CI in the last window
   };
 
   // Moves to `to` with `plan`, resetting the per-phase detectors.

@@ -68,6 +68,8 @@ struct ControllerCodecAccess {
       w.F64(o.effective_rank);
       w.U8(o.rank_censored ? 1 : 0);
       w.F64(o.participation_ratio);
+      w.U8(o.pr_censored ? 1 : 0);
+      w.F64(o.rank_ci_upper);
     }
     w.I32(c.latched_);
     w.U8(c.val_seen_ ? 1 : 0);
@@ -84,10 +86,10 @@ struct ControllerCodecAccess {
       return absl::InvalidArgumentError(
           absl::StrFormat("not a controller state (magic 0x%08x, expected 0x%08x)", magic, kMagic));
     }
-    if (version != kControllerStateVersion) {
+    if (version < kControllerStateVersion - 1 || version > kControllerStateVersion) {
       return absl::InvalidArgumentError(
-          absl::StrFormat("controller state format version %d; this build reads version %d",
-                          version, kControllerStateVersion));
+          absl::StrFormat("controller state format version %d; this build reads versions %d and %d",
+                          version, kControllerStateVersion - 1, kControllerStateVersion));
     }
     PhaseController c = *out;
     uint8_t phase = 0;
@@ -114,6 +116,12 @@ struct ControllerCodecAccess {
       Observation o;
       if (!r.U64(&o.step) || !r.F64(&o.loss) || !r.F64(&o.effective_rank) ||
           !r.Bool(&o.rank_censored) || !r.F64(&o.participation_ratio)) {
+        return Truncated("window");
+      }
+      // Added in the latest version: before it, no PR censoring and no r90
+      // interval (NaN: the point is used).
+      if (version == kControllerStateVersion &&
+          (!r.Bool(&o.pr_censored) || !r.F64(&o.rank_ci_upper))) {
         return Truncated("window");
       }
       // Values are data, restored as they were: the controller takes any

@@ -21,7 +21,9 @@
 
 namespace spotter {
 
-inline constexpr uint32_t kControllerStateVersion = 1;
+// Version 2 added Observation::pr_censored and rank_ci_upper; version 1 is
+// still read.
+inline constexpr uint32_t kControllerStateVersion = 2;
 
 // The state of `controller` (not its config). Thread-compatible.
 std::string EncodeControllerState(const PhaseController& controller);

@@ -27,18 +27,34 @@ constexpr char kPhaseHelp[] = "1 for the run's current phase, 0 for the others."
 constexpr SlotSpec kSlots[] = {
     {"spotter_run_effective_rank",
      "r90 of the gradient covariance: eigenvalues holding 90% of the trace.", nullptr},
-    {"spotter_run_effective_rank_lower", "Certified lower bound of spotter_run_effective_rank.",
+    {"spotter_run_effective_rank_lower",
+     "Lower end of the sketch bound of spotter_run_effective_rank (what the sketch certifies "
+     "for the window's covariance; not an error bar: see the _ci_ series).",
      nullptr},
-    {"spotter_run_effective_rank_upper", "Certified upper bound of spotter_run_effective_rank.",
+    {"spotter_run_effective_rank_upper",
+     "Upper end of the sketch bound of spotter_run_effective_rank.", nullptr},
+    {"spotter_run_effective_rank_ci_lower",
+     "Lower end of the 90% sampling confidence interval of spotter_run_effective_rank.",
+     nullptr},
+    {"spotter_run_effective_rank_ci_upper",
+     "Upper end of the 90% sampling confidence interval of spotter_run_effective_rank.",
      nullptr},
     {"spotter_run_rank_fraction", "r90 divided by the sketch size l.", nullptr},
     {"spotter_run_participation_ratio",
      "Participation ratio (intrinsic dimension) of the gradient covariance, bias-corrected.",
      nullptr},
     {"spotter_run_participation_ratio_lower",
-     "Lower end of the participation ratio's sketch interval.", nullptr},
+     "Lower end of the participation ratio's sketch bound (what the sketch certifies; not an "
+     "error bar: see the _ci_ series).",
+     nullptr},
     {"spotter_run_participation_ratio_upper",
-     "Upper end of the participation ratio's sketch interval.", nullptr},
+     "Upper end of the participation ratio's sketch bound (+Inf when censored).", nullptr},
+    {"spotter_run_participation_ratio_ci_lower",
+     "Lower end of the participation ratio's 90% confidence interval (sampling and "
+     "projection error, widened by the sketch bound).",
+     nullptr},
+    {"spotter_run_participation_ratio_ci_upper",
+     "Upper end of the participation ratio's 90% confidence interval.", nullptr},
     {"spotter_run_gradient_trace", "Trace of the gradient covariance, per sample.", nullptr},
     {"spotter_run_top_eigenvalue", "Largest eigenvalue of the gradient covariance, per sample.",
      nullptr},
@@ -288,10 +304,14 @@ void RunMetrics::SetSummary(const SpectrumSummary& c, double noise_scale) {
     v[E::kEffectiveRank] = c.effective_rank.value;
     v[E::kEffectiveRankLower] = c.effective_rank.lower;
     v[E::kEffectiveRankUpper] = c.effective_rank.upper;
+    v[E::kEffectiveRankCiLower] = c.effective_rank.ci_lower;
+    v[E::kEffectiveRankCiUpper] = c.effective_rank.ci_upper;
     v[E::kRankFraction] = c.rank_fraction.value;
     v[E::kParticipationRatio] = c.participation_ratio.value;
     v[E::kParticipationRatioLower] = c.participation_ratio.lower;
     v[E::kParticipationRatioUpper] = c.participation_ratio.upper;
+    v[E::kParticipationRatioCiLower] = c.participation_ratio.ci_lower;
+    v[E::kParticipationRatioCiUpper] = c.participation_ratio.ci_upper;
     v[E::kGradientTrace] = c.trace;
     v[E::kTopEigenvalue] = c.top_eigenvalue.value;
     v[E::kNoiseScale] = noise_scale;

@@ -108,6 +108,14 @@ absl::StatusOr<RankHandle> Run::Join(const v1::Hello& hello, RunObserver* observ
   }
   const uint64_t declared = want.input_dim() ? want.input_dim() : declared_input_dim_;
   const uint64_t p = hello.projection().input_dim();
+  if (kind == v1::PROJECTION_KIND_IDENTITY && p > config_.sketch_dim()) {
+    return WithReason(absl::InvalidArgumentError(absl::StrFormat(
+                          "projection input_dim %d with PROJECTION_KIND_IDENTITY: unprojected "
+                          "rows hold at most sketch_dim = %d parameters (pad with zeros), or "
+                          "project with COUNT_SKETCH",
+                          p, config_.sketch_dim())),
+                      "projection_mismatch");
+  }
   if (p != 0 && declared != 0 && p != declared) {
     return WithReason(absl::FailedPreconditionError(absl::StrFormat(
                           "projection input_dim %d differs from the %d parameters run %s's "
@@ -461,6 +469,8 @@ void Run::Evaluate() {
         obs.effective_rank = diag->covariance.effective_rank.value;
         obs.rank_censored = diag->covariance.effective_rank.censored;
         obs.participation_ratio = diag->covariance.participation_ratio.value;
+        obs.pr_censored = diag->covariance.participation_ratio.censored;
+        obs.rank_ci_upper = diag->covariance.effective_rank.ci_upper;
         const uint64_t eff = EffectiveStepLocked();
         if (auto d = controller_.OnEvaluation(obs, eff)) IssueLocked(*d, eff);
       }

@@ -250,8 +250,14 @@ ControllerConfig ToControllerConfig(const v1::RunConfig& config) {
 WindowOptions ToWindowOptions(const v1::RunConfig& config) { return ToCoreConfig(config).window; }
 
 ProjectionKind ToProjectionKind(v1::ProjectionKind kind) {
-  return kind == v1::PROJECTION_KIND_GAUSSIAN ? ProjectionKind::kGaussian
-                                              : ProjectionKind::kCountSketch;
+  switch (kind) {
+    case v1::PROJECTION_KIND_GAUSSIAN:
+      return ProjectionKind::kGaussian;
+    case v1::PROJECTION_KIND_IDENTITY:
+      return ProjectionKind::kIdentity;
+    default:  // COUNT_SKETCH, and SRHT, which the core does not have
+      return ProjectionKind::kCountSketch;
+  }
 }
 
 SpectrumOptions ToSpectrumOptions(const v1::RunConfig& config) {

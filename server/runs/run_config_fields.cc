@@ -19,8 +19,14 @@ double V1Value(WindowKind kind) {
   return kind == WindowKind::kFixed ? v1::WINDOW_KIND_FIXED : v1::WINDOW_KIND_EXPONENTIAL;
 }
 double V1Value(ProjectionKind kind) {
-  return kind == ProjectionKind::kGaussian ? v1::PROJECTION_KIND_GAUSSIAN
-                                           : v1::PROJECTION_KIND_COUNT_SKETCH;
+  switch (kind) {
+    case ProjectionKind::kGaussian:
+      return v1::PROJECTION_KIND_GAUSSIAN;
+    case ProjectionKind::kIdentity:
+      return v1::PROJECTION_KIND_IDENTITY;
+    default:
+      return v1::PROJECTION_KIND_COUNT_SKETCH;
+  }
 }
 
 // A count the client sends as uint32 into the core's int member: values above
@@ -77,7 +83,16 @@ std::vector<ConfigField> MakeRunConfigFields() {
            },
        .from_core = [](const RunCoreConfig& o) { return V1Value(o.spectrum.projection); }},
       {.path = "projection.seed", .rule = DefaultRule::kNone},       // every seed is a seed
-      {.path = "projection.input_dim", .rule = DefaultRule::kNone},  // 0: not declared
+      {.path = "projection.input_dim",
+       .rule = DefaultRule::kNone,  // 0: not declared
+       .out_of_range = [](double v, const v1::RunConfig& c, const Limits&) -> ExpectedRange {
+         const int k = c.sketch_dim() ? static_cast<int>(c.sketch_dim()) : SpectrumOptions{}.dim;
+         if (c.projection().kind() == v1::PROJECTION_KIND_IDENTITY && v > k) {
+           return absl::StrFormat(
+               "at most sketch_dim (%d) with PROJECTION_KIND_IDENTITY (unprojected rows)", k);
+         }
+         return std::nullopt;
+       }},
       {.path = "sketch_dim",
        .default_value = [](const v1::RunConfig&) -> ConfigValue {
          return static_cast<double>(SpectrumOptions{}.dim);

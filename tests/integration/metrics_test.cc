@@ -36,8 +36,8 @@ class RunMetricsTest : public ::testing::Test {
     SpectrumSummary s;
     s.valid = true;
     s.trace = 2.0;
-    s.effective_rank = {rank, rank - 1, rank + 1};
-    s.participation_ratio = {3.5, 3.0, 4.0};
+    s.effective_rank = {rank, rank - 1, rank + 1, false, rank - 2, rank + 2};
+    s.participation_ratio = {3.5, 3.0, 4.0, false, 2.5, 4.75};
     return s;
   }
 
@@ -60,6 +60,11 @@ TEST_F(RunMetricsTest, SeriesLiveUntilTheRunEnds) {
   EXPECT_EQ(m.at("spotter_run_effective_rank_lower{run=\"a\"}"), 11);
   EXPECT_EQ(m.at("spotter_run_effective_rank_upper{run=\"a\"}"), 13);
   EXPECT_EQ(m.at("spotter_run_participation_ratio{run=\"a\"}"), 3.5);
+  EXPECT_EQ(m.at("spotter_run_participation_ratio_lower{run=\"a\"}"), 3.0);
+  EXPECT_EQ(m.at("spotter_run_participation_ratio_ci_lower{run=\"a\"}"), 2.5);
+  EXPECT_EQ(m.at("spotter_run_participation_ratio_ci_upper{run=\"a\"}"), 4.75);
+  EXPECT_EQ(m.at("spotter_run_effective_rank_ci_lower{run=\"a\"}"), 10);
+  EXPECT_EQ(m.at("spotter_run_effective_rank_ci_upper{run=\"a\"}"), 14);
   EXPECT_EQ(m.at("spotter_run_noise_scale{run=\"a\"}"), 40);
   EXPECT_EQ(m.at("spotter_run_step{run=\"a\"}"), 500);
   EXPECT_EQ(m.at("spotter_run_learning_rate{run=\"a\"}"), 0.1);

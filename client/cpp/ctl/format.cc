@@ -17,9 +17,28 @@ std::string PhaseLabel(int phase) {
 
 std::string FormatEstimate(const v1::Estimate& e, int precision) {
   if (std::isnan(e.value())) return "n/a";
-  if (e.censored()) return absl::StrFormat("at least %.*f", precision, e.value());
-  return absl::StrFormat("%.*f [%.*f, %.*f]", precision, e.value(), precision, e.lower(), precision,
-                         e.upper());
+  std::string out = e.censored() ? absl::StrFormat("at least %.*f", precision, e.value())
+                                 : absl::StrFormat("%.*f", precision, e.value());
+  const double level = e.confidence_level();
+  if (!(level > 0.0) || std::isnan(e.confidence_lower())) {
+    // A server without sampling intervals: the sketch bound is all there is.
+    if (!e.censored()) out += " " + FormatSketchBound(e, precision);
+    return out;
+  }
+  if (std::isinf(e.confidence_upper())) {
+    absl::StrAppendFormat(&out, " (%.0f%% CI from %.*f)", 100.0 * level, precision,
+                          e.confidence_lower());
+  } else {
+    absl::StrAppendFormat(&out, " (%.0f%% CI %.*f-%.*f)", 100.0 * level, precision,
+                          e.confidence_lower(), precision, e.confidence_upper());
+  }
+  return out;
+}
+
+std::string FormatSketchBound(const v1::Estimate& e, int precision) {
+  if (std::isnan(e.lower())) return "sketch n/a";
+  if (std::isinf(e.upper())) return absl::StrFormat("sketch [%.*f, inf]", precision, e.lower());
+  return absl::StrFormat("sketch [%.*f, %.*f]", precision, e.lower(), precision, e.upper());
 }
 
 std::string FormatDirective(const v1::Directive& d) {
@@ -57,7 +76,7 @@ std::string FormatDirective(const v1::Directive& d) {
 }
 
 std::string FormatPoint(const v1::TrajectoryPoint& p) {
-  std::string out = absl::StrFormat("step %6d  %-11s  loss %-9.4g lr %-9.3g r90 %-16s PR %-20s",
+  std::string out = absl::StrFormat("step %6d  %-11s  loss %-9.4g lr %-9.3g r90 %-22s PR %-26s",
                                     p.step(), PhaseLabel(p.phase()), p.loss(), p.lr(),
                                     FormatEstimate(p.covariance().effective_rank(), 0),
                                     FormatEstimate(p.covariance().participation_ratio(), 1));

@@ -11,8 +11,14 @@ namespace spotter {
 
 // "refinement" for PHASE_REFINEMENT, etc.
 std::string PhaseLabel(int phase);
-// "12 [11, 14]", "at least 64", "5.2 [5.0, 5.5]".
+// The value with its sampling confidence interval, the error bar:
+// "5.2 (90% CI 5.0-5.5)", "at least 41.0 (90% CI 36.0-68.1)",
+// "at least 64 (90% CI from 60)". From a server without sampling intervals:
+// "5.2 sketch [5.1, 5.3]".
 std::string FormatEstimate(const spotter::v1::Estimate& e, int precision);
+// The sketch bound, what the sketch certifies for the window's covariance
+// (not an error bar): "sketch [5.1, 5.3]", "sketch [41.0, inf]".
+std::string FormatSketchBound(const spotter::v1::Estimate& e, int precision);
 // "v2 from step 1251: refinement, lr constant 0.05, natural gradient (...)"
 std::string FormatDirective(const spotter::v1::Directive& d);
 // "step 120  acquisition  loss 0.53  lr 0.08  r90 12 [11, 14]  PR 9.1 [...]"

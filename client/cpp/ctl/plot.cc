@@ -262,14 +262,24 @@ absl::StatusOr<RgbImage> DrawTrajectory(const v1::GetTrajectoryResponse& t, cons
   const double s1 = std::max(static_cast<double>(pts[pts.size() - 1].step()), s0 + 1);
 
   const std::vector<Series> panels = {
-      {"EFFECTIVE RANK R90",
+      // The band is the sampling confidence interval (the error bar), not
+      // the sketch bound.
+      {"EFFECTIVE RANK R90, 90% CI",
        [](const v1::TrajectoryPoint& p) { return p.covariance().effective_rank().value(); },
-       [](const v1::TrajectoryPoint& p) { return p.covariance().effective_rank().lower(); },
-       [](const v1::TrajectoryPoint& p) { return p.covariance().effective_rank().upper(); }},
-      {"PARTICIPATION RATIO",
+       [](const v1::TrajectoryPoint& p) {
+         return p.covariance().effective_rank().confidence_lower();
+       },
+       [](const v1::TrajectoryPoint& p) {
+         return p.covariance().effective_rank().confidence_upper();
+       }},
+      {"PARTICIPATION RATIO, 90% CI",
        [](const v1::TrajectoryPoint& p) { return p.covariance().participation_ratio().value(); },
-       [](const v1::TrajectoryPoint& p) { return p.covariance().participation_ratio().lower(); },
-       [](const v1::TrajectoryPoint& p) { return p.covariance().participation_ratio().upper(); }},
+       [](const v1::TrajectoryPoint& p) {
+         return p.covariance().participation_ratio().confidence_lower();
+       },
+       [](const v1::TrajectoryPoint& p) {
+         return p.covariance().participation_ratio().confidence_upper();
+       }},
       {"TRAINING LOSS", [](const v1::TrajectoryPoint& p) { return p.loss(); }, nullptr, nullptr},
       {"LEARNING RATE", [](const v1::TrajectoryPoint& p) { return p.lr(); }, nullptr, nullptr},
   };

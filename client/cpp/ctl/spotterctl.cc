@@ -95,11 +95,11 @@ int Runs(v1::SpotterService::Stub& stub) {
     return Usage("--state must be active or finished");
   v1::ListRunsResponse resp;
   if (grpc::Status s = stub.ListRuns(&ctx, req, &resp); !s.ok()) return Fail(s);
-  std::printf("%-28s %-9s %-8s %-12s %-13s %-7s %-18s %s\n", "RUN", "STATE", "MODE", "PHASE",
+  std::printf("%-28s %-9s %-8s %-12s %-13s %-7s %-24s %s\n", "RUN", "STATE", "MODE", "PHASE",
               "STEP", "RANKS", "R90", "PR");
   for (const v1::RunSummary& r : resp.runs()) {
     std::printf(
-        "%-28s %-9s %-8s %-12s %-13s %-7s %-18s %s\n", r.name().c_str(),
+        "%-28s %-9s %-8s %-12s %-13s %-7s %-24s %s\n", r.name().c_str(),
         r.state() == v1::RUN_STATE_ACTIVE ? "active" : "finished",
         r.mode() == v1::MODE_ADVISE ? "advise" : "control", spotter::PhaseLabel(r.phase()).c_str(),
         absl::StrFormat("%d/%d", r.max_step(), r.total_steps()).c_str(),
@@ -149,12 +149,17 @@ int Show(v1::SpotterService::Stub& stub, const std::string& name) {
     std::printf("latest: %s\n", spotter::FormatPoint(p).c_str());
     std::printf(
         "        trace %.4g  top eigenvalue %s  stable rank %s  PR raw %.2f  "
-        "effective samples %.0f  rows %lu\n",
+        "effective samples %.0f  kurtosis %.2f  rows %lu\n",
         Num(p.covariance().trace()),
         spotter::FormatEstimate(p.covariance().top_eigenvalue(), 4).c_str(),
         spotter::FormatEstimate(p.covariance().stable_rank(), 1).c_str(),
         p.covariance().participation_ratio_raw(), p.effective_samples(),
-        static_cast<unsigned long>(p.rows()));
+        p.covariance().kurtosis(), static_cast<unsigned long>(p.rows()));
+    std::printf(
+        "        sketch bounds (what the sketch certifies for this window, not error bars): "
+        "r90 %s  PR %s\n",
+        spotter::FormatSketchBound(p.covariance().effective_rank(), 0).c_str(),
+        spotter::FormatSketchBound(p.covariance().participation_ratio(), 1).c_str());
   }
   std::printf("ranks:\n  %-5s %-9s %-9s %-9s %-11s %-8s %s\n", "RANK", "STEP", "SEQ", "UPLOADS",
               "ROWS", "REJECTS", "CONNECTED");
@@ -243,12 +248,15 @@ int Trajectory(v1::SpotterService::Stub& stub, const std::string& name) {
       "step,time_unix,phase,loss,lr,effective_rank,effective_rank_lower,"
       "effective_rank_upper,effective_rank_censored,rank_fraction,participation_ratio,"
       "participation_ratio_lower,participation_ratio_upper,participation_ratio_raw,"
-      "trace,top_eigenvalue,stable_rank,noise_scale,val_metric,effective_samples,rows,redone\n");
+      "trace,top_eigenvalue,stable_rank,noise_scale,val_metric,effective_samples,rows,redone,"
+      "confidence_level,effective_rank_ci_lower,effective_rank_ci_upper,"
+      "participation_ratio_ci_lower,participation_ratio_ci_upper,participation_ratio_censored,"
+      "kurtosis\n");
   for (const v1::TrajectoryPoint& p : resp.points()) {
     const v1::SpectrumSummary& c = p.covariance();
     std::printf(
         "%lu,%.3f,%s,%.9g,%.9g,%.9g,%.9g,%.9g,%d,%.9g,%.9g,%.9g,%.9g,%.9g,%.9g,%.9g,%.9g,"
-        "%.9g,%.9g,%.9g,%lu,%d\n",
+        "%.9g,%.9g,%.9g,%lu,%d,%.9g,%.9g,%.9g,%.9g,%.9g,%d,%.9g\n",
         static_cast<unsigned long>(p.step()), p.time().seconds() + p.time().nanos() * 1e-9,
         spotter::PhaseLabel(p.phase()).c_str(), p.loss(), p.lr(), c.effective_rank().value(),
         c.effective_rank().lower(), c.effective_rank().upper(),
@@ -256,7 +264,11 @@ int Trajectory(v1::SpotterService::Stub& stub, const std::string& name) {
         c.participation_ratio().value(), c.participation_ratio().lower(),
         c.participation_ratio().upper(), c.participation_ratio_raw(), c.trace(),
         c.top_eigenvalue().value(), c.stable_rank().value(), p.noise_scale(), p.val_metric(),
-        p.effective_samples(), static_cast<unsigned long>(p.rows()), p.redone() ? 1 : 0);
+        p.effective_samples(), static_cast<unsigned long>(p.rows()), p.redone() ? 1 : 0,
+        c.participation_ratio().confidence_level(), c.effective_rank().confidence_lower(),
+        c.effective_rank().confidence_upper(), c.participation_ratio().confidence_lower(),
+        c.participation_ratio().confidence_upper(), c.participation_ratio().censored() ? 1 : 0,
+        c.kurtosis());
   }
   return 0;
 }

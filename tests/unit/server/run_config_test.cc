@@ -297,7 +297,9 @@ TEST(RunConfigFieldsTest, CoreMappingCarriesTheProtoValue) {
     f.to_core(c, &core);
     double expected = Number(v);
     // The core has no SRHT; the server maps it to COUNT_SKETCH (ToProjectionKind).
-    if (f.path == "projection.kind") expected = v1::PROJECTION_KIND_COUNT_SKETCH;
+    if (f.path == "projection.kind" && expected == v1::PROJECTION_KIND_SRHT) {
+      expected = v1::PROJECTION_KIND_COUNT_SKETCH;
+    }
     EXPECT_DOUBLE_EQ(f.from_core(core), expected);
     // The mapping writes only its own member: from every other entry's view
     // the core structs keep their defaults.
@@ -614,6 +616,14 @@ std::vector<BadValue> BadValues() {
       {"phase.kfac_damping -1", [](v1::RunConfig* c) { c->mutable_phase()->set_kfac_damping(-1); },
        "phase.kfac_damping",
        "config.kfac_damping = -1 is out of range: expected a finite value > 0"},
+      {"projection.input_dim above sketch_dim with the identity",
+       [](v1::RunConfig* c) {
+         c->mutable_projection()->set_kind(v1::PROJECTION_KIND_IDENTITY);
+         c->mutable_projection()->set_input_dim(1000);
+       },
+       "projection.input_dim",
+       "config.projection.input_dim = 1000 is out of range: expected at most sketch_dim (256) "
+       "with PROJECTION_KIND_IDENTITY (unprojected rows)"},
       {"phase.noise_std 100", [](v1::RunConfig* c) { c->mutable_phase()->set_noise_std(100); },
        "phase.noise_std", "config.noise_std = 100 is out of range: expected in [0, 100)"},
   };
@@ -630,7 +640,7 @@ TEST(ResolveRunConfigTest, EachOutOfRangeValueNamesItsField) {
     const absl::StatusOr<v1::RunConfig> r = ResolveRunConfig(c, Limits{});
     ASSERT_FALSE(r.ok());
     EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
-    EXPECT_EQ(r.status().message(), bad.message);
+    EXPECT_EQ(r.status().message(), bad.message) << r.status().message();
   }
   // Every range the server checks itself, and every enum, has a case.
   for (const ConfigField& f : RunConfigFields()) {
