@@ -44,7 +44,14 @@ def main():
         start, resume = saved["step"], bytes.fromhex(saved["session"])
     s = RunSession(server, run, dict(CONFIG, world_size=world), rank=rank, resume=resume)
     record, uploads = {}, 0
+    # SPOTTER_TEST_HOLD="STEP:PATH,...": before STEP, wait until PATH exists
+    # (the test places its switch, or kills the process, at a known step
+    # instead of racing a pace of 100 steps/s).
+    holds = dict(h.split(":", 1) for h in os.environ.get("SPOTTER_TEST_HOLD", "").split(",") if h)
     for step in range(start, steps):
+        gate = holds.get(str(step))
+        while gate and not os.path.exists(gate):
+            time.sleep(0.005)
         t0 = time.monotonic()
         rows = np.random.default_rng([rank, step]).standard_normal((4, 16)).astype(np.float32)
         uploads += s.upload_sketch(step, rows, loss=1.0 / (1 + step))  # no lr

@@ -21,17 +21,21 @@ from conftest import HERE
 from spotter import Client
 
 STEPS, SWITCH, EVERY = 90, 60, 10
+HOLD, KILL = 30, 50  # the workers wait before these steps (session_worker.py)
 WORKER = os.path.join(HERE, "session_worker.py")
 
 
-def start(spotterd, run, rank, tmp, resume=False):
+def start(spotterd, run, rank, tmp, resume=False, holds=()):
+    """holds: (step, gate path) pairs: the worker waits before that step
+    until the gate file exists."""
     d = tmp / f"{run}-{rank}"
     d.mkdir(exist_ok=True)
     args = [sys.executable, WORKER, spotterd.target, run, str(rank), "2", str(STEPS), str(EVERY),
             str(d / "ckpt"), str(d / "progress"), str(d / ("out2" if resume else "out"))]
     if resume:
         args.append(str(d / "resume"))
-    return subprocess.Popen(args), d
+    env = dict(os.environ, SPOTTER_TEST_HOLD=",".join(f"{s}:{p}" for s, p in holds))
+    return subprocess.Popen(args, env=env), d
 
 
 def progress(d):
@@ -64,20 +68,27 @@ def finish(procs):
 
 def test_a_killed_job_resumes_exactly_where_the_reference_goes(spotterd, tmp_path):
     with Client(spotterd.target) as c:
-        # The reference: uninterrupted, the same switch placed while it runs.
-        ref = [start(spotterd, "ref", r, tmp_path) for r in range(2)]
-        wait_until(lambda: all(progress(d) >= 35 for _, d in ref), "the reference at step 35")
+        # The reference: uninterrupted, the same switch placed while it runs
+        # (held before step HOLD until the switch is placed).
+        go_ref, go_job, never = (tmp_path / n for n in ("go-ref", "go-job", "never"))
+        ref = [start(spotterd, "ref", r, tmp_path, holds=[(HOLD, go_ref)]) for r in range(2)]
+        wait_until(lambda: all(progress(d) >= HOLD - 1 for _, d in ref), "the reference at HOLD")
         place_switch(c, "ref")
+        go_ref.touch()
         finish([p for p, _ in ref])
         reference = [json.loads((d / "out").read_text()) for _, d in ref]
 
         # The job to kill: checkpoints every 10 steps; the switch is placed
-        # after the checkpoint of step 30 exists, and the job dies before it.
-        job = [start(spotterd, "job", r, tmp_path) for r in range(2)]
-        wait_until(lambda: all(progress(d) >= 35 for _, d in job), "the job at step 35")
+        # after the checkpoint of step HOLD exists, and the job dies (held
+        # before step KILL) before it.
+        job = [start(spotterd, "job", r, tmp_path, holds=[(HOLD, go_job), (KILL, never)])
+               for r in range(2)]
+        wait_until(lambda: all(progress(d) >= HOLD - 1 for _, d in job), "the job at HOLD")
         ckpts = [json.loads((d / "ckpt").read_text()) for _, d in job]
+        assert all(ck["step"] == HOLD for ck in ckpts)
         place_switch(c, "job")
-        wait_until(lambda: all(progress(d) >= ck["step"] + 5 for (_, d), ck in zip(job, ckpts)),
+        go_job.touch()
+        wait_until(lambda: all(progress(d) >= KILL - 1 for _, d in job),
                    "steps after the checkpoint")
         for p, _ in job:
             p.send_signal(signal.SIGKILL)
