@@ -5,6 +5,10 @@ examples/torch_transformer.py, Fashion-MNIST-shaped batches, CPU).
   examples/torch_overhead.py --spotterd build-py/server/spotterd \
       --steps 60 --rounds 5 --out docs/experiments/overhead.json
 
+The result records the command, the git commit of this checkout (and whether
+its tracked files had changes), the torch version and where spotter was
+imported from.
+
 Step time: every configuration keeps its own model, optimizer and Monitor (one
 run each on one live spotterd); configurations are interleaved in `rounds`
 rounds of `steps` timed steps (after warm-up, `steps` a multiple of 10 so every
@@ -198,6 +202,18 @@ def memory(args):
     return out
 
 
+def git_commit():
+    """{"commit": HEAD of this checkout, "dirty": tracked files changed}."""
+    def git(*args):
+        try:
+            return subprocess.run(["git", "-C", HERE, *args], capture_output=True, text=True,
+                                  timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    return dict(commit=git("rev-parse", "HEAD") or "unknown",
+                dirty=bool(git("status", "--porcelain", "--untracked-files=no")))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--spotterd", required=True)
@@ -216,7 +232,9 @@ def main():
     if args.memory_child:
         memory_child(args)
         return
+    import spotter
     result = dict(command=" ".join(["examples/torch_overhead.py"] + sys.argv[1:]),
+                  git=git_commit(), spotter_package=os.path.dirname(spotter.__file__),
                   load_average_before=os.getloadavg(), torch=torch.__version__,
                   threads=args.threads, batch=args.batch)
     result["timing"] = timing(args)

@@ -170,7 +170,9 @@ class CountSketch:
         if offset < 0 or offset + n > self.input_dim:
             raise ValueError(f"coordinates [{offset}, {offset + n}) outside [0, {self.input_dim})")
         bucket = self.bucket[offset:offset + n]
-        src = x.to(torch.float64) * self.sign[offset:offset + n].to(torch.float64)
+        # x in float64 (a copy), times the +-1 signs in place: exact, and no
+        # float64 copy of the signs.
+        src = x.to(torch.float64, copy=True).mul_(self.sign[offset:offset + n])
         if x.dim() == 1:
             return acc.index_add_(0, bucket, src)
         m = x.shape[0]

@@ -26,6 +26,16 @@ The layer maps are seeded from the run's projection seed (docs/PYTHON.md,
 tapped layers) uses CountSketch(SplitMix64At(seed, 2l)) for inputs and
 CountSketch(SplitMix64At(seed, 2l + 1)) for output gradients.
 
+How the factors are projected (``PROJECT``): on the CPU by scatter-adding
+the signed coordinates into their buckets (index_add_, in coordinate order,
+float32: the same sums, in the same order, as the dense matmul with the
+reference BLAS, at a fraction of its cost: O(positions x d) adds instead of
+O(positions x d x k_in) multiply-adds, no bias column concatenated); on
+other devices by a matmul with the map as a dense (d, k) matrix (a GPU's
+index_add_ adds with atomics, a dense matmul is as cheap there). Only sketch
+steps (and K-FAC factor steps) capture anything: on other steps the hooks
+return at once.
+
 Not thread-safe: driven by the training thread (forward/backward and
 Monitor.step).
 """
@@ -58,6 +68,60 @@ def dense_count_sketch(seed: int, d: int, k: int, device=None) -> torch.Tensor:
     return s
 
 
+#: How the per-example taps project a layer's factors: "scatter" (index_add_
+#: of the signed coordinates into their buckets), "dense" (matmul with the
+#: dense map) or "auto" (scatter on the CPU, dense elsewhere). Read at every
+#: projection; meant for benchmarks and tests.
+PROJECT = "auto"
+
+
+class _Map:
+    """One layer factor's CountSketch (d -> k) on one device, in the form the
+    projection needs: bucket/sign vectors (scatter) and/or the dense matrix."""
+
+    def __init__(self, seed: int, d: int, k: int, device):
+        self.d, self.k, self.device = d, k, device
+        self.bucket, self.sign = count_sketch_hash(seed, 0, d, k, device)
+        # The last coordinate's cell as Python numbers (the bias, added
+        # without a device sync).
+        self.last_bucket, self.last_sign = int(self.bucket[-1]), float(self.sign[-1])
+        self._dense = None
+
+    def dense(self) -> torch.Tensor:
+        if self._dense is None:
+            s = torch.zeros(self.d, self.k, dtype=torch.float32, device=self.device)
+            s[torch.arange(self.d, device=self.device), self.bucket] = self.sign
+            self._dense = s
+        return self._dense
+
+    def project(self, x: torch.Tensor, bias: bool, scale: Optional[float] = None) -> torch.Tensor:
+        """The sketch of x's columns: x is (D, B, T) (coordinates first, any
+        strides, any float dtype), coordinate D is a constant 1 when ``bias``
+        (so D + bias == self.d); every coordinate is multiplied by ``scale``
+        (exactly: the map's entries become +-scale). Returns (B, T, k) float32,
+        a view."""
+        dd, b, t = x.shape
+        how = PROJECT if PROJECT != "auto" else ("scatter" if x.device.type == "cpu" else "dense")
+        if how == "scatter":
+            sign = self.sign if scale is None else self.sign * scale
+            src = torch.empty((dd, b, t), dtype=torch.float32, device=x.device)
+            torch.mul(x, sign[:dd, None, None], out=src)
+            out = torch.zeros(self.k, b * t, dtype=torch.float32, device=x.device)
+            out.index_add_(0, self.bucket[:dd], src.view(dd, b * t))  # in coordinate order
+            if bias:  # the last coordinate, a constant 1, added last
+                out[self.last_bucket] += self.last_sign * (1.0 if scale is None else scale)
+            return out.view(self.k, b, t).permute(1, 2, 0)
+        if how != "dense":
+            raise ValueError(f"PROJECT={PROJECT!r}: expected 'auto', 'scatter' or 'dense'")
+        s = self.dense() if scale is None else self.dense() * scale
+        # float32 even inside an autocast region (forward hooks run there).
+        with torch.autocast(x.device.type, enabled=False):
+            p = torch.matmul(x.permute(1, 2, 0).float(), s[:dd])
+        if bias:
+            p += s[dd]
+        return p
+
+
 class Layer:
     """One tapped layer and what the current step captured from it."""
 
@@ -69,8 +133,9 @@ class Layer:
         self.d_in = w[0].numel() + (1 if module.bias is not None else 0)
         self.params = [w] + ([module.bias] if module.bias is not None else [])
         self.numel = sum(p.numel() for p in self.params)
-        self.s_in = self.s_out = None
-        self.stack: List = []  # (pass id, projected inputs or None) per forward
+        self.map_in: Optional[_Map] = None   # the input / output-gradient maps,
+        self.map_out: Optional[_Map] = None  # on the device of the last capture
+        self.stack: List = []  # (pass id, projected inputs or None, batch) per forward
         self.A = self.G = None  # factor sums of this step
         self.factor_n = 0
         self.fired = False      # the forward hook ran on a captured pass
@@ -91,6 +156,26 @@ class Layer:
         if self.conv:
             return g.reshape(g.shape[0], g.shape[1], -1).transpose(1, 2)
         return g.reshape(g.shape[0], -1, g.shape[-1]) if g.dim() > 1 else g.reshape(1, 1, -1)
+
+    def input_columns(self, a: torch.Tensor) -> torch.Tensor:
+        """The layer input, without the bias column, as (d, B, T) (a view
+        where possible): coordinates first, positions in (B, T) order."""
+        m = self.module
+        if self.conv:  # unfold is (B, C kh kw, L) already
+            return F.unfold(a, m.kernel_size, m.dilation, m.padding, m.stride).permute(1, 0, 2)
+        return self._columns(a)
+
+    def grad_columns(self, g: torch.Tensor) -> torch.Tensor:
+        """The output gradient as (d_out, B, T), a view."""
+        if self.conv:
+            return g.reshape(g.shape[0], g.shape[1], -1).permute(1, 0, 2)
+        return self._columns(g)
+
+    @staticmethod
+    def _columns(x: torch.Tensor) -> torch.Tensor:
+        if x.dim() > 1:
+            return x.reshape(x.shape[0], -1, x.shape[-1]).permute(2, 0, 1)
+        return x.reshape(-1, 1, 1)
 
 
 COVERAGE_WARN = 0.9  # Taps warns when the sketch covers less of the trainable parameters
@@ -274,30 +359,36 @@ class Taps:
         self.pass_sizes.append(int(first.shape[0]) if first is not None and first.dim() else 1)
 
     def _ensure_maps(self, layer: Layer, device) -> None:
-        if layer.s_in is None or layer.s_in.device != device:
-            layer.s_in = dense_count_sketch(splitmix64_at(self.seed, 2 * layer.index),
-                                            layer.d_in, self.k_in, device)
-            layer.s_out = dense_count_sketch(splitmix64_at(self.seed, 2 * layer.index + 1),
-                                             layer.d_out, self.k_out, device)
+        if layer.map_in is None or layer.map_in.device != device:
+            layer.map_in = _Map(splitmix64_at(self.seed, 2 * layer.index), layer.d_in,
+                                self.k_in, device)
+            layer.map_out = _Map(splitmix64_at(self.seed, 2 * layer.index + 1), layer.d_out,
+                                 self.k_out, device)
 
     def _forward_hook(self, layer: Layer):
         def hook(module, inputs, output):
-            if not (self.sketch or self.factors) or not torch.is_grad_enabled() \
+            # Per microbatch, the parameter hooks sketch: a layer needs its
+            # input (and a backward hook) only for K-FAC factors.
+            if not ((self.sketch and self.sample == "per_example") or self.factors) \
+                    or not torch.is_grad_enabled() \
                     or not torch.is_tensor(output) or not output.requires_grad:
                 return
+            x = inputs[0].detach()
+            batch = x.shape[0] if x.dim() > 1 else 1
             with torch.no_grad():
-                a = layer.inputs(inputs[0].detach()).float()
                 proj = None
                 if self.sketch and self.sample == "per_example":
-                    self._ensure_maps(layer, a.device)
-                    proj = a @ layer.s_in  # (B, T, k_in)
+                    self._ensure_maps(layer, x.device)
+                    cols = layer.input_columns(x)  # (d_in - bias, B, T)
+                    proj = layer.map_in.project(cols, module.bias is not None)  # (B, T, k_in)
                 if self.factors:
+                    a = layer.inputs(x).float()
                     flat = a.reshape(-1, a.shape[-1])
                     aa = flat.t() @ flat / flat.shape[0]
                     layer.A = aa if layer.A is None else layer.A + aa
                     layer.factor_n += 1
             layer.fired = True
-            layer.stack.append((self.pass_id, proj, a.shape[0]))
+            layer.stack.append((self.pass_id, proj, batch))
             output.register_hook(self._backward_hook(layer))
         return hook
 
@@ -306,20 +397,27 @@ class Taps:
             if not layer.stack:
                 return None
             pass_id, proj, batch = layer.stack.pop()
+            scale = batch if self.loss_scale == "mean" else None
+            g = grad.detach()
             with torch.no_grad():
-                d = layer.out_grads(grad.detach()).float()
-                if self.loss_scale == "mean":
-                    d = d * batch
                 if self.factors:
+                    d = layer.out_grads(g).float()
+                    if scale is not None:
+                        d = d * scale
                     flat = d.reshape(-1, d.shape[-1])
                     gg = flat.t() @ flat / flat.shape[0]
                     layer.G = gg if layer.G is None else layer.G + gg
                 if proj is not None:
-                    self._ensure_maps(layer, d.device)
-                    dp = d @ layer.s_out  # (B, T, k_out)
-                    ex = torch.bmm(dp.transpose(1, 2), proj).reshape(d.shape[0], -1)
+                    self._ensure_maps(layer, g.device)
+                    # (B, T, k_out) of the output gradients times the batch
+                    # size (mean loss): the map's entries are +-batch.
+                    dp = layer.map_out.project(layer.grad_columns(g), False, scale)
+                    ex = torch.bmm(dp.transpose(1, 2), proj).reshape(proj.shape[0], -1)
                     acc = self.rows.get(pass_id)
-                    self.rows[pass_id] = ex if acc is None else acc + ex
+                    if acc is None:
+                        self.rows[pass_id] = ex
+                    else:
+                        acc += ex
             return None
         return hook
 
