@@ -42,6 +42,28 @@ TEST(CoverageTest, NinetyPercentIntervalsHoldThePopulationParticipationRatio) {
   EXPECT_LT(static_cast<double>(sketch_covered) / trials, 0.7);
 }
 
+TEST(CoverageTest, AtTheSketchsEdgeThePrIsALowerBound) {
+  // A power law with alpha = 1 through P = 2^11 -> k = 128 summarised with
+  // l = 16 rows: a true PR near 2 l, far more spectrum than 16 rows hold. Its
+  // point estimate would run low in every seed; it must come out censored,
+  // as a lower bound that holds, with an interval that holds the truth.
+  testing::CoverageCase c;
+  c.name = "edge";
+  c.log2_p = 11;
+  c.k = 128;
+  c.l = 16;
+  c.steps = 100;
+  c.eigenvalues = testing::PowerLawSpectrum(1 << 11, 1.0);
+  const testing::CoverageResult r = testing::RunCoverage(c, 6, 1);
+  EXPECT_GT(r.true_pr, 1.5 * c.l);
+  EXPECT_EQ(r.CensoredFraction(), 1.0);
+  for (const testing::CoverageTrial& t : r.trials) {
+    EXPECT_LE(t.pr, r.true_pr) << "a censored PR is a lower bound";
+    EXPECT_EQ(t.pr, t.pr_lo);
+  }
+  EXPECT_GE(r.PrCoverage(), 5.0 / 6.0);
+}
+
 TEST(CoverageTest, UnprojectedRowsGetNoProjectionCorrection) {
   // The same unprojected rows summarised as identity-projected and as if
   // count-sketched: the identity summary is centred on the truth, the
