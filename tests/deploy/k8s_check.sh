@@ -23,6 +23,19 @@ need '^ *-? ?name: metrics$' "a named metrics port"
 [ "$(grep -cE '^ +grpc:$' "$tmp/all.yaml")" -eq 3 ] || { echo "FAIL: 3 gRPC health probes"; exit 1; }
 need '^ +requests:$' "resource requests"
 need 'runAsNonRoot: true' "a non-root pod"
+# The TLS overlay: TLS and tokens on, the three probes exec spotterctl over
+# TLS (kubelet gRPC probes are plaintext), the Secrets mounted.
+kubectl kustomize "$src/deploy/k8s/overlays/tls" > "$tmp/tls.yaml"
+node "$node/validate_k8s.mjs" "$tmp/tls.yaml"
+tls_need() { grep -qE -- "$1" "$tmp/tls.yaml" || { echo "FAIL: rendered TLS overlay lacks: $2"; exit 1; }; }
+tls_need '--tls_cert=/etc/spotter/tls/tls.crt' "--tls_cert"
+tls_need '--tokens_file=/etc/spotter/tokens/tokens' "--tokens_file"
+tls_need 'secretName: spotter-tls' "the TLS Secret volume"
+tls_need 'name: SPOTTER_CA' "SPOTTER_CA for spotterctl"
+if grep -qE '^ +- --insecure$' "$tmp/tls.yaml"; then echo "FAIL: TLS overlay keeps --insecure"; exit 1; fi
+[ "$(grep -cE '^ +grpc:$' "$tmp/tls.yaml")" -eq 0 ] || { echo "FAIL: plaintext gRPC probes under TLS"; exit 1; }
+[ "$(grep -cE -- '--tls_server_name=spotterd' "$tmp/tls.yaml")" -eq 3 ] \
+  || { echo "FAIL: 3 spotterctl probes over TLS"; exit 1; }
 # The validation must be able to fail.
 sed 's/containerPort: 50051/containerPort: grpc/' "$tmp/all.yaml" > "$tmp/bad.yaml"
 if node "$node/validate_k8s.mjs" "$tmp/bad.yaml" > /dev/null 2>&1; then

@@ -1,6 +1,7 @@
 // spotterctl: inspect and steer the runs of a spotterd.
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -11,8 +12,10 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
+#include "client/cpp/channel.h"
 #include "client/cpp/ctl/format.h"
 #include "client/cpp/ctl/plot.h"
 #include "google/protobuf/util/json_util.h"
@@ -20,8 +23,23 @@
 #include "grpcpp/grpcpp.h"
 #include "spotter/v1/spotter.grpc.pb.h"
 
-ABSL_FLAG(std::string, server, "127.0.0.1:50051", "spotterd address host:port");
+ABSL_FLAG(std::string, server, "",
+          "spotterd address host:port [$SPOTTER_SERVER, else 127.0.0.1:50051]");
 ABSL_FLAG(double, timeout, 10.0, "deadline of each unary call, seconds");
+ABSL_FLAG(std::string, ca, "",
+          "TLS: PEM file of the CA that signed the server's certificate (empty: plaintext) "
+          "[$SPOTTER_CA]");
+ABSL_FLAG(std::string, cert, "", "mutual TLS: this client's certificate (PEM) [$SPOTTER_CERT]");
+ABSL_FLAG(std::string, key, "", "mutual TLS: this client's private key (PEM) [$SPOTTER_KEY]");
+ABSL_FLAG(std::string, tls_server_name, "",
+          "TLS: the name the server's certificate carries, when it differs from --server's host "
+          "[$SPOTTER_TLS_SERVER_NAME]");
+ABSL_FLAG(std::string, token, "",
+          "bearer token sent with every call [$SPOTTER_TOKEN]; --token= with an empty value "
+          "and no $SPOTTER_TOKEN sends none");
+ABSL_FLAG(std::string, output, "text",
+          "text, or json: every command prints the server's response as JSON (watch: one "
+          "event per line)");
 ABSL_FLAG(std::string, format, "csv", "trajectory: output format, csv or json");
 ABSL_FLAG(uint64_t, since, 0, "trajectory: only points at or after this step");
 ABSL_FLAG(bool, history, false, "watch: print the run's history first");
@@ -46,7 +64,8 @@ namespace {
 
 constexpr char kUsage[] =
     "inspect and steer the runs of a spotterd.\n"
-    "Usage: spotterctl [--server=host:port] <command> [args]\n"
+    "Usage: spotterctl [--server=host:port] [--ca=CA.pem [--cert=C.pem --key=K.pem]]\n"
+    "                  [--token=T] [--output=text|json] <command> [args]\n"
     "Commands:\n"
     "  runs [--state=active|finished]        list runs\n"
     "  show RUN                              config, phase, directive, ranks, phase history\n"
@@ -58,20 +77,68 @@ constexpr char kUsage[] =
     "             [--at_step=S] [--reason=TEXT]\n"
     "  finish RUN [--reason=TEXT]            issue the final stop and close the run\n"
     "  delete RUN                            forget the run and its history\n"
-    "  health                                gRPC health of the server\n";
+    "  health                                gRPC health of the server\n"
+    "Environment: SPOTTER_SERVER, SPOTTER_TOKEN, SPOTTER_CA, SPOTTER_CERT, SPOTTER_KEY and\n"
+    "SPOTTER_TLS_SERVER_NAME stand in for the flags they name when those are not given.\n"
+    "Exit codes: 0 done; 1 health: not serving; 2 the server refused the call; 3 no such run;\n"
+    "4 the server cannot be reached (UNAVAILABLE, DEADLINE_EXCEEDED); 5 not authenticated or\n"
+    "not allowed (UNAUTHENTICATED, PERMISSION_DENIED); 6 a local file cannot be read or\n"
+    "written; 64 bad usage.\n";
+
+// Exit codes (kUsage, docs/OPERATIONS.md "spotterctl").
+constexpr int kExitRefused = 2, kExitNotFound = 3, kExitUnreachable = 4, kExitAuth = 5,
+              kExitLocal = 6, kExitUsage = 64;
+
+std::string g_token;  // the bearer token every call sends
+bool g_json = false;  // --output json
 
 int Fail(const grpc::Status& s) {
   std::cerr << "spotterctl: " << s.error_message() << " (gRPC code " << s.error_code() << ")\n";
-  return s.error_code() == grpc::StatusCode::NOT_FOUND ? 3 : 2;
+  switch (s.error_code()) {
+    case grpc::StatusCode::NOT_FOUND:
+      return kExitNotFound;
+    case grpc::StatusCode::UNAVAILABLE:
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return kExitUnreachable;
+    case grpc::StatusCode::UNAUTHENTICATED:
+    case grpc::StatusCode::PERMISSION_DENIED:
+      return kExitAuth;
+    default:
+      return kExitRefused;
+  }
 }
 
 int Usage(const std::string& why) {
   std::cerr << "spotterctl: " << why << "\n\n" << kUsage;
-  return 64;
+  return kExitUsage;
 }
 
+// Every call: the token and, for unary calls, the deadline.
 void Deadline(grpc::ClientContext* ctx) {
   ctx->set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(absl::GetFlag(FLAGS_timeout))));
+  spotter::AddBearerToken(ctx, g_token);
+}
+
+// Prints `m` as JSON (field names as in the proto); `one_line` for streams.
+int PrintJson(const google::protobuf::Message& m, bool one_line = false) {
+  std::string json;
+  google::protobuf::util::JsonPrintOptions opts;
+  opts.add_whitespace = !one_line;
+  opts.preserve_proto_field_names = true;
+  if (!google::protobuf::util::MessageToJsonString(m, &json, opts).ok()) {
+    std::cerr << "spotterctl: cannot render JSON\n";
+    return kExitLocal;
+  }
+  std::cout << json << (one_line || json.empty() || json.back() != '\n' ? "\n" : "");
+  std::cout.flush();
+  return 0;
+}
+
+// The flag's value, else the environment variable's, else `fallback`.
+std::string FlagOrEnv(const std::string& flag, const char* env, const std::string& fallback = "") {
+  if (!flag.empty()) return flag;
+  const char* v = std::getenv(env);
+  return v != nullptr && *v != '\0' ? v : fallback;
 }
 
 std::string Time(const google::protobuf::Timestamp& t) {
@@ -95,6 +162,7 @@ int Runs(v1::SpotterService::Stub& stub) {
     return Usage("--state must be active or finished");
   v1::ListRunsResponse resp;
   if (grpc::Status s = stub.ListRuns(&ctx, req, &resp); !s.ok()) return Fail(s);
+  if (g_json) return PrintJson(resp);
   std::printf("%-28s %-9s %-8s %-12s %-13s %-7s %-24s %s\n", "RUN", "STATE", "MODE", "PHASE",
               "STEP", "RANKS", "R90", "PR");
   for (const v1::RunSummary& r : resp.runs()) {
@@ -121,6 +189,7 @@ int Show(v1::SpotterService::Stub& stub, const std::string& name) {
   req.set_name(name);
   v1::GetRunResponse resp;
   if (grpc::Status s = stub.GetRun(&ctx, req, &resp); !s.ok()) return Fail(s);
+  if (g_json) return PrintJson(resp);
   const v1::RunInfo& r = resp.run();
   const v1::RunConfig& c = r.config();
   int connected = 0;
@@ -196,9 +265,14 @@ int Watch(v1::SpotterService::Stub& stub, const std::string& name) {
   v1::WatchRunRequest req;
   req.set_name(name);
   req.set_include_history(absl::GetFlag(FLAGS_history));
+  spotter::AddBearerToken(&ctx, g_token);
   auto reader = stub.WatchRun(&ctx, req);
   v1::WatchRunResponse ev;
   while (reader->Read(&ev)) {
+    if (g_json) {
+      if (int rc = PrintJson(ev, /*one_line=*/true); rc != 0) return rc;
+      continue;
+    }
     switch (ev.event_case()) {
       case v1::WatchRunResponse::kPoint:
         std::printf("%s\n", spotter::FormatPoint(ev.point()).c_str());
@@ -230,19 +304,8 @@ int Trajectory(v1::SpotterService::Stub& stub, const std::string& name) {
   req.set_since_step(absl::GetFlag(FLAGS_since));
   v1::GetTrajectoryResponse resp;
   if (grpc::Status s = stub.GetTrajectory(&ctx, req, &resp); !s.ok()) return Fail(s);
-  const std::string format = absl::GetFlag(FLAGS_format);
-  if (format == "json") {
-    std::string json;
-    google::protobuf::util::JsonPrintOptions opts;
-    opts.add_whitespace = true;
-    opts.preserve_proto_field_names = true;
-    if (!google::protobuf::util::MessageToJsonString(resp, &json, opts).ok()) {
-      std::cerr << "spotterctl: cannot render JSON\n";
-      return 2;
-    }
-    std::cout << json << "\n";
-    return 0;
-  }
+  const std::string format = g_json ? "json" : absl::GetFlag(FLAGS_format);
+  if (format == "json") return PrintJson(resp);
   if (format != "csv") return Usage("--format must be csv or json");
   std::printf(
       "step,time_unix,phase,loss,lr,effective_rank,effective_rank_lower,"
@@ -287,19 +350,26 @@ int Plot(v1::SpotterService::Stub& stub, const std::string& name) {
       spotter::DrawTrajectory(resp, name, absl::GetFlag(FLAGS_width), absl::GetFlag(FLAGS_height));
   if (!image.ok()) {
     std::cerr << "spotterctl: " << image.status().message() << "\n";
-    return 2;
+    return kExitRefused;
   }
   auto png = spotter::EncodePng(*image);
   if (!png.ok()) {
     std::cerr << "spotterctl: " << png.status().message() << "\n";
-    return 2;
+    return kExitLocal;
   }
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out.write(png->data(), static_cast<std::streamsize>(png->size()));
   out.close();
   if (!out) {
     std::cerr << "spotterctl: cannot write " << path << "\n";
-    return 2;
+    return kExitLocal;
+  }
+  if (g_json) {
+    std::printf("{\"file\": \"%s\", \"width\": %d, \"height\": %d, \"points\": %d, "
+                "\"transitions\": %d}\n",
+                absl::CEscape(path).c_str(), image->width, image->height, resp.points_size(),
+                resp.transitions_size());
+    return 0;
   }
   std::printf("wrote %s (%dx%d, %d points, %d transitions)\n", path.c_str(), image->width,
               image->height, resp.points_size(), resp.transitions_size());
@@ -344,6 +414,7 @@ int Override(v1::SpotterService::Stub& stub, const std::string& name) {
   Deadline(&ctx);
   v1::OverridePhaseResponse resp;
   if (grpc::Status s = stub.OverridePhase(&ctx, req, &resp); !s.ok()) return Fail(s);
+  if (g_json) return PrintJson(resp);
   if (resp.has_directive()) {
     std::printf("issued directive %s\n", spotter::FormatDirective(resp.directive()).c_str());
   } else {
@@ -360,6 +431,7 @@ int Finish(v1::SpotterService::Stub& stub, const std::string& name) {
   req.set_reason(absl::GetFlag(FLAGS_reason));
   v1::FinishRunResponse resp;
   if (grpc::Status s = stub.FinishRun(&ctx, req, &resp); !s.ok()) return Fail(s);
+  if (g_json) return PrintJson(resp);
   std::printf("run %s finished at step %lu\n", name.c_str(),
               static_cast<unsigned long>(resp.run().max_step()));
   return 0;
@@ -372,6 +444,10 @@ int Delete(v1::SpotterService::Stub& stub, const std::string& name) {
   req.set_name(name);
   v1::DeleteRunResponse resp;
   if (grpc::Status s = stub.DeleteRun(&ctx, req, &resp); !s.ok()) return Fail(s);
+  if (g_json) {
+    std::printf("{\"deleted\": \"%s\"}\n", absl::CEscape(name).c_str());
+    return 0;
+  }
   std::printf("run %s deleted\n", name.c_str());
   return 0;
 }
@@ -383,8 +459,12 @@ int Health(const std::shared_ptr<grpc::Channel>& channel) {
   grpc::health::v1::HealthCheckRequest req;
   grpc::health::v1::HealthCheckResponse resp;
   if (grpc::Status s = stub->Check(&ctx, req, &resp); !s.ok()) return Fail(s);
-  std::printf("%s\n",
-              grpc::health::v1::HealthCheckResponse::ServingStatus_Name(resp.status()).c_str());
+  if (g_json) {
+    if (int rc = PrintJson(resp); rc != 0) return rc;
+  } else {
+    std::printf("%s\n",
+                grpc::health::v1::HealthCheckResponse::ServingStatus_Name(resp.status()).c_str());
+  }
   return resp.status() == grpc::health::v1::HealthCheckResponse::SERVING ? 0 : 1;
 }
 
@@ -395,8 +475,24 @@ int main(int argc, char** argv) {
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (args.size() < 2) return Usage("no command");
   const std::string cmd = args[1];
-  auto channel =
-      grpc::CreateChannel(absl::GetFlag(FLAGS_server), grpc::InsecureChannelCredentials());
+  const std::string output = absl::GetFlag(FLAGS_output);
+  if (output != "text" && output != "json") return Usage("--output must be text or json");
+  g_json = output == "json";
+  spotter::ChannelSecurity security;
+  security.ca_file = FlagOrEnv(absl::GetFlag(FLAGS_ca), "SPOTTER_CA");
+  security.cert_file = FlagOrEnv(absl::GetFlag(FLAGS_cert), "SPOTTER_CERT");
+  security.key_file = FlagOrEnv(absl::GetFlag(FLAGS_key), "SPOTTER_KEY");
+  security.server_name =
+      FlagOrEnv(absl::GetFlag(FLAGS_tls_server_name), "SPOTTER_TLS_SERVER_NAME");
+  g_token = FlagOrEnv(absl::GetFlag(FLAGS_token), "SPOTTER_TOKEN");
+  const std::string server =
+      FlagOrEnv(absl::GetFlag(FLAGS_server), "SPOTTER_SERVER", "127.0.0.1:50051");
+  auto made = spotter::MakeChannel(server, security);
+  if (!made.ok()) {
+    std::cerr << "spotterctl: " << made.status().message() << "\n";
+    return made.status().code() == absl::StatusCode::kInvalidArgument ? kExitUsage : kExitLocal;
+  }
+  std::shared_ptr<grpc::Channel> channel = *made;
   if (cmd == "health") return Health(channel);
   auto stub = v1::SpotterService::NewStub(channel);
   if (cmd == "runs") return Runs(*stub);
