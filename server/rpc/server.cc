@@ -1,5 +1,9 @@
 #include "server/rpc/server.h"
 
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/security/tls_certificate_provider.h>
+#include <grpcpp/security/tls_credentials_options.h>
+
 #include <algorithm>
 #include <atomic>
 #include <exception>
@@ -115,16 +119,38 @@ absl::StatusOr<std::unique_ptr<Server>> Server::BuildAndStart(const ServerOption
     if (!cert.ok()) return cert.status();
     absl::StatusOr<std::string> key = ReadFile(options.tls_key_file, "TLS key");
     if (!key.ok()) return key.status();
-    grpc::SslServerCredentialsOptions ssl(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+    std::string client_ca;
     if (impl->mtls) {
       absl::StatusOr<std::string> ca = ReadFile(options.tls_client_ca_file, "client CA");
       if (!ca.ok()) return ca.status();
-      ssl = grpc::SslServerCredentialsOptions(
-          GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
-      ssl.pem_root_certs = *ca;
+      client_ca = *std::move(ca);
     }
-    ssl.pem_key_cert_pairs.push_back({*key, *cert});
-    creds = grpc::SslServerCredentials(ssl);
+    const int64_t reload = absl::ToInt64Seconds(options.tls_reload_interval);
+    if (reload > 0) {
+      // The files are read now (above: a missing or unreadable one is a
+      // startup error) and again every `reload` seconds by gRPC's watcher;
+      // a pair that does not parse or match keeps the last good one.
+      auto provider = std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+          options.tls_key_file, options.tls_cert_file,
+          impl->mtls ? options.tls_client_ca_file : std::string(),
+          static_cast<unsigned int>(reload));
+      grpc::experimental::TlsServerCredentialsOptions tls(provider);
+      tls.watch_identity_key_cert_pairs();
+      if (impl->mtls) {
+        tls.watch_root_certs();
+        tls.set_cert_request_type(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+      } else {
+        tls.set_cert_request_type(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+      }
+      creds = grpc::experimental::TlsServerCredentials(tls);
+    } else {
+      grpc::SslServerCredentialsOptions ssl(
+          impl->mtls ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+                     : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+      ssl.pem_root_certs = client_ca;
+      ssl.pem_key_cert_pairs.push_back({*key, *cert});
+      creds = grpc::SslServerCredentials(ssl);
+    }
   }
 
   RunSeriesOptions run_series;

@@ -56,6 +56,10 @@ struct ServerOptions {
   std::string tls_cert_file;
   std::string tls_key_file;
   std::string tls_client_ca_file;
+  // How often the certificate, key and client CA files are read again, so a
+  // renewed certificate (cert-manager, a rotated Secret) is served without a
+  // restart; new connections get it, open ones keep theirs. Zero: read once.
+  absl::Duration tls_reload_interval = absl::Seconds(60);
   // Bearer tokens with roles (server/auth.h): a tokens file, or a parsed
   // table (tests). Neither: no authentication.
   std::string tokens_file;

@@ -59,6 +59,9 @@ ABSL_FLAG(uint32_t, checkpoint_every, 256,
           "checkpoint a rank's sketch (and truncate its upload log) after this many uploads");
 ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain: serve TLS (with --tls_key)");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(int32_t, tls_reload_seconds, 60,
+          "re-read --tls_cert, --tls_key and --tls_client_ca this often, so renewed "
+          "certificates are served without a restart (new connections); 0: read once");
 ABSL_FLAG(std::string, tls_client_ca, "",
           "PEM CA bundle: require client certificates it signed (mutual TLS)");
 ABSL_FLAG(std::string, tokens_file, "",
@@ -120,6 +123,7 @@ int main(int argc, char** argv) {
   options.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
   options.tls_key_file = absl::GetFlag(FLAGS_tls_key);
   options.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
+  options.tls_reload_interval = absl::Seconds(std::max(0, absl::GetFlag(FLAGS_tls_reload_seconds)));
   options.tokens_file = absl::GetFlag(FLAGS_tokens_file);
   options.insecure = absl::GetFlag(FLAGS_insecure);
   options.metrics_run_ttl = absl::GetFlag(FLAGS_metrics_run_ttl);

@@ -2,6 +2,7 @@
 // (throwaway certificates made with openssl), handshakes that must fail, and
 // the rule that without TLS and tokens the server listens on loopback only
 // unless told --insecure.
+#include <cstdlib>
 #include <memory>
 #include <string>
 
@@ -91,6 +92,43 @@ TEST_F(TransportTest, MutualTlsNeedsAClientCertificateFromTheClientCa) {
   EXPECT_EQ(
       List(*server, Tls(pki_->ca, pki_->other_client_cert, pki_->other_client_key)).error_code(),
       grpc::StatusCode::UNAVAILABLE);
+}
+
+// A renewed certificate is served without a restart: the server's files are
+// replaced by a certificate from another CA, and within a few reload
+// intervals new connections see it (clients trusting only the new CA get
+// in, those trusting only the old one no longer do).
+TEST_F(TransportTest, ARenewedCertificateIsServedWithoutARestart) {
+  const TestPki next = MakeTestPki("tls_pki_next");
+  const std::string dir = pki_->dir + "/live";
+  ASSERT_EQ(std::system(("mkdir -p " + dir).c_str()), 0);
+  auto put = [&](const TestPki& from) {
+    // Each file replaced atomically (a rename), key first.
+    for (const auto& [src, dst] : {std::pair{from.server_key, dir + "/server.key"},
+                                   std::pair{from.server_cert, dir + "/server.pem"}}) {
+      const std::string cmd = "cp '" + src + "' '" + dst + ".tmp' && mv '" + dst + ".tmp' '" +
+                              dst + "'";
+      ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+    }
+  };
+  put(*pki_);
+  ServerOptions o = TestOptions();
+  o.tls_cert_file = dir + "/server.pem";
+  o.tls_key_file = dir + "/server.key";
+  o.tls_reload_interval = absl::Seconds(1);
+  auto s = Server::BuildAndStart(o);
+  ASSERT_THAT(s, IsOk());
+  EXPECT_TRUE(List(**s, Tls(pki_->ca)).ok());
+  EXPECT_EQ(List(**s, Tls(next.ca)).error_code(), grpc::StatusCode::UNAVAILABLE);
+  put(next);
+  bool renewed = false;
+  for (int i = 0; i < 100 && !renewed; ++i) {
+    renewed = List(**s, Tls(next.ca)).ok();
+    if (!renewed) absl::SleepFor(absl::Milliseconds(100));
+  }
+  EXPECT_TRUE(renewed) << "the new certificate was not served within 10 s";
+  EXPECT_EQ(List(**s, Tls(pki_->ca)).error_code(), grpc::StatusCode::UNAVAILABLE);
+  RemoveTestPki(next);
 }
 
 TEST_F(TransportTest, BadTlsSettingsAreClearErrors) {
