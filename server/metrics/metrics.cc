@@ -201,7 +201,12 @@ const prometheus::Histogram::BucketBoundaries& ServerMetrics::kLatencyBuckets() 
 }
 
 ServerMetrics::ServerMetrics(prometheus::Registry& registry, const RunSeriesOptions& run_series)
-    : uploads(BuildCounter()
+    : build_info(BuildGauge()
+                     .Name("spotter_build_info")
+                     .Help("1, labelled with the version of the running spotterd.")
+                     .Register(registry)
+                     .Add({{"version", SPOTTER_VERSION_STRING}})),
+      uploads(BuildCounter()
                   .Name("spotter_uploads_total")
                   .Help("Sketch batches applied to a run.")
                   .Register(registry)
@@ -287,7 +292,9 @@ ServerMetrics::ServerMetrics(prometheus::Registry& registry, const RunSeriesOpti
                           .Name("spotter_store_duration_seconds")
                           .Help("Time of one operation of the persistent store, by operation.")
                           .Register(registry)),
-      runs_(std::make_unique<RunMetricsExporter>(registry, run_series)) {}
+      runs_(std::make_unique<RunMetricsExporter>(registry, run_series)) {
+  build_info.Set(1);
+}
 
 RunMetrics::RunMetrics(RunMetricsExporter& exporter, const std::string& run)
     : exporter_(exporter), entry_(std::make_unique<RunMetricsExporter::Entry>()) {

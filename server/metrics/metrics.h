@@ -162,6 +162,7 @@ class ServerMetrics {
   }
   static const prometheus::Histogram::BucketBoundaries& kLatencyBuckets();
 
+  prometheus::Gauge& build_info;        // 1, {version}
   prometheus::Counter& uploads;          // sketch batches applied
   prometheus::Counter& rows;             // sketch rows applied
   prometheus::Counter& bytes;            // sketch data bytes applied

@@ -49,6 +49,10 @@ TEST_F(RunMetricsTest, SeriesLiveUntilTheRunEnds) {
   ServerMetrics server(registry_, Options(absl::Minutes(30), 10));
   auto run = std::make_unique<RunMetrics>(server.runs(), "a");
   auto m = Scrape();
+  // spotter_build_info carries the one version string (VERSION).
+  ASSERT_EQ(m.count("spotter_build_info{version=\"" SPOTTER_VERSION_STRING "\"}"), 1u);
+  EXPECT_EQ(m.at("spotter_build_info{version=\"" SPOTTER_VERSION_STRING "\"}"), 1);
+  m = Scrape();
   ASSERT_EQ(m.count("spotter_run_effective_rank{run=\"a\"}"), 1u);
   EXPECT_TRUE(std::isnan(m.at("spotter_run_effective_rank{run=\"a\"}")));
   run->SetSummary(Summary(12), 40.0);
