@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# The Kubernetes base: `kubectl kustomize` renders it (no cluster needed), and
-# every object is validated against the kubernetes-models schemas
-# (validate_k8s.mjs). Also checks what the issue asks of it: named ports,
-# gRPC health probes, resource requests, the dashboard ConfigMap.
+# The Kubernetes base and overlays: `kubectl kustomize` renders them (no
+# cluster needed), and every object is validated against the
+# kubernetes-models schemas (validate_k8s.mjs). Also checks what they promise:
+# named ports, gRPC health probes, resource requests, the dashboard ConfigMap,
+# a PodDisruptionBudget and a NetworkPolicy, no CRD in the base, the
+# monitoring overlay's ServiceMonitor and PrometheusRule (the rules file's
+# groups), and the TLS overlay.
 # Usage: k8s_check.sh SOURCE_DIR NODE_DIR
 set -euo pipefail
 src=$1
@@ -15,7 +18,20 @@ cp "$src/tests/deploy/validate_k8s.mjs" "$node/"
 node "$node/validate_k8s.mjs" "$tmp/all.yaml"
 need() { grep -qE "$1" "$tmp/all.yaml" || { echo "FAIL: rendered base lacks: $2"; exit 1; }; }
 need '^kind: StatefulSet' "a StatefulSet"
-need '^kind: ServiceMonitor' "a ServiceMonitor"
+need '^kind: PodDisruptionBudget' "a PodDisruptionBudget"
+need '^kind: NetworkPolicy' "a NetworkPolicy"
+if grep -qE '^apiVersion: monitoring.coreos.com' "$tmp/all.yaml"; then
+  echo "FAIL: the base needs the Prometheus Operator's CRDs"; exit 1
+fi
+# The memory limit holds the server's own budgets (512 MiB + 1 GiB) and more.
+need '^ +memory: 3Gi$' "a 3Gi memory limit"
+# The monitoring overlay: ServiceMonitor and a PrometheusRule that is the
+# rules file's groups.
+kubectl kustomize "$src/deploy/k8s/overlays/monitoring" > "$tmp/mon.yaml"
+node "$node/validate_k8s.mjs" "$tmp/mon.yaml"
+grep -qE '^kind: ServiceMonitor' "$tmp/mon.yaml" || { echo "FAIL: no ServiceMonitor"; exit 1; }
+grep -qE '^kind: PrometheusRule' "$tmp/mon.yaml" || { echo "FAIL: no PrometheusRule"; exit 1; }
+/usr/bin/python3 "$src/scripts/gen_prometheusrule.py" --check
 need '^  name: spotter-grafana-dashboard' "the dashboard ConfigMap"
 need '"uid": "spotter-run"' "the dashboard JSON in the ConfigMap"
 need '^ *-? ?name: grpc$' "a named grpc port"
