@@ -72,24 +72,10 @@ MODELS = {
 }
 
 
-class Block(nn.Module):
-    """Pre-norm transformer block, attention through nn.Linear layers (so the
-    per-example taps see qkv, proj, fc1, fc2)."""
-
-    def __init__(self, dim, heads, mlp):
-        super().__init__()
-        self.heads = heads
-        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
-        self.fc1, self.fc2 = nn.Linear(dim, mlp), nn.Linear(mlp, dim)
-
-    def forward(self, x):
-        b, t, d = x.shape
-        q, k, v = self.qkv(self.norm1(x)).reshape(b, t, 3, self.heads, d // self.heads) \
-            .permute(2, 0, 3, 1, 4)
-        att = ((q @ k.transpose(-1, -2)) * (d // self.heads) ** -0.5).softmax(-1)
-        x = x + self.proj((att @ v).transpose(1, 2).reshape(b, t, d))
-        return x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
+# The example's transformer block (attention through nn.Linear layers, so the
+# per-example taps see qkv, proj, fc1, fc2).
+sys.path.insert(0, os.path.join(REPO, "examples"))
+from torch_transformer import Block  # noqa: E402
 
 
 class ViT(nn.Module):

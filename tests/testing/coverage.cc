@@ -12,42 +12,41 @@
 namespace spotter::testing {
 namespace {
 
-double Fraction(const std::vector<CoverageTrial>& trials, bool (*hit)(const CoverageTrial&)) {
+template <typename Hit>
+double Fraction(const std::vector<CoverageTrial>& trials, Hit hit) {
   if (trials.empty()) return NAN;
   int n = 0;
   for (const CoverageTrial& t : trials) n += hit(t) ? 1 : 0;
   return static_cast<double>(n) / static_cast<double>(trials.size());
 }
 
-// A sample's interval holds x (ci_hi may be +inf).
+// A sample's interval holds x (hi may be +inf).
 bool Holds(double lo, double hi, double x) { return lo <= x && x <= hi; }
 
 }  // namespace
 
 double CoverageResult::PrCoverage() const {
-  int n = 0;
-  for (const CoverageTrial& t : trials) n += Holds(t.pr_ci_lo, t.pr_ci_hi, true_pr) ? 1 : 0;
-  return trials.empty() ? NAN : static_cast<double>(n) / trials.size();
+  return Fraction(trials, [&](const CoverageTrial& t) {
+    return Holds(t.pr_ci_lo, t.pr_ci_hi, true_pr);
+  });
 }
 
 double CoverageResult::PrSketchBoundCoverage() const {
-  int n = 0;
-  for (const CoverageTrial& t : trials) n += Holds(t.pr_lo, t.pr_hi, true_pr) ? 1 : 0;
-  return trials.empty() ? NAN : static_cast<double>(n) / trials.size();
+  return Fraction(trials, [&](const CoverageTrial& t) { return Holds(t.pr_lo, t.pr_hi, true_pr); });
 }
 
 double CoverageResult::R90Coverage() const {
   if (spec.projection != ProjectionKind::kIdentity) return NAN;
-  int n = 0;
-  for (const CoverageTrial& t : trials) n += Holds(t.r90_ci_lo, t.r90_ci_hi, true_r90) ? 1 : 0;
-  return trials.empty() ? NAN : static_cast<double>(n) / trials.size();
+  return Fraction(trials, [&](const CoverageTrial& t) {
+    return Holds(t.r90_ci_lo, t.r90_ci_hi, true_r90);
+  });
 }
 
 double CoverageResult::TopCoverage() const {
   if (spec.projection != ProjectionKind::kIdentity) return NAN;
-  int n = 0;
-  for (const CoverageTrial& t : trials) n += Holds(t.top_ci_lo, t.top_ci_hi, true_top) ? 1 : 0;
-  return trials.empty() ? NAN : static_cast<double>(n) / trials.size();
+  return Fraction(trials, [&](const CoverageTrial& t) {
+    return Holds(t.top_ci_lo, t.top_ci_hi, true_top);
+  });
 }
 
 double CoverageResult::CensoredFraction() const {
