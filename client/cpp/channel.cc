@@ -56,6 +56,10 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& ta
   return grpc::CreateCustomChannel(target, grpc::SslCredentials(ssl), args);
 }
 
+void AddRunHeader(grpc::ClientContext* ctx, const std::string& run) {
+  ctx->AddMetadata(kRunHeader, run);
+}
+
 void AddBearerToken(grpc::ClientContext* ctx, const std::string& token) {
   if (!token.empty()) ctx->AddMetadata("authorization", absl::StrCat("Bearer ", token));
 }

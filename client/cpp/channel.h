@@ -40,6 +40,14 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& ta
 // Adds `token` (if any) to a call's metadata.
 void AddBearerToken(grpc::ClientContext* ctx, const std::string& token);
 
+// The metadata key that names the run of a run-scoped call, so a proxy can
+// route every call about one run to one replica (docs/SCALING.md); spotterd
+// refuses a call whose header and request name different runs.
+inline constexpr char kRunHeader[] = "x-spotter-run";
+
+// Adds the run header for `run` to a call about it.
+void AddRunHeader(grpc::ClientContext* ctx, const std::string& run);
+
 }  // namespace spotter
 
 #endif  // SPOTTER_CLIENT_CPP_CHANNEL_H_

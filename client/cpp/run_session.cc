@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "grpcpp/grpcpp.h"
+#include "client/cpp/channel.h"
 #include "proto/convert/directive.h"
 
 namespace spotter {
@@ -145,8 +146,16 @@ struct RunSession::State {
     return !closing;
   }
 
+  // Every call of the session: its token and the run header a proxy routes
+  // on (client/cpp/channel.h).
+  void Prepare(grpc::ClientContext* ctx) const {
+    AddBearerToken(ctx, o.token);
+    AddRunHeader(ctx, o.run);
+  }
+
   grpc::Status OpenRun() {
     grpc::ClientContext ctx;
+    Prepare(&ctx);
     ctx.set_deadline(absl::ToChronoTime(absl::Now() + o.open_timeout));
     v1::OpenRunRequest req;
     req.set_name(o.run);
@@ -223,6 +232,7 @@ struct RunSession::State {
   // says whether it was welcomed.
   grpc::Status Stream(bool* got_welcome) {
     grpc::ClientContext ctx;
+    Prepare(&ctx);
     v1::ConnectRequest hello;
     {
       absl::MutexLock l(&mu);

@@ -57,8 +57,12 @@ enum class DropPolicy {
 struct SessionOptions {
   // spotterd address (host:port). Ignored when `channel` is set.
   std::string target = "127.0.0.1:50051";
-  // A ready channel (e.g. Server::InProcessChannel() in tests).
+  // A ready channel (e.g. Server::InProcessChannel() in tests, or one from
+  // spotter::MakeChannel (client/cpp/channel.h) for TLS).
   std::shared_ptr<grpc::Channel> channel;
+  // Bearer token sent with every call (a server with --tokens_file); empty:
+  // none.
+  std::string token;
   // The run to open or join, its config (every rank passes the same), and
   // this process's rank.
   std::string run;

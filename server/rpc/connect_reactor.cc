@@ -53,6 +53,7 @@ class ConnectReactor final
       return;
     }
     caller_ = *caller;
+    ctx_ = ctx;  // lives until OnDone: the run header is checked at Hello
     StartRead(&buf_);
   }
 
@@ -273,8 +274,10 @@ class ConnectReactor final
                  "a second Hello on this stream; open a new stream to join another run"});
       return true;
     }
-    absl::StatusOr<std::shared_ptr<Run>> run = host_->runs().Get(hello.run());
-    absl::Status status = run.status();
+    absl::Status status = host_->CheckRunHeader(ctx_, hello.run());
+    absl::StatusOr<std::shared_ptr<Run>> run =
+        status.ok() ? host_->runs().Get(hello.run()) : absl::StatusOr<std::shared_ptr<Run>>(status);
+    if (status.ok()) status = run.status();
     if (run.ok()) {
       status = Authorizer::AuthorizeRun(caller_, Rpc::kConnect, hello.run(), (*run)->owner());
     }
@@ -338,6 +341,7 @@ class ConnectReactor final
   StreamHost* const host_;
   const std::shared_ptr<AckTarget> target_;
   const Principal* caller_ = nullptr;
+  grpc::CallbackServerContext* ctx_ = nullptr;
   grpc::ByteBuffer buf_;  // the message being read
   RowMatrixXf rows_;      // decode buffer, reused
   std::shared_ptr<Run> run_;

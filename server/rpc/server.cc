@@ -195,6 +195,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::BuildAndStart(const ServerOption
   so.deps.limits = options.limits;
   so.tokens = impl->tokens;
   so.idle_timeout = options.idle_timeout;
+  so.require_run_header = options.require_run_header;
   so.idle_sweep_interval = options.idle_sweep_interval;
   impl->service = std::make_unique<SpotterServiceImpl>(so);
   if (absl::Status s = impl->service->runs().Restore(*std::move(loaded)); !s.ok()) return s;

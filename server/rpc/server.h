@@ -70,6 +70,9 @@ struct ServerOptions {
   // Connect streams that send nothing for this long are ended
   // (RESOURCE_EXHAUSTED); zero: never. On `clock`.
   absl::Duration idle_timeout = absl::Minutes(5);
+  // Refuse run-scoped calls without the x-spotter-run metadata (behind a
+  // proxy that routes on it).
+  bool require_run_header = false;
   // Real-time period of the idle-stream sweep; zero: only SweepIdleStreams().
   absl::Duration idle_sweep_interval = absl::Seconds(1);
 };

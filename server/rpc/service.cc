@@ -111,6 +111,28 @@ void SpotterServiceImpl::CountReject(const absl::Status& status) {
   if (!status.ok()) options_.deps.metrics->CountReject(ReasonLabel(status));
 }
 
+absl::Status SpotterServiceImpl::CheckRunHeader(const grpc::CallbackServerContext* ctx,
+                                                const std::string& run) const {
+  const auto& md = ctx->client_metadata();
+  const auto it = md.find(kRunHeader);
+  if (it == md.end()) {
+    if (!options_.require_run_header) return absl::OkStatus();
+    return WithReason(absl::InvalidArgumentError(absl::StrFormat(
+                          "the call names run %s in its request but has no %s metadata; this "
+                          "server requires it (--require_run_header: a proxy routes on it). "
+                          "Send %s: %s with every call about a run",
+                          run, kRunHeader, kRunHeader, run)),
+                      "run_header_missing");
+  }
+  const absl::string_view header(it->second.data(), it->second.size());
+  if (header == run) return absl::OkStatus();
+  return WithReason(absl::InvalidArgumentError(absl::StrFormat(
+                        "%s metadata names run %s but the request names run %s; they must be "
+                        "the same (a proxy routes on the metadata)",
+                        kRunHeader, header, run)),
+                    "run_header_mismatch");
+}
+
 absl::StatusOr<const Principal*> SpotterServiceImpl::Authenticate(
     const grpc::CallbackServerContext* ctx, Rpc rpc) {
   absl::string_view header;
@@ -140,6 +162,12 @@ grpc::ServerUnaryReactor* SpotterServiceImpl::Unary(grpc::CallbackServerContext*
   if (absl::Status s = ParseMessage(&copy, limits(), &req); !s.ok()) {
     finish(s, nullptr);
     return reactor;
+  }
+  if constexpr (requires { req.name(); }) {  // a run-scoped call (all but ListRuns)
+    if (absl::Status s = CheckRunHeader(ctx, req.name()); !s.ok()) {
+      finish(s, nullptr);
+      return reactor;
+    }
   }
   absl::StatusOr<const Principal*> caller = Authenticate(ctx, rpc);
   if (!caller.ok()) {

@@ -52,6 +52,10 @@ struct ServiceOptions {
   // How often the idle streams are looked for (real time); zero: only when
   // SweepIdleStreams is called.
   absl::Duration idle_sweep_interval = absl::Seconds(1);
+  // Refuse run-scoped calls without the x-spotter-run header (a deployment
+  // behind a proxy that routes on it: a call without it would land on an
+  // arbitrary replica).
+  bool require_run_header = false;
 };
 
 // Thread-safe: gRPC calls every method from its own threads.
@@ -97,6 +101,8 @@ class SpotterServiceImpl final : public RawSpotterService, public StreamHost {
   absl::StatusOr<const Principal*> Authenticate(const grpc::CallbackServerContext* ctx,
                                                 Rpc rpc) override;
   void CountReject(const absl::Status& status) override;
+  absl::Status CheckRunHeader(const grpc::CallbackServerContext* ctx,
+                              const std::string& run) const override;
 
  private:
   template <typename Req, typename Resp, typename Handler>

@@ -46,6 +46,9 @@ ABSL_FLAG(int64_t, memory_budget_bytes, int64_t{512} << 20,
           "are closed with RESOURCE_EXHAUSTED");
 ABSL_FLAG(int64_t, grpc_memory_quota_bytes, int64_t{1} << 30,
           "memory gRPC may use for connections and messages being read (ResourceQuota)");
+ABSL_FLAG(bool, require_run_header, false,
+          "refuse run-scoped calls without the x-spotter-run metadata naming their run (set it "
+          "behind a proxy that routes runs by that header: docs/SCALING.md)");
 ABSL_FLAG(absl::Duration, idle_timeout, absl::Minutes(5),
           "end Connect streams that send nothing (not even a heartbeat) for this long (0: "
           "never)");
@@ -111,6 +114,7 @@ int main(int argc, char** argv) {
   options.limits.memory_budget_bytes = absl::GetFlag(FLAGS_memory_budget_bytes);
   options.limits.grpc_memory_quota_bytes = absl::GetFlag(FLAGS_grpc_memory_quota_bytes);
   options.idle_timeout = absl::GetFlag(FLAGS_idle_timeout);
+  options.require_run_header = absl::GetFlag(FLAGS_require_run_header);
   options.state_file = absl::GetFlag(FLAGS_state_file);
   const std::string sync = absl::GetFlag(FLAGS_state_sync);
   if (sync != "full" && sync != "normal") {

@@ -27,6 +27,11 @@ class StoppableStream {
   virtual bool IdleSince(absl::Time cutoff) const { return false; }
 };
 
+// The metadata key that names the run of a run-scoped call, for proxies that
+// route by run (docs/SCALING.md); clients send it with every such call
+// (client/cpp/channel.h has the same key).
+inline constexpr char kRunHeader[] = "x-spotter-run";
+
 // Thread-safe: every reactor of the server calls it from gRPC's threads.
 class StreamHost {
  public:
@@ -49,6 +54,13 @@ class StreamHost {
 
   // Counts a failed call or message under its reason label.
   virtual void CountReject(const absl::Status& status) = 0;
+
+  // The run named in the call's `x-spotter-run` metadata (kRunHeader), which
+  // a proxy may route on, against the run the request names: INVALID_ARGUMENT
+  // when they differ, or when the header is absent and the server requires it
+  // (--require_run_header). Not counted (the caller counts its failure).
+  virtual absl::Status CheckRunHeader(const grpc::CallbackServerContext* ctx,
+                                      const std::string& run) const = 0;
 };
 
 }  // namespace spotter

@@ -22,6 +22,7 @@ class WatchReactor final : public QueuedStream<grpc::ServerWriteReactor<grpc::By
     v1::WatchRunRequest req;
     grpc::ByteBuffer copy(*raw);
     absl::Status status = ParseMessage(&copy, host_->limits(), &req);
+    if (status.ok()) status = host_->CheckRunHeader(ctx, req.name());
     absl::StatusOr<const Principal*> caller = nullptr;
     if (status.ok()) {
       caller = host_->Authenticate(ctx, Rpc::kWatchRun);

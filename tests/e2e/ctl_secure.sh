@@ -57,7 +57,9 @@ expect_rc() {  # expect_rc CODE WHAT command...
 }
 
 # --- TLS + tokens ------------------------------------------------------------
-start tls --tokens_file tokens
+# --require_run_header: every run-scoped call of spotterctl and the Python
+# client must carry x-spotter-run (docs/SCALING.md).
+start tls --tokens_file tokens --require_run_header
 ctl() { "$ctlbin" --server "$server" --ca ca.pem --timeout 5 "$@"; }
 [ "$(ctl --token $admin health)" = SERVING ] || fail "health over TLS with a token"
 PYTHONPATH=$build/client/python/site /usr/bin/python3 - "$server" $admin <<'PY' \

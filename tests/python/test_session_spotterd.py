@@ -85,3 +85,49 @@ def test_infinite_values_are_refused_locally(spotterd):
         assert s.stats().dropped_invalid == 2
     with Client(spotterd.target) as c:
         assert c.get_run("inf").ranks[0].uploads == 1
+
+
+def test_every_call_carries_the_run_header(tmp_path):
+    """Against a spotterd that requires x-spotter-run (a proxy routes on it,
+    docs/SCALING.md): the session's OpenRun and stream and every run-scoped
+    Client call carry it, so none is refused; a raw call without it is."""
+    import grpc
+    import pytest
+    from conftest import spotterd_path
+    from spotter import SpotterError
+    from spotter._proto import pb, pb_grpc
+    from spotter.testing import Spotterd
+    server = Spotterd(spotterd_path(), args=["--require_run_header"], workdir=str(tmp_path))
+    try:
+        rng = np.random.default_rng(1)
+        config = {"total_steps": 1000, "peak_lr": 0.1, "sketch_dim": K, "sketch_rows": 8,
+                  "eval_every": 5}
+        with RunSession(server.target, "routed", config) as s:
+            for step in range(10):
+                assert s.upload_sketch(step, rows(rng), loss=1.0)
+            assert s.flush(10.0)
+            assert s.stats().rejects == 0
+        with Client(server.target) as c:
+            assert c.get_run("routed").ranks[0].uploads == 10
+            assert c.get_trajectory("routed").points
+            assert [r.name for r in c.list_runs()] == ["routed"]
+            c.override_phase("routed", "force_phase", phase="polish")
+            events = []
+            with pytest.raises(SpotterError) as ended:  # a watch runs until its deadline
+                for ev in c.watch_run("routed", include_history=True, timeout=1.0):
+                    events.append(ev)
+            assert ended.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert events, "the watch was admitted and sent the run's history"
+            c.finish_run("routed")
+            with grpc.insecure_channel(server.target) as ch:
+                with pytest.raises(grpc.RpcError) as e:
+                    pb_grpc.SpotterServiceStub(ch).GetRun(pb.GetRunRequest(name="routed"),
+                                                          timeout=5)
+                assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                assert "x-spotter-run" in e.value.details()
+            c.delete_run("routed")
+            with pytest.raises(SpotterError) as missing:
+                c.get_run("routed")
+            assert missing.value.code == grpc.StatusCode.NOT_FOUND
+    finally:
+        server.stop()

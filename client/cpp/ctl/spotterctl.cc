@@ -90,6 +90,7 @@ constexpr int kExitRefused = 2, kExitNotFound = 3, kExitUnreachable = 4, kExitAu
               kExitLocal = 6, kExitUsage = 64;
 
 std::string g_token;  // the bearer token every call sends
+std::string g_run;    // the run the command is about, sent as the run header
 bool g_json = false;  // --output json
 
 int Fail(const grpc::Status& s) {
@@ -117,6 +118,7 @@ int Usage(const std::string& why) {
 void Deadline(grpc::ClientContext* ctx) {
   ctx->set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(absl::GetFlag(FLAGS_timeout))));
   spotter::AddBearerToken(ctx, g_token);
+  if (!g_run.empty()) spotter::AddRunHeader(ctx, g_run);
 }
 
 // Prints `m` as JSON (field names as in the proto); `one_line` for streams.
@@ -266,6 +268,7 @@ int Watch(v1::SpotterService::Stub& stub, const std::string& name) {
   req.set_name(name);
   req.set_include_history(absl::GetFlag(FLAGS_history));
   spotter::AddBearerToken(&ctx, g_token);
+  spotter::AddRunHeader(&ctx, name);
   auto reader = stub.WatchRun(&ctx, req);
   v1::WatchRunResponse ev;
   while (reader->Read(&ev)) {
@@ -498,6 +501,7 @@ int main(int argc, char** argv) {
   if (cmd == "runs") return Runs(*stub);
   if (args.size() < 3) return Usage(cmd + " needs a run name");
   const std::string run = args[2];
+  g_run = run;
   if (cmd == "show") return Show(*stub, run);
   if (cmd == "watch") return Watch(*stub, run);
   if (cmd == "trajectory") return Trajectory(*stub, run);

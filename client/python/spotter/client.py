@@ -25,6 +25,12 @@ DEFAULT_CHANNEL_OPTIONS: Tuple[Tuple[str, int], ...] = (
 )
 
 
+#: The metadata key naming the run of a run-scoped call, so a proxy can route
+#: every call about one run to one spotterd replica (docs/SCALING.md); the
+#: server refuses a call whose header and request name different runs.
+RUN_HEADER = "x-spotter-run"
+
+
 class SpotterError(Exception):
     """An RPC failed. ``code`` is the grpc.StatusCode, ``details`` the server's text."""
 
@@ -95,10 +101,15 @@ class Client:
 
     # -- plumbing --------------------------------------------------------------
     def _call(self, method: str, request, timeout: Optional[float] = None):
+        # A run-scoped request (it has a name) also carries the run header a
+        # proxy routes on (RUN_HEADER).
+        metadata = self.metadata
+        if getattr(request, "name", ""):
+            metadata = metadata + ((RUN_HEADER, request.name),)
         try:
             return getattr(self.stub, method)(
                 request, timeout=self.timeout if timeout is None else timeout,
-                metadata=self.metadata)
+                metadata=metadata)
         except grpc.RpcError as e:
             raise SpotterError(method, e.code(), e.details()) from None
 
@@ -141,7 +152,8 @@ class Client:
         closing the client."""
         try:
             for ev in self.stub.WatchRun(pb.WatchRunRequest(name=name, include_history=include_history),
-                                         timeout=timeout, metadata=self.metadata):
+                                         timeout=timeout,
+                                         metadata=self.metadata + ((RUN_HEADER, name),)):
                 yield ev
         except grpc.RpcError as e:
             raise SpotterError("WatchRun", e.code(), e.details()) from None

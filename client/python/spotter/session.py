@@ -51,7 +51,8 @@ import numpy as np
 
 from spotter import env as _env
 from spotter._proto import pb, pb_grpc
-from spotter.client import DEFAULT_CHANNEL_OPTIONS, ConfigLike, SpotterError, channel, run_config
+from spotter.client import (DEFAULT_CHANNEL_OPTIONS, RUN_HEADER, ConfigLike, SpotterError, channel,
+                            run_config)
 from spotter.encoding import ENCODINGS, encode_rows
 from spotter.mailbox import DirectiveMailbox
 from spotter.schedule import Directive, decode_checkpoint
@@ -140,7 +141,8 @@ class RunSession(DirectiveMailbox):
         self._on_directive = on_directive
         self._on_diagnostics = on_diagnostics
         self._client_name = client_name
-        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._metadata = ((("authorization", f"Bearer {token}"),) if token else ()) + \
+            ((RUN_HEADER, self.run),)
         self._channel = channel(target, root_certificates=root_certificates,
                                 options=DEFAULT_CHANNEL_OPTIONS)
         self._stub = pb_grpc.SpotterServiceStub(self._channel)
