@@ -150,16 +150,16 @@ int main(int argc, char** argv) {
       }
       (*session)->Close(absl::Seconds(5));
       const spotter::SessionStats st = (*session)->stats();
-      if (r == 0 || st.rejects > 0 || st.dropped > 0) {
-        std::printf(
-            "rank %u: %lu steps, final loss %.5f, %lu uploads (%lu dropped, %lu rejected), "
-            "%lu directives, %lu connects%s\n",
-            r, static_cast<unsigned long>(step), model.loss(),
-            static_cast<unsigned long>(st.enqueued), static_cast<unsigned long>(st.dropped),
-            static_cast<unsigned long>(st.rejects), static_cast<unsigned long>(st.directives),
-            static_cast<unsigned long>(st.connects),
-            st.last_reject.empty() ? "" : (", last reject: " + st.last_reject).c_str());
-      }
+      // Every rank's line: the highest seq the server acknowledged is what
+      // it must never lose (tests/e2e/gateway.sh compares it with the run).
+      std::printf(
+          "rank %u: %lu steps, final loss %.5f, %lu uploads (%lu dropped, %lu rejected), "
+          "acked seq %lu, %lu directives, %lu connects%s\n",
+          r, static_cast<unsigned long>(step), model.loss(), static_cast<unsigned long>(st.enqueued),
+          static_cast<unsigned long>(st.dropped), static_cast<unsigned long>(st.rejects),
+          static_cast<unsigned long>(st.acked_seq), static_cast<unsigned long>(st.directives),
+          static_cast<unsigned long>(st.connects),
+          st.last_reject.empty() ? "" : (", last reject: " + st.last_reject).c_str());
     });
   }
   for (auto& t : threads) t.join();
