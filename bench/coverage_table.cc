@@ -62,9 +62,9 @@ int main(int argc, char** argv) {
     if (absl::GetFlag(FLAGS_trials)) {
       for (const auto& t : r.trials) {
         absl::PrintF("  pr %.4g [%.4g, %.4g] sketch [%.4g, %.4g]%s r90 %g [%g, %g] top %.4g [%.4g, %.4g]\n",
-                     t.pr, t.pr_ci_lo, t.pr_ci_hi, t.pr_lo, t.pr_hi,
-                     t.pr_censored ? " censored" : "", t.r90, t.r90_ci_lo, t.r90_ci_hi, t.top,
-                     t.top_ci_lo, t.top_ci_hi);
+                     t.pr.value, t.pr.ci_lower, t.pr.ci_upper, t.pr.lower, t.pr.upper,
+                     t.pr.censored ? " censored" : "", t.r90.value, t.r90.ci_lower,
+                     t.r90.ci_upper, t.top.value, t.top.ci_lower, t.top.ci_upper);
       }
     }
     double n_eff = 0, kurt = 0;

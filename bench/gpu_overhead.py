@@ -51,7 +51,6 @@ import math
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 
@@ -76,6 +75,7 @@ MODELS = {
 # per-example taps see qkv, proj, fc1, fc2).
 sys.path.insert(0, os.path.join(REPO, "examples"))
 from torch_transformer import Block  # noqa: E402
+from torch_overhead import git_commit  # noqa: E402  (the commit and dirty flag it records)
 
 
 class ViT(nn.Module):
@@ -95,17 +95,6 @@ class ViT(nn.Module):
 
 
 # ------------------------------------------------------------------ helpers
-def git_commit():
-    def git(*args):
-        try:
-            return subprocess.run(["git", "-C", REPO, *args], capture_output=True, text=True,
-                                  timeout=10).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-    return dict(commit=git("rev-parse", "HEAD") or "unknown",
-                dirty=bool(git("status", "--porcelain", "--untracked-files=no")))
-
-
 def device_name(device):
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)

@@ -75,7 +75,6 @@ void UndoWishart(double n, double* a, double* b) {
 // sum_i lambda_i^j for j = 1..4.
 struct PowerSums {
   double t1 = 0, t2 = 0, t3 = 0, t4 = 0;
-  PowerSums() = default;
   explicit PowerSums(const std::vector<double>& eig) {
     for (double v : eig) {
       const double v2 = v * v;
@@ -194,7 +193,9 @@ double CorrectParticipationRatio(double t1, double t2, double n, int k,
   // exactly the Wishart form with k in place of n. CountSketch: the same up
   // to -2 D2 / k in both moments, D2 = sum_i Sigma_ii^2 (~ T1^2 / P for
   // delocalised eigenvectors), which is dropped.
-  if (correct_projection && projection != ProjectionKind::kIdentity && k > 1) UndoWishart(static_cast<double>(k), &a, &b);
+  if (correct_projection && projection != ProjectionKind::kIdentity && k > 1) {
+    UndoWishart(static_cast<double>(k), &a, &b);
+  }
   if (!(a > 0.0) || !(b > 0.0)) return kInf;
   return b / a;
 }
@@ -266,8 +267,12 @@ SpectrumSummary SummarizeSpectrum(const SketchSpectrum& sketch, double trace,
   // widened to hold the sketch's box [lower, upper] too (the sketch's error
   // is bounded, not random: the interval holds whenever the sampling error is
   // within z sd).
+  // z sd of a log estimate with Var(log) = var (+inf: unknown).
+  auto half_width = [&](double var) {
+    return n_eff > 1.0 && var >= 0.0 ? z * std::sqrt(var) : kInf;
+  };
   auto log_interval = [&](Estimate* e, double var) {
-    const double h = n_eff > 1.0 && var >= 0.0 ? z * std::sqrt(var) : kInf;
+    const double h = half_width(var);
     e->ci_lower = std::min(e->value, e->lower) * std::exp(-h);
     e->ci_upper = std::max(e->value, e->upper) * std::exp(h);
     if (!std::isfinite(e->ci_lower)) e->ci_lower = 0.0;
@@ -277,7 +282,8 @@ SpectrumSummary SummarizeSpectrum(const SketchSpectrum& sketch, double trace,
     // scale of an elliptical sample does not cancel here); stable rank
     // t / lambda_1: f (2 T2/T1^2 + 2 - 4 lambda_1/T1) / n.
     const PowerSums p(full);
-    log_interval(&out.top_eigenvalue, (3.0 * f - 1.0) / n_eff);
+    const double top_var = (3.0 * f - 1.0) / n_eff;
+    log_interval(&out.top_eigenvalue, top_var);
     // A top eigenvalue that is not isolated (c population eigenvalues
     // closer than the sampling error) comes out of the sample as the largest
     // of c noisy copies, biased up: c equal eigenvalues spread over about
@@ -285,7 +291,6 @@ SpectrumSummary SummarizeSpectrum(const SketchSpectrum& sketch, double trace,
     // lower end then reaches down to the mean of the sample eigenvalues
     // within twice that of the top one, which estimates the common value.
     {
-      const double h1 = n_eff > 1.0 ? z * std::sqrt((3.0 * f - 1.0) / n_eff) : kInf;
       double sum = 0.0;
       int count = 0;
       for (double v : point) {
@@ -296,7 +301,7 @@ SpectrumSummary SummarizeSpectrum(const SketchSpectrum& sketch, double trace,
       }
       if (count > 1) {
         out.top_eigenvalue.ci_lower =
-            std::min(out.top_eigenvalue.ci_lower, sum / count * std::exp(-h1));
+            std::min(out.top_eigenvalue.ci_lower, sum / count * std::exp(-half_width(top_var)));
       }
     }
     const double share = point[0] / p.t1;
@@ -388,10 +393,6 @@ SpectrumSummary SummarizeSpectrum(const SketchSpectrum& sketch, double trace,
     const double k = static_cast<double>(o.dim);
     var += LogPrVariance(Unspread(rows_population, k), k);
   }
-  // The interval: the sketch's box widened by the sampling error at each
-  // end, so it holds whenever the sampling error is within z sd (the sketch's
-  // error is bounded, not random).
-  const double h = n_eff > 1.0 && var >= 0.0 ? z * std::sqrt(var) : kInf;
   // At the sketch's edge (docs/DIAGNOSTICS.md, "Censoring"): when the sketch
   // bound is wider than censor_width, the l rows do not hold enough of the
   // spectrum to place the PR (the unheld rest is spread evenly by
@@ -401,15 +402,14 @@ SpectrumSummary SummarizeSpectrum(const SketchSpectrum& sketch, double trace,
     pr.censored = true;
     if (!std::isfinite(pr.value)) {
       // Too flat to resolve with this k and n_eff: nothing bounds it above.
-      pr.value = std::isfinite(pr.lower) ? pr.lower : out.participation_ratio_observed.lower;
-      pr.lower = pr.value;
+      if (!std::isfinite(pr.lower)) pr.lower = out.participation_ratio_observed.lower;
       pr.upper = kInf;
     }
     pr.value = pr.lower;
   }
-  pr.ci_lower = std::min(pr.value, pr.lower) * std::exp(-h);
-  pr.ci_upper = std::max(pr.value, pr.upper) * std::exp(h);
-  if (!std::isfinite(pr.ci_lower)) pr.ci_lower = 0.0;
+  // The sketch's box widened by the sampling error at each end, like every
+  // other estimate's.
+  log_interval(&pr, var);
   out.participation_ratio = pr;
   return out;
 }

@@ -27,35 +27,36 @@ bool Holds(double lo, double hi, double x) { return lo <= x && x <= hi; }
 
 double CoverageResult::PrCoverage() const {
   return Fraction(trials, [&](const CoverageTrial& t) {
-    return Holds(t.pr_ci_lo, t.pr_ci_hi, true_pr);
+    return Holds(t.pr.ci_lower, t.pr.ci_upper, true_pr);
   });
 }
 
 double CoverageResult::PrSketchBoundCoverage() const {
-  return Fraction(trials, [&](const CoverageTrial& t) { return Holds(t.pr_lo, t.pr_hi, true_pr); });
+  return Fraction(trials,
+                  [&](const CoverageTrial& t) { return Holds(t.pr.lower, t.pr.upper, true_pr); });
 }
 
 double CoverageResult::R90Coverage() const {
   if (spec.projection != ProjectionKind::kIdentity) return NAN;
   return Fraction(trials, [&](const CoverageTrial& t) {
-    return Holds(t.r90_ci_lo, t.r90_ci_hi, true_r90);
+    return Holds(t.r90.ci_lower, t.r90.ci_upper, true_r90);
   });
 }
 
 double CoverageResult::TopCoverage() const {
   if (spec.projection != ProjectionKind::kIdentity) return NAN;
   return Fraction(trials, [&](const CoverageTrial& t) {
-    return Holds(t.top_ci_lo, t.top_ci_hi, true_top);
+    return Holds(t.top.ci_lower, t.top.ci_upper, true_top);
   });
 }
 
 double CoverageResult::CensoredFraction() const {
-  return Fraction(trials, [](const CoverageTrial& t) { return t.pr_censored; });
+  return Fraction(trials, [](const CoverageTrial& t) { return t.pr.censored; });
 }
 
 double CoverageResult::MeanPrRelativeError() const {
   double s = 0.0;
-  for (const CoverageTrial& t : trials) s += t.pr / true_pr - 1.0;
+  for (const CoverageTrial& t : trials) s += t.pr.value / true_pr - 1.0;
   return trials.empty() ? NAN : s / trials.size();
 }
 
@@ -63,8 +64,8 @@ double CoverageResult::MeanPrRelativeHalfWidth() const {
   double s = 0.0;
   int n = 0;
   for (const CoverageTrial& t : trials) {
-    if (!std::isfinite(t.pr_ci_hi)) continue;
-    s += 0.5 * (t.pr_ci_hi - t.pr_ci_lo) / t.pr;
+    if (!std::isfinite(t.pr.ci_upper)) continue;
+    s += 0.5 * (t.pr.ci_upper - t.pr.ci_lower) / t.pr.value;
     ++n;
   }
   return n ? s / n : NAN;
@@ -109,18 +110,9 @@ CoverageResult RunCoverage(const CoverageCase& c, int seeds, uint64_t first_seed
     const Diagnostics d = Summarize(MergeAll(acc.Snapshot(c.steps)), o);
     const SpectrumSummary& cov = d.covariance;
     CoverageTrial t;
-    t.pr = cov.participation_ratio.value;
-    t.pr_lo = cov.participation_ratio.lower;
-    t.pr_hi = cov.participation_ratio.upper;
-    t.pr_ci_lo = cov.participation_ratio.ci_lower;
-    t.pr_ci_hi = cov.participation_ratio.ci_upper;
-    t.pr_censored = cov.participation_ratio.censored;
-    t.r90 = cov.effective_rank.value;
-    t.r90_ci_lo = cov.effective_rank.ci_lower;
-    t.r90_ci_hi = cov.effective_rank.ci_upper;
-    t.top = cov.top_eigenvalue.value;
-    t.top_ci_lo = cov.top_eigenvalue.ci_lower;
-    t.top_ci_hi = cov.top_eigenvalue.ci_upper;
+    t.pr = cov.participation_ratio;
+    t.r90 = cov.effective_rank;
+    t.top = cov.top_eigenvalue;
     t.effective_samples = cov.effective_samples;
     t.kurtosis = cov.kurtosis;
     out.trials.push_back(t);

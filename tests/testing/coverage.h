@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "core/spectrum/summary.h"
 #include "core/types.h"
 
 namespace spotter::testing {
@@ -39,12 +40,9 @@ struct CoverageCase {
   int summarize_as = -1;
 };
 
-// Per seed: the estimates and the truth.
+// Per seed: the covariance summary's estimates, as reported.
 struct CoverageTrial {
-  double pr = 0, pr_ci_lo = 0, pr_ci_hi = 0, pr_lo = 0, pr_hi = 0;
-  bool pr_censored = false;
-  double r90 = 0, r90_ci_lo = 0, r90_ci_hi = 0;
-  double top = 0, top_ci_lo = 0, top_ci_hi = 0;
+  Estimate pr, r90, top;  // participation ratio, effective rank, top eigenvalue
   double effective_samples = 0, kurtosis = 0;
 };
 

@@ -58,8 +58,8 @@ TEST(CoverageTest, AtTheSketchsEdgeThePrIsALowerBound) {
   EXPECT_GT(r.true_pr, 1.5 * c.l);
   EXPECT_EQ(r.CensoredFraction(), 1.0);
   for (const testing::CoverageTrial& t : r.trials) {
-    EXPECT_LE(t.pr, r.true_pr) << "a censored PR is a lower bound";
-    EXPECT_EQ(t.pr, t.pr_lo);
+    EXPECT_LE(t.pr.value, r.true_pr) << "a censored PR is a lower bound";
+    EXPECT_EQ(t.pr.value, t.pr.lower);
   }
   EXPECT_GE(r.PrCoverage(), 5.0 / 6.0);
 }

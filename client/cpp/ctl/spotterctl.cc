@@ -114,8 +114,8 @@ int Usage(const std::string& why) {
   return kExitUsage;
 }
 
-// Every call: the token and, for unary calls, the deadline.
-void Deadline(grpc::ClientContext* ctx) {
+// Every unary call: the deadline, the token and the run header.
+void Prepare(grpc::ClientContext* ctx) {
   ctx->set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(absl::GetFlag(FLAGS_timeout))));
   spotter::AddBearerToken(ctx, g_token);
   if (!g_run.empty()) spotter::AddRunHeader(ctx, g_run);
@@ -153,7 +153,7 @@ double Num(double v) { return v; }
 
 int Runs(v1::SpotterService::Stub& stub) {
   grpc::ClientContext ctx;
-  Deadline(&ctx);
+  Prepare(&ctx);
   v1::ListRunsRequest req;
   const std::string state = absl::GetFlag(FLAGS_state);
   if (state == "active")
@@ -186,7 +186,7 @@ int Runs(v1::SpotterService::Stub& stub) {
 
 int Show(v1::SpotterService::Stub& stub, const std::string& name) {
   grpc::ClientContext ctx;
-  Deadline(&ctx);
+  Prepare(&ctx);
   v1::GetRunRequest req;
   req.set_name(name);
   v1::GetRunResponse resp;
@@ -301,7 +301,7 @@ int Watch(v1::SpotterService::Stub& stub, const std::string& name) {
 
 int Trajectory(v1::SpotterService::Stub& stub, const std::string& name) {
   grpc::ClientContext ctx;
-  Deadline(&ctx);
+  Prepare(&ctx);
   v1::GetTrajectoryRequest req;
   req.set_name(name);
   req.set_since_step(absl::GetFlag(FLAGS_since));
@@ -343,7 +343,7 @@ int Plot(v1::SpotterService::Stub& stub, const std::string& name) {
   const std::string path = absl::GetFlag(FLAGS_o);
   if (path.empty()) return Usage("plot needs -o FILE.png");
   grpc::ClientContext ctx;
-  Deadline(&ctx);
+  Prepare(&ctx);
   v1::GetTrajectoryRequest req;
   req.set_name(name);
   req.set_since_step(absl::GetFlag(FLAGS_since));
@@ -414,7 +414,7 @@ int Override(v1::SpotterService::Stub& stub, const std::string& name) {
     req.set_action(v1::OverridePhaseRequest::ACTION_RELEASE);
   }
   grpc::ClientContext ctx;
-  Deadline(&ctx);
+  Prepare(&ctx);
   v1::OverridePhaseResponse resp;
   if (grpc::Status s = stub.OverridePhase(&ctx, req, &resp); !s.ok()) return Fail(s);
   if (g_json) return PrintJson(resp);
@@ -428,7 +428,7 @@ int Override(v1::SpotterService::Stub& stub, const std::string& name) {
 
 int Finish(v1::SpotterService::Stub& stub, const std::string& name) {
   grpc::ClientContext ctx;
-  Deadline(&ctx);
+  Prepare(&ctx);
   v1::FinishRunRequest req;
   req.set_name(name);
   req.set_reason(absl::GetFlag(FLAGS_reason));
@@ -442,7 +442,7 @@ int Finish(v1::SpotterService::Stub& stub, const std::string& name) {
 
 int Delete(v1::SpotterService::Stub& stub, const std::string& name) {
   grpc::ClientContext ctx;
-  Deadline(&ctx);
+  Prepare(&ctx);
   v1::DeleteRunRequest req;
   req.set_name(name);
   v1::DeleteRunResponse resp;
@@ -458,7 +458,7 @@ int Delete(v1::SpotterService::Stub& stub, const std::string& name) {
 int Health(const std::shared_ptr<grpc::Channel>& channel) {
   auto stub = grpc::health::v1::Health::NewStub(channel);
   grpc::ClientContext ctx;
-  Deadline(&ctx);
+  Prepare(&ctx);
   grpc::health::v1::HealthCheckRequest req;
   grpc::health::v1::HealthCheckResponse resp;
   if (grpc::Status s = stub->Check(&ctx, req, &resp); !s.ok()) return Fail(s);
