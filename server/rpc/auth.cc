@@ -104,6 +104,10 @@ const char* RpcName(Rpc rpc) {
       return "FinishRun";
     case Rpc::kDeleteRun:
       return "DeleteRun";
+    case Rpc::kExportRun:
+      return "ExportRun";
+    case Rpc::kImportRun:
+      return "ImportRun";
   }
   return "Unknown";
 }

@@ -116,6 +116,14 @@ class ConnectReactor final
     }
   }
 
+  // The run moved to another replica: end with UNAVAILABLE at once. Acks
+  // still owed are not sent; the trainer replays those uploads to the new
+  // owner, which drops the ones it holds as duplicates.
+  void OnMoved(const absl::Status& status) override {
+    absl::MutexLock l(&mu_);
+    FinishAfterWritesLocked(ToGrpcStatus(status));
+  }
+
   // A commit covering message `seq` completed (committer thread).
   void Delivered(uint64_t seq, const absl::Status& status) {
     bool resume = false;
@@ -228,6 +236,7 @@ class ConnectReactor final
         std::optional<Rejection> rej = DecodeSketch(b, run_->config().sketch_dim(), limits, &rows_);
         bool duplicate = false;
         if (!rej) rej = run_->Ingest(rank_, b, rows_, &duplicate);
+        if (rej && rej->moving) return Moving(*rej);
         if (rej) {
           Reject(b.seq(), *rej);
           if (rej->reason == v1::REJECT_REASON_SUPERSEDED) return Superseded(b.seq(), *rej);
@@ -246,6 +255,7 @@ class ConnectReactor final
         OweAck();
         bool duplicate = false;
         if (auto rej = run_->Report(rank_, req.eval(), &duplicate)) {
+          if (rej->moving) return Moving(*rej);
           Reject(req.eval().seq(), *rej);
           if (rej->reason == v1::REJECT_REASON_SUPERSEDED) return Superseded(req.eval().seq(), *rej);
         } else if (duplicate) {
@@ -300,6 +310,15 @@ class ConnectReactor final
   bool Superseded(uint64_t seq, const Rejection& rej) {
     AckWhenDurable(seq);
     FinishAfterWrites(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, rej.message));
+    return false;
+  }
+
+  // The upload reached a run frozen for a move: not applied, not
+  // acknowledged; the stream ends so the trainer reconnects and replays it.
+  bool Moving(const Rejection& rej) {
+    const absl::Status s = WithReason(absl::UnavailableError(rej.message), "run_moving");
+    host_->CountReject(s);
+    FinishAfterWrites(ToGrpcStatus(s));
     return false;
   }
 

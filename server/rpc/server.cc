@@ -1,5 +1,7 @@
 #include "server/rpc/server.h"
 
+#include <unistd.h>
+
 #include <grpcpp/security/server_credentials.h>
 #include <grpcpp/security/tls_certificate_provider.h>
 #include <grpcpp/security/tls_credentials_options.h>
@@ -196,6 +198,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::BuildAndStart(const ServerOption
   so.tokens = impl->tokens;
   so.idle_timeout = options.idle_timeout;
   so.require_run_header = options.require_run_header;
+  so.store = impl->store.get();
   so.idle_sweep_interval = options.idle_sweep_interval;
   impl->service = std::make_unique<SpotterServiceImpl>(so);
   if (absl::Status s = impl->service->runs().Restore(*std::move(loaded)); !s.ok()) return s;
@@ -240,6 +243,13 @@ absl::StatusOr<std::unique_ptr<Server>> Server::BuildAndStart(const ServerOption
         options.listen_address));
   }
   impl->serving.store(impl->grpc_server.get());
+  if (options.replica_id.empty()) {
+    char host[256] = {};
+    if (gethostname(host, sizeof(host) - 1) != 0) std::snprintf(host, sizeof(host), "spotterd");
+    impl->service->SetReplicaId(absl::StrFormat("%s:%d", host, impl->port));
+  } else {
+    impl->service->SetReplicaId(options.replica_id);
+  }
   const bool healthy = impl->committer->status().ok();
   impl->grpc_server->GetHealthCheckService()->SetServingStatus(healthy);
   return std::unique_ptr<Server>(new Server(std::move(impl)));

@@ -73,6 +73,10 @@ struct ServerOptions {
   // Refuse run-scoped calls without the x-spotter-run metadata (behind a
   // proxy that routes on it).
   bool require_run_header = false;
+  // This replica's name, sent as `x-spotter-replica` initial metadata on
+  // every response so operators and spotterctl rebalance can tell which
+  // replica behind a gateway answered. Empty: <hostname>:<bound port>.
+  std::string replica_id;
   // Real-time period of the idle-stream sweep; zero: only SweepIdleStreams().
   absl::Duration idle_sweep_interval = absl::Seconds(1);
 };

@@ -40,7 +40,9 @@ using RawSpotterService = v1::SpotterService::WithRawCallbackMethod_OpenRun<
                         v1::SpotterService::WithRawCallbackMethod_OverridePhase<
                             v1::SpotterService::WithRawCallbackMethod_FinishRun<
                                 v1::SpotterService::WithRawCallbackMethod_DeleteRun<
-                                    v1::SpotterService::Service>>>>>>>>>;
+                                    v1::SpotterService::WithRawCallbackMethod_ExportRun<
+                                        v1::SpotterService::WithRawCallbackMethod_ImportRun<
+                                            v1::SpotterService::Service>>>>>>>>>>>;
 
 struct ServiceOptions {
   RunDeps deps;
@@ -56,7 +58,14 @@ struct ServiceOptions {
   // behind a proxy that routes on it: a call without it would land on an
   // arbitrary replica).
   bool require_run_header = false;
+  // The store the committer writes to (ExportRun reads a run's rows from
+  // it). Outlives the service.
+  Store* store = nullptr;
 };
+
+// The initial-metadata key naming the replica that answered a call
+// (ServerOptions::replica_id; docs/SCALING.md).
+inline constexpr char kReplicaHeader[] = "x-spotter-replica";
 
 // Thread-safe: gRPC calls every method from its own threads.
 class SpotterServiceImpl final : public RawSpotterService, public StreamHost {
@@ -84,6 +93,13 @@ class SpotterServiceImpl final : public RawSpotterService, public StreamHost {
                                       grpc::ByteBuffer* resp) override;
   grpc::ServerUnaryReactor* DeleteRun(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
                                       grpc::ByteBuffer* resp) override;
+  grpc::ServerUnaryReactor* ExportRun(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
+                                      grpc::ByteBuffer* resp) override;
+  grpc::ServerUnaryReactor* ImportRun(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
+                                      grpc::ByteBuffer* resp) override;
+
+  // The name sent as kReplicaHeader with every response from now on.
+  void SetReplicaId(const std::string& id);
 
   // Ends every open stream with UNAVAILABLE (graceful shutdown); streams that
   // start afterwards are refused.
@@ -110,6 +126,8 @@ class SpotterServiceImpl final : public RawSpotterService, public StreamHost {
                                   const grpc::ByteBuffer* raw, grpc::ByteBuffer* out,
                                   Handler handler);
   void SweepLoop();
+  // Adds kReplicaHeader to the call's initial metadata.
+  void AddReplicaHeader(grpc::CallbackServerContext* ctx);
 
   const ServiceOptions options_;
   const Authorizer authorizer_;
@@ -118,6 +136,8 @@ class SpotterServiceImpl final : public RawSpotterService, public StreamHost {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   absl::flat_hash_set<StoppableStream*> streams_ ABSL_GUARDED_BY(mu_);
   std::thread sweeper_;
+  mutable absl::Mutex replica_mu_;
+  std::string replica_id_ ABSL_GUARDED_BY(replica_mu_);
 };
 
 }  // namespace spotter

@@ -49,6 +49,10 @@ ABSL_FLAG(int64_t, grpc_memory_quota_bytes, int64_t{1} << 30,
 ABSL_FLAG(bool, require_run_header, false,
           "refuse run-scoped calls without the x-spotter-run metadata naming their run (set it "
           "behind a proxy that routes runs by that header: docs/SCALING.md)");
+ABSL_FLAG(std::string, replica_id, "",
+          "this replica's name, sent as x-spotter-replica metadata with every response (behind "
+          "a gateway it says which replica answered; spotterctl rebalance uses it). Empty: "
+          "<hostname>:<gRPC port>");
 ABSL_FLAG(absl::Duration, idle_timeout, absl::Minutes(5),
           "end Connect streams that send nothing (not even a heartbeat) for this long (0: "
           "never)");
@@ -115,6 +119,7 @@ int main(int argc, char** argv) {
   options.limits.grpc_memory_quota_bytes = absl::GetFlag(FLAGS_grpc_memory_quota_bytes);
   options.idle_timeout = absl::GetFlag(FLAGS_idle_timeout);
   options.require_run_header = absl::GetFlag(FLAGS_require_run_header);
+  options.replica_id = absl::GetFlag(FLAGS_replica_id);
   options.state_file = absl::GetFlag(FLAGS_state_file);
   const std::string sync = absl::GetFlag(FLAGS_state_sync);
   if (sync != "full" && sync != "normal") {

@@ -71,6 +71,9 @@ class WatchReactor final : public QueuedStream<grpc::ServerWriteReactor<grpc::By
     Send(r);
     FinishAfterWrites(grpc::Status::OK);
   }
+  // The run moved to another replica: the watcher reconnects (through the
+  // gateway, to the new owner) and asks for the history again.
+  void OnMoved(const absl::Status& status) override { FinishAfterWrites(ToGrpcStatus(status)); }
 
  private:
   StreamHost* const host_;

@@ -22,6 +22,10 @@ struct Rejection {
   // The spotter_rejects_total label when more specific than the reason's
   // (RejectReasonLabel); nullptr: the reason's.
   const char* label = nullptr;
+  // The run is moving to another replica (Run::Freeze): the message was not
+  // applied. The stream ends with UNAVAILABLE and acknowledges nothing, so
+  // the trainer replays it to the new owner.
+  bool moving = false;
 };
 
 // Attaches the spotter_rejects_total{reason} label to an error status (a

@@ -86,6 +86,7 @@ uint32_t Run::StreamQuota() const {
 
 absl::StatusOr<RankHandle> Run::Join(const v1::Hello& hello, RunObserver* observer) {
   absl::MutexLock l(&mu_);
+  if (moving_) return MovedStatusLocked();
   if (hello.rank() >= config_.world_size()) {
     return WithReason(absl::InvalidArgumentError(absl::StrFormat(
                           "rank %d is outside run %s's world_size %d: expected 0 <= rank < %d",
@@ -255,6 +256,7 @@ std::optional<Rejection> Run::Ingest(const RankHandle& h, const v1::SketchBatch&
       *duplicate = true;
       return std::nullopt;
     }
+    if (moving_) return MovingRejection(name_);
     if (closed_) {
       return Rejection{v1::REJECT_REASON_RUN_FINISHED,
                        absl::StrFormat("run %s has finished; it takes no more uploads", name_)};
@@ -327,6 +329,7 @@ std::optional<Rejection> Run::Report(const RankHandle& h, const v1::EvalReport& 
     *duplicate = true;
     return std::nullopt;
   }
+  if (moving_) return MovingRejection(name_);
   // Recorded with the report's commit below (CommitLocked takes the lot).
   if (resumed) AddRestartLocked(*std::move(resumed));
   rank->last_seq = r.seq();
@@ -440,7 +443,7 @@ void Run::Evaluate() {
   absl::MutexLock l(&mu_);
   eval_busy_ = false;
   next_eval_step_ = (now_step / config_.eval_every() + 1) * config_.eval_every();
-  if (diag && state_ == v1::RUN_STATE_ACTIVE) {
+  if (diag && state_ == v1::RUN_STATE_ACTIVE && !moving_) {
     const PointTraining training = TrainingSince(losses, &loss_baseline_);
     // The phase the trainers are in at this step: the directive in force,
     // which may trail the controller's decision by the directive's margin.
@@ -628,6 +631,7 @@ v1::RunInfo Run::Info() const {
   info.set_name(name_);
   *info.mutable_config() = config_;
   info.set_state(state_);
+  info.set_moved_to(moved_to_);
   info.set_phase(ToProto(controller_.phase()));
   info.set_overridden(controller_.held());
   if (published_.directives > 0) {
@@ -659,6 +663,7 @@ v1::RunSummary Run::Summary() const {
   v1::RunSummary s;
   s.set_name(name_);
   s.set_state(state_);
+  s.set_moved_to(moved_to_);
   s.set_phase(ToProto(controller_.phase()));
   s.set_mode(config_.mode());
   s.set_max_step(max_step_);

@@ -53,6 +53,9 @@ class RunObserver {
   virtual void OnTransition(const v1::PhaseTransition& transition) = 0;
   // The run finished or was deleted; no event follows.
   virtual void OnEnded(v1::RunState state) = 0;
+  // The run is moving to another replica (Run::Freeze): `status` is the
+  // UNAVAILABLE that ends the stream; no event follows.
+  virtual void OnMoved(const absl::Status& status) { OnEnded(v1::RUN_STATE_UNSPECIFIED); }
 };
 
 // When a rank's sketch is checkpointed (and its upload log truncated).
@@ -147,6 +150,18 @@ class Run : public std::enable_shared_from_this<Run> {
   // deleted; the registry queues the deletion of its rows).
   void End();
 
+  // Moving the run to another replica (ExportRun, docs/SCALING.md): after it
+  // returns, nothing more of the run is acknowledged or written here. Every
+  // upload, report or Hello answers UNAVAILABLE naming `moved_to`, every
+  // stream ends with that status, evaluations stop, and the journal is
+  // closed; a last controller record marking the run moved is queued, so a
+  // commit barrier after Freeze covers every acknowledged change and the
+  // tombstone survives a restart. Idempotent. NOT_FOUND for a deleted run.
+  absl::Status Freeze(const std::string& moved_to);
+  // OK, or the UNAVAILABLE a frozen run answers (labelled run_moving).
+  absl::Status MovedStatus() const;
+  bool moving() const { return moving_; }
+
   v1::RunInfo Info() const;
   v1::RunSummary Summary() const;
   v1::GetTrajectoryResponse Trajectory(uint64_t since_step) const;
@@ -202,6 +217,9 @@ class Run : public std::enable_shared_from_this<Run> {
   // Every rank of the run, in rank order.
   std::vector<RankState*> RanksByIdLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   uint32_t StreamQuota() const;
+  absl::Status MovedStatusLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // What an upload or report of a frozen run gets (Rejection::moving).
+  static Rejection MovingRejection(const std::string& run);
 
   const std::string name_;
   const v1::RunConfig config_;
@@ -213,6 +231,8 @@ class Run : public std::enable_shared_from_this<Run> {
   const std::shared_ptr<Journal> journal_;
   // Set once the run has finished or been deleted: uploads are refused.
   std::atomic<bool> closed_{false};
+  // Set once by Freeze (under mu_ and then each rank's lock): the run moved.
+  std::atomic<bool> moving_{false};
 
   mutable absl::Mutex mu_;
   v1::RunState state_ ABSL_GUARDED_BY(mu_) = v1::RUN_STATE_ACTIVE;
@@ -241,6 +261,8 @@ class Run : public std::enable_shared_from_this<Run> {
   uint64_t next_eval_step_ ABSL_GUARDED_BY(mu_);
   bool eval_busy_ ABSL_GUARDED_BY(mu_) = false;
   std::unique_ptr<RunMetrics> metrics_ ABSL_GUARDED_BY(mu_);
+  // Where the run moved (Freeze); empty while it lives here.
+  std::string moved_to_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace spotter

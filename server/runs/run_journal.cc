@@ -24,6 +24,7 @@ state::ControllerRecord Run::ControllerRecordLocked() const {
   c.set_transitions(queued_.transitions);
   c.set_directives(queued_.directives);
   for (const v1::RestartEvent& e : restarts_) *c.add_restarts() = e;
+  c.set_moved_to(moved_to_);
   return c;
 }
 

@@ -51,6 +51,17 @@ class RunRegistry {
 
   size_t size() const;
 
+  // Adds a run moved from another replica, from the rows its ExportRun
+  // returned (every row names `name`): checks them as a restart would
+  // (LoadState), restores the run (Run::Restore), and queues the rows to the
+  // committer; callers reply after a barrier. The run gets this registry's
+  // next creation order and loses the source's tombstone mark.
+  // ALREADY_EXISTS: a run of that name is here. INVALID_ARGUMENT: the rows
+  // are damaged, belong to another run or do not form one whole run.
+  // RESOURCE_EXHAUSTED: the run quotas, as for Open.
+  absl::StatusOr<std::shared_ptr<Run>> Import(const std::string& name,
+                                              std::vector<StoredRow> rows);
+
  private:
   const RunDeps deps_;
   mutable absl::Mutex mu_;

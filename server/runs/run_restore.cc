@@ -75,6 +75,9 @@ absl::StatusOr<std::shared_ptr<Run>> Run::Restore(LoadedRun loaded, const RunDep
                      run->restarts_.size(), run->state_ != v1::RUN_STATE_ACTIVE};
   run->queued_ = run->published_;
   run->closed_ = run->state_ != v1::RUN_STATE_ACTIVE;
+  // A tombstone of a run moved to another replica stays frozen.
+  run->moved_to_ = c.moved_to();
+  run->moving_ = !c.moved_to().empty();
 
   const absl::Time now = deps.clock->Now();
   for (auto& [id, lr] : loaded.ranks) {

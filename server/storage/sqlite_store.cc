@@ -49,6 +49,7 @@ SqliteStore::~SqliteStore() {
     sqlite3_finalize(s.delete_upto);
     sqlite3_finalize(s.delete_run);
     sqlite3_finalize(s.scan);
+    sqlite3_finalize(s.scan_run);
   }
   sqlite3_finalize(begin_);
   sqlite3_finalize(commit_);
@@ -221,6 +222,10 @@ absl::Status SqliteStore::Prepare() {
     if (st.ok()) {
       st = prep("SELECT run, k1, k2, v FROM " + name + " ORDER BY run, k1, k2", &s.scan);
     }
+    if (st.ok()) {
+      st = prep("SELECT run, k1, k2, v FROM " + name + " WHERE run = ?1 ORDER BY k1, k2",
+                &s.scan_run);
+    }
     if (!st.ok()) return st;
   }
   absl::Status st = prep("BEGIN", &begin_);
@@ -274,28 +279,46 @@ absl::Status SqliteStore::Apply(const std::vector<StoreOp>& ops) {
   return s;
 }
 
+absl::Status SqliteStore::VisitRows(Table t, sqlite3_stmt* st,
+                                     const std::function<absl::Status(StoredRow&&)>& visit) {
+  int rc;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    StoredRow row;
+    row.table = t;
+    const unsigned char* run = sqlite3_column_text(st, 0);
+    row.run.assign(reinterpret_cast<const char*>(run), sqlite3_column_bytes(st, 0));
+    row.k1 = static_cast<uint64_t>(sqlite3_column_int64(st, 1));
+    row.k2 = static_cast<uint64_t>(sqlite3_column_int64(st, 2));
+    const void* v = sqlite3_column_blob(st, 3);
+    row.value.assign(static_cast<const char*>(v), sqlite3_column_bytes(st, 3));
+    absl::Status s = visit(std::move(row));
+    if (!s.ok()) {
+      sqlite3_reset(st);
+      sqlite3_clear_bindings(st);
+      return s;
+    }
+  }
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  if (rc != SQLITE_DONE) return Error(absl::StrCat("reading table ", TableName(t)).c_str(), rc);
+  return absl::OkStatus();
+}
+
 absl::Status SqliteStore::Scan(const std::function<absl::Status(StoredRow&&)>& visit) {
   absl::MutexLock l(&mu_);
   for (Table t : kAllTables) {
-    sqlite3_stmt* st = stmts_[Index(t)].scan;
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-      StoredRow row;
-      row.table = t;
-      const unsigned char* run = sqlite3_column_text(st, 0);
-      row.run.assign(reinterpret_cast<const char*>(run), sqlite3_column_bytes(st, 0));
-      row.k1 = static_cast<uint64_t>(sqlite3_column_int64(st, 1));
-      row.k2 = static_cast<uint64_t>(sqlite3_column_int64(st, 2));
-      const void* v = sqlite3_column_blob(st, 3);
-      row.value.assign(static_cast<const char*>(v), sqlite3_column_bytes(st, 3));
-      absl::Status s = visit(std::move(row));
-      if (!s.ok()) {
-        sqlite3_reset(st);
-        return s;
-      }
-    }
-    sqlite3_reset(st);
-    if (rc != SQLITE_DONE) return Error(absl::StrCat("reading table ", TableName(t)).c_str(), rc);
+    if (absl::Status s = VisitRows(t, stmts_[Index(t)].scan, visit); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SqliteStore::ScanRun(const std::string& run,
+                                  const std::function<absl::Status(StoredRow&&)>& visit) {
+  absl::MutexLock l(&mu_);
+  for (Table t : kAllTables) {
+    sqlite3_stmt* st = stmts_[Index(t)].scan_run;
+    sqlite3_bind_text(st, 1, run.data(), static_cast<int>(run.size()), SQLITE_TRANSIENT);
+    if (absl::Status s = VisitRows(t, st, visit); !s.ok()) return s;
   }
   return absl::OkStatus();
 }

@@ -44,6 +44,8 @@ class SqliteStore final : public Store {
 
   absl::Status Apply(const std::vector<StoreOp>& ops) override;
   absl::Status Scan(const std::function<absl::Status(StoredRow&&)>& visit) override;
+  absl::Status ScanRun(const std::string& run,
+                       const std::function<absl::Status(StoredRow&&)>& visit) override;
   bool persistent() const override { return true; }
   std::string Describe() const override;
 
@@ -51,6 +53,10 @@ class SqliteStore final : public Store {
   SqliteStore(std::string path, SqliteOptions options, sqlite3* db);
   absl::Status Prepare();
   absl::Status Exec(const char* sql);
+  // Steps `st` (bound, or visiting every row) and visits each row of `t`.
+  absl::Status VisitRows(Table t, sqlite3_stmt* st,
+                         const std::function<absl::Status(StoredRow&&)>& visit)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Error(const char* what, int rc) const;
 
   const std::string path_;
@@ -62,6 +68,7 @@ class SqliteStore final : public Store {
     sqlite3_stmt* delete_upto = nullptr;
     sqlite3_stmt* delete_run = nullptr;
     sqlite3_stmt* scan = nullptr;
+    sqlite3_stmt* scan_run = nullptr;  // one run's rows, by the primary key
   };
   Statements stmts_[sizeof(kAllTables) / sizeof(kAllTables[0]) + 1] ABSL_GUARDED_BY(mu_);
   sqlite3_stmt* begin_ ABSL_GUARDED_BY(mu_) = nullptr;
