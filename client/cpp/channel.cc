@@ -38,7 +38,11 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& ta
   if (!o.server_name.empty() && o.ca_file.empty()) {
     return absl::InvalidArgumentError("--tls_server_name needs TLS: give the server's CA (--ca)");
   }
-  if (o.ca_file.empty()) return grpc::CreateChannel(target, grpc::InsecureChannelCredentials());
+  grpc::ChannelArguments args;
+  if (o.max_receive_message_bytes > 0) args.SetMaxReceiveMessageSize(o.max_receive_message_bytes);
+  if (o.ca_file.empty()) {
+    return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+  }
   grpc::SslCredentialsOptions ssl;
   absl::StatusOr<std::string> ca = ReadPem(o.ca_file, "CA certificate");
   if (!ca.ok()) return ca.status();
@@ -51,7 +55,6 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& ta
     ssl.pem_cert_chain = *cert;
     ssl.pem_private_key = *key;
   }
-  grpc::ChannelArguments args;
   if (!o.server_name.empty()) args.SetSslTargetNameOverride(o.server_name);
   return grpc::CreateCustomChannel(target, grpc::SslCredentials(ssl), args);
 }

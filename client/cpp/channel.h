@@ -29,6 +29,9 @@ struct ChannelSecurity {
   // Bearer token, sent as "authorization: Bearer <token>" on every call.
   // Empty: none.
   std::string token;
+  // Largest message the channel accepts, bytes; 0: gRPC's default (4 MiB).
+  // spotterctl raises it for ExportRun, whose answer holds a whole run.
+  int max_receive_message_bytes = 0;
 };
 
 // The channel to `target` (host:port) with `security`'s transport.

@@ -18,6 +18,7 @@
 #include "client/cpp/channel.h"
 #include "client/cpp/ctl/format.h"
 #include "client/cpp/ctl/plot.h"
+#include "client/cpp/ctl/scale.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
@@ -57,6 +58,17 @@ ABSL_FLAG(std::string, reason, "", "override, finish: why (recorded in the run's
 ABSL_FLAG(std::string, o, "", "plot: the PNG file to write");
 ABSL_FLAG(int32_t, width, 1200, "plot: image width, pixels");
 ABSL_FLAG(int32_t, height, 900, "plot: image height, pixels");
+ABSL_FLAG(std::string, replicas, "",
+          "runs, health, rebalance: the replicas, host:port,...; a name resolving to several "
+          "addresses (a headless service) stands for all of them [$SPOTTER_REPLICAS]");
+ABSL_FLAG(std::string, from, "", "move: the replica (host:port) holding the run");
+ABSL_FLAG(std::string, to, "", "move: the replica (host:port) to move it to");
+ABSL_FLAG(std::string, gateway, "",
+          "rebalance: a gateway (host:port) routing by the new replica list");
+ABSL_FLAG(bool, dry_run, false, "rebalance: print what would be moved or deleted, change nothing");
+ABSL_FLAG(bool, finish, false,
+          "rebalance: delete the tombstones of moved runs the gateway now routes to their new "
+          "owner");
 
 namespace v1 = spotter::v1;
 
@@ -78,6 +90,15 @@ constexpr char kUsage[] =
     "  finish RUN [--reason=TEXT]            issue the final stop and close the run\n"
     "  delete RUN                            forget the run and its history\n"
     "  health                                gRPC health of the server\n"
+    "Several replicas behind a gateway (docs/SCALING.md):\n"
+    "  runs --replicas=A,B,...               every replica's runs, merged, with their replica\n"
+    "  health --replicas=A,B,...             health of each replica\n"
+    "  where RUN                             which replica answers for RUN at --server\n"
+    "  move RUN --from=A --to=B              freeze RUN on A, copy it with its history to B;\n"
+    "                                        A keeps a tombstone answering UNAVAILABLE\n"
+    "  rebalance --gateway=GW --replicas=A,B,... [--dry_run] [--finish]\n"
+    "                                        move every run GW routes to another replica;\n"
+    "                                        --finish: then delete the tombstones\n"
     "Environment: SPOTTER_SERVER, SPOTTER_TOKEN, SPOTTER_CA, SPOTTER_CERT, SPOTTER_KEY and\n"
     "SPOTTER_TLS_SERVER_NAME stand in for the flags they name when those are not given.\n"
     "Exit codes: 0 done; 1 health: not serving; 2 the server refused the call; 3 no such run;\n"
@@ -496,8 +517,39 @@ int main(int argc, char** argv) {
     return made.status().code() == absl::StatusCode::kInvalidArgument ? kExitUsage : kExitLocal;
   }
   std::shared_ptr<grpc::Channel> channel = *made;
+  spotter::ctl::CtlEnv env;
+  env.security = security;
+  env.security.token = g_token;
+  env.timeout = absl::Seconds(absl::GetFlag(FLAGS_timeout));
+  env.json = g_json;
+  env.fail = Fail;
+  std::vector<std::string> replicas;
+  if (const std::string list = FlagOrEnv(absl::GetFlag(FLAGS_replicas), "SPOTTER_REPLICAS");
+      !list.empty() && (cmd == "runs" || cmd == "health" || cmd == "rebalance")) {
+    std::string error;
+    replicas = spotter::ctl::ExpandReplicas(list, &error);
+    if (replicas.empty()) return Usage(error);
+  }
+  if (cmd == "health" && !replicas.empty()) return spotter::ctl::HealthAcross(env, replicas);
   if (cmd == "health") return Health(channel);
+  if (cmd == "rebalance") {
+    if (absl::GetFlag(FLAGS_gateway).empty() || replicas.empty()) {
+      return Usage("rebalance needs --gateway and --replicas");
+    }
+    return spotter::ctl::Rebalance(env, absl::GetFlag(FLAGS_gateway), replicas,
+                                   absl::GetFlag(FLAGS_dry_run), absl::GetFlag(FLAGS_finish));
+  }
   auto stub = v1::SpotterService::NewStub(channel);
+  if (cmd == "runs" && !replicas.empty()) {
+    const std::string state = absl::GetFlag(FLAGS_state);
+    if (!state.empty() && state != "active" && state != "finished") {
+      return Usage("--state must be active or finished");
+    }
+    return spotter::ctl::RunsAcross(env, replicas,
+                                    state == "active"     ? v1::RUN_STATE_ACTIVE
+                                    : state == "finished" ? v1::RUN_STATE_FINISHED
+                                                          : v1::RUN_STATE_UNSPECIFIED);
+  }
   if (cmd == "runs") return Runs(*stub);
   if (args.size() < 3) return Usage(cmd + " needs a run name");
   const std::string run = args[2];
@@ -509,5 +561,12 @@ int main(int argc, char** argv) {
   if (cmd == "override") return Override(*stub, run);
   if (cmd == "finish") return Finish(*stub, run);
   if (cmd == "delete") return Delete(*stub, run);
+  if (cmd == "where") return spotter::ctl::Where(env, server, run);
+  if (cmd == "move") {
+    if (absl::GetFlag(FLAGS_from).empty() || absl::GetFlag(FLAGS_to).empty()) {
+      return Usage("move needs --from and --to");
+    }
+    return spotter::ctl::Move(env, run, absl::GetFlag(FLAGS_from), absl::GetFlag(FLAGS_to));
+  }
   return Usage("unknown command " + cmd);
 }
