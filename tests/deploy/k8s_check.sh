@@ -5,7 +5,8 @@
 # named ports, gRPC health probes, resource requests, the dashboard ConfigMap,
 # a PodDisruptionBudget and a NetworkPolicy, no CRD in the base, the
 # monitoring overlay's ServiceMonitor and PrometheusRule (the rules file's
-# groups), and the TLS overlay.
+# groups), the TLS overlay, and the scale-out overlay (N replicas behind the
+# nginx gateway rendering deploy/nginx/spotter-gateway.conf).
 # Usage: k8s_check.sh SOURCE_DIR NODE_DIR
 set -euo pipefail
 src=$1
@@ -52,6 +53,42 @@ if grep -qE '^ +- --insecure$' "$tmp/tls.yaml"; then echo "FAIL: TLS overlay kee
 [ "$(grep -cE '^ +grpc:$' "$tmp/tls.yaml")" -eq 0 ] || { echo "FAIL: plaintext gRPC probes under TLS"; exit 1; }
 [ "$(grep -cE -- '--tls_server_name=spotterd' "$tmp/tls.yaml")" -eq 3 ] \
   || { echo "FAIL: 3 spotterctl probes over TLS"; exit 1; }
+# The scale-out overlay: N replicas with --require_run_header, the gateway
+# Deployment rendering the shipped nginx config (the same file, byte for
+# byte) for as many replicas as the StatefulSet has.
+kubectl kustomize "$src/deploy/k8s/overlays/scale-out" > "$tmp/scale.yaml"
+node "$node/validate_k8s.mjs" "$tmp/scale.yaml"
+/usr/bin/python3 - "$tmp/scale.yaml" "$src/deploy/nginx/spotter-gateway.conf" <<'PY' || exit 1
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+def one(kind, name):
+    found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"].startswith(name)]
+    if len(found) != 1: sys.exit(f"FAIL: scale-out: {len(found)} {kind} {name}")
+    return found[0]
+sts = one("StatefulSet", "spotterd")
+n = sts["spec"]["replicas"]
+if n < 2: sys.exit(f"FAIL: scale-out: StatefulSet replicas {n}")
+if "--require_run_header" not in sts["spec"]["template"]["spec"]["containers"][0]["args"]:
+    sys.exit("FAIL: scale-out: the replicas lack --require_run_header")
+if not sts["spec"]["volumeClaimTemplates"]:
+    sys.exit("FAIL: scale-out: no volume per replica")
+gw = one("Deployment", "spotter-gateway")
+c = gw["spec"]["template"]["spec"]["containers"][0]
+env = {e["name"]: e.get("value") for e in c.get("env", [])}
+if env.get("SPOTTER_REPLICAS") != str(n):
+    sys.exit(f"FAIL: scale-out: the gateway routes to {env.get('SPOTTER_REPLICAS')} replicas, "
+             f"the StatefulSet has {n}")
+cm = one("ConfigMap", "spotter-gateway")
+mounted = [v for v in gw["spec"]["template"]["spec"]["volumes"] if "configMap" in v]
+if [v["configMap"]["name"] for v in mounted] != [cm["metadata"]["name"]]:
+    sys.exit("FAIL: scale-out: the gateway does not mount the generated ConfigMap")
+if cm["data"]["spotter-gateway.conf"] != open(sys.argv[2]).read():
+    sys.exit("FAIL: scale-out: the ConfigMap is not deploy/nginx/spotter-gateway.conf")
+hl = one("Service", "spotterd-headless")
+if not hl["spec"].get("publishNotReadyAddresses"):
+    sys.exit("FAIL: scale-out: the headless Service hides not-ready replicas from the gateway")
+one("Service", "spotter-gateway")
+PY
 # The validation must be able to fail.
 sed 's/containerPort: 50051/containerPort: grpc/' "$tmp/all.yaml" > "$tmp/bad.yaml"
 if node "$node/validate_k8s.mjs" "$tmp/bad.yaml" > /dev/null 2>&1; then
