@@ -91,7 +91,11 @@ absl::StatusOr<std::shared_ptr<Run>> Run::Restore(LoadedRun loaded, const RunDep
     for (const v1::SketchBatch& b : lr.uploads) r->logged_bytes += b.data().size();
     run->max_step_ = std::max(run->max_step_, r->reported_step);
   }
-  if (run->state_ == v1::RUN_STATE_ACTIVE) {
+  // A tombstone of a moved run reports no per-run series: its new owner
+  // does (dashboards would otherwise see the run on two replicas).
+  if (run->state_ == v1::RUN_STATE_ACTIVE && run->moving_) {
+    deps.metrics->runs_active.Increment();
+  } else if (run->state_ == v1::RUN_STATE_ACTIVE) {
     run->metrics_ = std::make_unique<RunMetrics>(deps.metrics->runs(), run->name_);
     const Directive& d = run->directives_.back();
     uint64_t decided = 0;  // the opening directive has no transition

@@ -6,10 +6,13 @@ variable and of every annotation, substitutes the template variables, and
 asks Prometheus's HTTP API. A panel query must return at least one series at
 the current time; an annotation query must return one over the last
 --range_seconds (annotations mark events, which are in the past); the run
-variable's query must offer --run.
+variable's query must offer --run. With --one_series_per_run, a query about
+the run must return exactly one series (several replicas are scraped: the
+run's panels must not split by instance).
 
 Usage: prometheus_dashboard.py --prometheus URL --dashboard FILE --run NAME
                                [--var name=value ...] [--range_seconds N]
+                               [--one_series_per_run]
 Exit status 1 with one line per failing query.
 """
 import argparse
@@ -54,6 +57,7 @@ def main():
     ap.add_argument("--run", required=True)
     ap.add_argument("--var", action="append", default=[])
     ap.add_argument("--range_seconds", type=int, default=600)
+    ap.add_argument("--one_series_per_run", action="store_true")
     a = ap.parse_args()
     dash = json.load(open(a.dashboard))
     variables = {"run": a.run, "__rate_interval": "15s", "__interval": "5s",
@@ -84,11 +88,14 @@ def main():
             expr = substitute(t["expr"], variables)
             result = api(a.prometheus, "/api/v1/query", {"query": expr})["result"]
             ok = len(result) > 0
+            if a.one_series_per_run and "$run" in t["expr"]:
+                ok = len(result) == 1
             print(f"{'ok  ' if ok else 'FAIL'} panel '{p['title']}' {t['refId']}: "
                   f"{len(result)} series  {expr}")
             checked += 1
             if not ok:
-                failures.append(f"panel '{p['title']}' query {t['refId']} returned no series: {expr}")
+                failures.append(f"panel '{p['title']}' query {t['refId']} returned "
+                                f"{len(result)} series: {expr}")
 
     now = time.time()
     for an in dash.get("annotations", {}).get("list", []):

@@ -7,7 +7,10 @@
 #     variable substituted, returns at least one series
 #     (prometheus_dashboard.py), and the directive annotations find events;
 #   - the cap on exported runs drops a second run and counts it;
-#   - the run's series leave /metrics after the idle TTL once it stops.
+#   - the run's series leave /metrics after the idle TTL once it stops;
+#   - with a second replica scraped under the same job (docs/SCALING.md),
+#     each run's panels still show one series (per-run queries aggregate by
+#     run, server panels sum over instances), for the runs of both replicas.
 # Usage: prometheus_scrape.sh BUILD_DIR SOURCE_DIR
 set -euo pipefail
 build=$1
@@ -36,6 +39,15 @@ for _ in $(seq 200); do [ -s "$tmp/ports" ] && break; sleep 0.05; done
 grpc=127.0.0.1:$(sed -n 's/^grpc=//p' "$tmp/ports")
 metrics=$(sed -n 's/^metrics=//p' "$tmp/ports")
 ctl() { "$build/client/cpp/spotterctl" --server "$grpc" "$@"; }
+# A second replica with its own run, scraped under the same job.
+"$build/server/spotterd" --listen 127.0.0.1:0 --metrics_listen 127.0.0.1:0 \
+  --port_file "$tmp/ports_b" --metrics_run_ttl ${ttl}s \
+  2> "$tmp/spotterd_b.log" &
+pids+=($!)
+for _ in $(seq 200); do [ -s "$tmp/ports_b" ] && break; sleep 0.05; done
+[ -s "$tmp/ports_b" ] || fail "the second spotterd did not start"
+grpc_b=127.0.0.1:$(sed -n 's/^grpc=//p' "$tmp/ports_b")
+metrics_b=$(sed -n 's/^metrics=//p' "$tmp/ports_b")
 
 # Prometheus on a free loopback port (it cannot report a port 0 bind, so pick
 # one; retry if another process takes it first).
@@ -48,7 +60,7 @@ rule_files:
 scrape_configs:
   - job_name: spotterd
     static_configs:
-      - targets: ["127.0.0.1:$metrics"]
+      - targets: ["127.0.0.1:$metrics", "127.0.0.1:$metrics_b"]
 YAML
 promtool check config "$tmp/prometheus.yml" > /dev/null || fail "generated config invalid"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -77,8 +89,8 @@ wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
   until "$@"; do [ $SECONDS -lt $deadline ] || fail "timed out waiting for $what"; sleep 0.5; done
 }
 
-up_is_1() { [ "$(q 'up{job="spotterd"} == 1' | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["data"]["result"]))')" = 1 ]; }
-wait_for 30 "the spotterd target to be up" up_is_1
+up_is_1() { [ "$(q 'up{job="spotterd"} == 1' | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["data"]["result"]))')" = 2 ]; }
+wait_for 30 "both spotterd targets to be up" up_is_1
 targets=$(curl -sf "$prom/api/v1/targets")
 grep -q '"health":"up"' <<< "$targets" || fail "target not healthy: $targets"
 
@@ -87,6 +99,10 @@ grep -q '"health":"up"' <<< "$targets" || fail "target not healthy: $targets"
   > "$tmp/trainer.log" 2>&1 &
 trainer=$!
 pids+=($trainer)
+"$build/examples/synthetic_trainer" --server "$grpc_b" --run $run-b --step_ms 8 --quiet \
+  > "$tmp/trainer_b.log" 2>&1 &
+trainer_b=$!
+pids+=($trainer_b)
 ctl show no-such-run > /dev/null 2>&1 && fail "show of an unknown run succeeded"  # a counted reject
 run_in_prometheus() { [ "$(count "spotter_run_effective_rank{run=\"$run\"} >= 0")" = 1 ]; }
 wait_for 60 "an evaluated $run in Prometheus" run_in_prometheus
@@ -123,6 +139,7 @@ ctl runs > "$tmp/runs.txt"
 grep -q '^capped ' "$tmp/runs.txt" || fail "the capped run is not held by the server"
 
 wait "$trainer" || { cat "$tmp/trainer.log"; fail "trainer failed"; }
+wait "$trainer_b" || { cat "$tmp/trainer_b.log"; fail "the second replica's trainer failed"; }
 grep -q "stopped by directive" "$tmp/trainer.log" || fail "the run never reached its stop"
 
 # Every dashboard query, the run substituted, has data; the directive
@@ -131,7 +148,15 @@ sleep 2  # a scrape after the last update
 for d in "$src"/deploy/grafana/dashboards/*.json; do
   python3 "$src/tests/e2e/prometheus_dashboard.py" --prometheus "$prom" --dashboard "$d" \
     --run $run --var job=spotterd --range_seconds 300 || fail "dashboard $(basename "$d")"
+  python3 "$src/tests/e2e/prometheus_dashboard.py" --prometheus "$prom" --dashboard "$d" \
+    --run $run-b --var job=spotterd --range_seconds 300 --one_series_per_run \
+    || fail "dashboard $(basename "$d") for the second replica's run"
 done
+# The two runs' series come from different instances (the check above is
+# about several replicas), and the server panels sum over both.
+instances=$(count "count by (instance) (spotter_run_step{run=~\"$run|$run-b\"})")
+[ "$instances" = 2 ] || fail "the runs' series come from $instances instances, expected 2"
+[ "$(count 'sum(spotter_streams{job=~"spotterd"})')" = 1 ] || fail "server panel not summed"
 
 # spotterctl plot: a valid PNG of the requested size (every chunk CRC and the
 # zlib stream checked, one filter byte plus 3 bytes a pixel per row).
