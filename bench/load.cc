@@ -151,6 +151,12 @@ double Percentile(std::vector<double> v, double p) {
 
 std::string RunName(int r) { return absl::StrFormat("load-%d", r); }
 
+// Every call about a run carries it as metadata, as the clients do, so a
+// gateway that routes runs to replicas (docs/SCALING.md) can be measured.
+void AddRunHeader(grpc::ClientContext* ctx, const std::string& run) {
+  ctx->AddMetadata("x-spotter-run", run);
+}
+
 v1::RunConfig Config(int world) {
   v1::RunConfig c;
   c.set_sketch_dim(absl::GetFlag(FLAGS_dim));
@@ -186,6 +192,7 @@ void Stream(v1::SpotterService::Stub* stub, int run, int rank, absl::Time end,
   const int window = absl::GetFlag(FLAGS_window);
   const absl::Duration pace = absl::Microseconds(1000 * absl::GetFlag(FLAGS_step_ms));
   grpc::ClientContext ctx;
+  AddRunHeader(&ctx, RunName(run));
   auto stream = stub->Connect(&ctx);
   absl::Mutex mu;
   uint64_t acked = 0;
@@ -526,6 +533,7 @@ int OpenIdleRuns(v1::SpotterService::Stub* stub, int n, const std::string& data)
       for (int i = next++; i < n; i = next++) {
         const std::string name = absl::StrFormat("idle-%d", i);
         grpc::ClientContext octx;
+        AddRunHeader(&octx, name);
         v1::OpenRunRequest open;
         open.set_name(name);
         *open.mutable_config() = Config(1);
@@ -535,6 +543,7 @@ int OpenIdleRuns(v1::SpotterService::Stub* stub, int n, const std::string& data)
           continue;
         }
         grpc::ClientContext ctx;
+        AddRunHeader(&ctx, name);
         auto stream = stub->Connect(&ctx);
         v1::ConnectRequest req;
         req.mutable_hello()->set_run(name);
@@ -629,6 +638,7 @@ int Main() {
   }
   for (int r = 0; r < nruns; ++r) {
     grpc::ClientContext ctx;
+    AddRunHeader(&ctx, RunName(r));
     v1::OpenRunRequest req;
     req.set_name(RunName(r));
     *req.mutable_config() = Config(world);
@@ -654,6 +664,7 @@ int Main() {
       watchers.emplace_back([&, r, ctx = watch_ctx.back().get()] {
         v1::WatchRunRequest req;
         req.set_name(RunName(r));
+        AddRunHeader(ctx, RunName(r));
         auto reader = stubs[r % stubs.size()]->WatchRun(ctx, req);
         const uint64_t every = absl::GetFlag(FLAGS_eval_every);
         uint64_t prev = 0;
@@ -701,6 +712,7 @@ int Main() {
       grpc::ClientContext ctx;
       v1::OverridePhaseRequest req;
       req.set_name(RunName(static_cast<int>(rng() % nruns)));
+      AddRunHeader(&ctx, req.name());
       req.set_action(v1::OverridePhaseRequest::ACTION_FORCE_PHASE);
       req.set_phase(++i % 2 ? v1::PHASE_REFINEMENT : v1::PHASE_ACQUISITION);
       v1::OverridePhaseResponse resp;
