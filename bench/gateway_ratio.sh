@@ -6,7 +6,9 @@
 # the ratio is the proxy's cost alone. spotter_load drives it the same way
 # each time (the run header on every call, an operator override every
 # 500 ms whose delivery latency is the directive latency); direct and
-# gateway runs alternate, ROUNDS times each, and the medians are reported.
+# gateway runs alternate, ROUNDS times each, each against a fresh spotterd
+# on the same port (a run that exists already would drop the replayed seqs
+# as duplicates, which is cheaper than ingest), and the medians are reported.
 #   bench/gateway_ratio.sh BUILD_DIR [SECONDS] [ROUNDS] [STREAMS]
 set -euo pipefail
 build=$(cd "$1" && pwd)
@@ -26,11 +28,20 @@ trap cleanup EXIT
 command -v nginx > /dev/null || { echo "nginx missing"; exit 1; }
 free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-"$build/server/spotterd" --listen 127.0.0.1:0 --metrics_listen "" --port_file "$tmp/ports" \
-  --state_file "$tmp/state.db" --require_run_header 2> "$tmp/spotterd.log" &
-spid=$!
-for _ in $(seq 200); do [ -s "$tmp/ports" ] && break; sleep 0.05; done
-direct=127.0.0.1:$(sed -n 's/^grpc=//p' "$tmp/ports")
+direct=127.0.0.1:$(free_port)
+start_spotterd() {  # a fresh spotterd (empty state file) on $direct
+  rm -f "$tmp"/state.db*
+  "$build/server/spotterd" --listen "$direct" --metrics_listen "" \
+    --state_file "$tmp/state.db" --require_run_header 2>> "$tmp/spotterd.log" &
+  spid=$!
+  for _ in $(seq 200); do
+    "$build/client/cpp/spotterctl" --server "$direct" health > /dev/null 2>&1 && return 0
+    sleep 0.05
+  done
+  echo "spotterd did not start on $direct"; exit 1
+}
+stop_spotterd() { kill -TERM "$spid"; wait "$spid" 2>/dev/null || true; spid=""; }
+start_spotterd
 
 mkdir -p "$tmp/gw"
 port=$(free_port)
@@ -47,6 +58,8 @@ done
 
 # 16 rows x 1024 floats = 64 KiB of sketch data per message.
 load() {  # load TARGET ROUND
+  stop_spotterd
+  start_spotterd
   "$build/bench/spotter_load" --server "$1" --server_pid "$spid" --streams "$streams" \
     --runs 4 --seconds "$seconds" --rows 16 --dim 1024 --sketch_rows 64 --window 32 \
     --override_ms 500 --report "$tmp/$2.json" > "$tmp/$2.log" 2>&1 \
