@@ -16,8 +16,10 @@
 #     while some of them stream, the gateway is reloaded with the new list,
 #     and rebalance --finish deletes the tombstones. Every run then lives on
 #     exactly one of the four replicas, the moved ones with their full
-#     history (points, transitions, directives, ranks' seqs), and the
-#     trainers that streamed across the move lost nothing acknowledged.
+#     history (idle runs: byte-identical trajectory, same ranks' seqs;
+#     streaming runs: the history frozen at the move is a prefix of the new
+#     owner's, which went on), and the trainers that streamed across the
+#     move reconnected and lost nothing acknowledged.
 # Usage: gateway.sh BUILD_DIR SOURCE_DIR (KEEP_TMP=1 keeps the logs and state)
 set -euo pipefail
 build=$(cd "$1" && pwd)
@@ -188,6 +190,14 @@ done
 sleep 2
 ctl rebalance --gateway "$staging" --replicas "$all" > "$tmp/rebalance.log" 2>&1 \
   || { cat "$tmp/rebalance.log"; fail "rebalance"; }
+# The history a streaming run had when it was frozen, read from its
+# tombstone: the new owner must hold all of it, and only add to it.
+for name in "${moving[@]}"; do
+  from=$(sed -n "s/^run $name moved from \([^ ]*\) to .*/\1/p" "$tmp/rebalance.log")
+  [ -n "$from" ] || fail "rebalance did not move $name"
+  ctl --server "$from" trajectory "$name" --format json > "$tmp/frozen-$name.json" \
+    || fail "the tombstone of $name is not readable"
+done
 # Point the gateway at the four replicas (nginx reloads on SIGHUP) and wait
 # until it routes a moved run to the new replica.
 render "$tmp/gw" "$gw" 4
@@ -225,6 +235,12 @@ done
 total=$((runs + ${#live[@]}))
 [ "${#owner[@]}" -eq $total ] || fail "${#owner[@]} runs across four replicas, expected $total"
 ctl runs --replicas "$all" > "$tmp/merged.txt" || fail "runs --replicas reports a problem"
+ctl health --replicas "$all" > "$tmp/health.txt" || fail "health --replicas: not every replica serves"
+[ "$(grep -c ' SERVING$' "$tmp/health.txt")" -eq 4 ] || fail "health --replicas: $(cat "$tmp/health.txt")"
+# A name standing for one address stays one replica (localhost is 127.0.0.1
+# and maybe ::1: one server).
+[ "$(ctl health --replicas "localhost:${ports[0]}" | grep -c ' SERVING$')" -eq 1 ] \
+  || fail "health --replicas localhost:PORT"
 [ "$(awk 'NR > 1' "$tmp/merged.txt" | wc -l)" -eq $total ] || fail "runs --replicas lists $(awk 'NR > 1' "$tmp/merged.txt" | wc -l) runs"
 for j in $(seq 1 $runs); do
   r=gw-$j
@@ -257,6 +273,16 @@ for name in "${moving[@]}"; do
   [ "${owner[$name]}" -eq 3 ] || fail "live run $name should have moved to replica 3, is on ${owner[$name]}"
   grep -qE "rank 0: .*, ([2-9]|[1-9][0-9]+) connects" "$tmp/trainer-$name.log" \
     || fail "live run $name moved but its trainer never reconnected"
+  ctl --server "127.0.0.1:${ports[3]}" trajectory "$name" --format json > "$tmp/moved-$name.json" \
+    || fail "trajectory of $name on its new owner"
+  py '
+import json, sys
+frozen, now = (json.load(open(f)) for f in sys.argv[1:3])
+for key in ("points", "transitions", "directives"):
+    a, b = frozen.get(key, []), now.get(key, [])
+    assert b[:len(a)] == a, f"{key}: the {len(a)} frozen ones are not a prefix of the {len(b)} now"
+assert len(now.get("points", [])) > len(frozen.get("points", [])), "no point after the move"
+' "$tmp/frozen-$name.json" "$tmp/moved-$name.json" || fail "live run $name: history lost in the move"
 done
 echo "ok (2/2): scaled to 4 replicas: $moved_runs runs moved (${#moving[@]} of them streaming)," \
   "every run on one replica with its full history, nothing acknowledged lost"

@@ -171,17 +171,21 @@ std::vector<std::string> ExpandReplicas(const std::string& list, std::string* er
       *error = absl::StrFormat("replica '%s': cannot resolve %s: %s", entry, host, gai_strerror(rc));
       return {};
     }
-    std::vector<std::string> ips;
+    // IPv4 addresses when there are any: "localhost" resolving to both
+    // 127.0.0.1 and ::1 is one server, not two.
+    std::vector<std::string> ips, ips6;
     for (addrinfo* a = res; a != nullptr; a = a->ai_next) {
       char ip[NI_MAXHOST];
       if (getnameinfo(a->ai_addr, a->ai_addrlen, ip, sizeof(ip), nullptr, 0, NI_NUMERICHOST) != 0) {
         continue;
       }
+      std::vector<std::string>& into = a->ai_family == AF_INET6 ? ips6 : ips;
       const std::string addr = a->ai_family == AF_INET6 ? absl::StrFormat("[%s]:%s", ip, port)
                                                         : absl::StrFormat("%s:%s", ip, port);
-      if (std::find(ips.begin(), ips.end(), addr) == ips.end()) ips.push_back(addr);
+      if (std::find(into.begin(), into.end(), addr) == into.end()) into.push_back(addr);
     }
     freeaddrinfo(res);
+    if (ips.empty()) ips = std::move(ips6);
     // One name with one address stays a name (TLS checks it); a name with
     // several (a headless service) is every replica behind it.
     if (ips.size() <= 1) ips = {std::string(entry)};
