@@ -1,10 +1,9 @@
 #include "server/rpc/server.h"
 
-#include <unistd.h>
-
 #include <grpcpp/security/server_credentials.h>
 #include <grpcpp/security/tls_certificate_provider.h>
 #include <grpcpp/security/tls_credentials_options.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>

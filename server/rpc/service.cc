@@ -394,10 +394,10 @@ grpc::ServerUnaryReactor* SpotterServiceImpl::ExportRun(grpc::CallbackServerCont
       ctx, Rpc::kExportRun, raw, out, [this](const Principal*, const v1::ExportRunRequest& req) {
         UnaryResult<v1::ExportRunResponse> r;
         if (req.moved_to().empty()) {
-          r.status = WithReason(absl::InvalidArgumentError(
-                                    "moved_to is empty: name the replica (host:port) the run "
-                                    "moves to; the tombstone left here names it"),
-                                "export_without_target");
+          r.status = WithReason(
+              absl::InvalidArgumentError("moved_to is empty: name the replica (host:port) the run "
+                                         "moves to; the tombstone left here names it"),
+              "export_without_target");
           return r;
         }
         if (!options_.deps.persistent || options_.store == nullptr) {
@@ -468,8 +468,8 @@ grpc::ServerUnaryReactor* SpotterServiceImpl::ImportRun(grpc::CallbackServerCont
                 "import_bad_rows");
             return r;
           }
-          rows.push_back({static_cast<Table>(row.table()), req.name(), row.k1(), row.k2(),
-                          row.value()});
+          rows.push_back(
+              {static_cast<Table>(row.table()), req.name(), row.k1(), row.k2(), row.value()});
         }
         absl::StatusOr<std::shared_ptr<Run>> run = runs_.Import(req.name(), std::move(rows));
         r.status = run.status();

@@ -59,8 +59,7 @@ class RunRegistry {
   // ALREADY_EXISTS: a run of that name is here. INVALID_ARGUMENT: the rows
   // are damaged, belong to another run or do not form one whole run.
   // RESOURCE_EXHAUSTED: the run quotas, as for Open.
-  absl::StatusOr<std::shared_ptr<Run>> Import(const std::string& name,
-                                              std::vector<StoredRow> rows);
+  absl::StatusOr<std::shared_ptr<Run>> Import(const std::string& name, std::vector<StoredRow> rows);
 
  private:
   const RunDeps deps_;

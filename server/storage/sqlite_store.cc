@@ -280,7 +280,7 @@ absl::Status SqliteStore::Apply(const std::vector<StoreOp>& ops) {
 }
 
 absl::Status SqliteStore::VisitRows(Table t, sqlite3_stmt* st,
-                                     const std::function<absl::Status(StoredRow&&)>& visit) {
+                                    const std::function<absl::Status(StoredRow&&)>& visit) {
   int rc;
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     StoredRow row;

@@ -104,9 +104,8 @@ class Store {
   // stores with an index on run override it.
   virtual absl::Status ScanRun(const std::string& run,
                                const std::function<absl::Status(StoredRow&&)>& visit) {
-    return Scan([&](StoredRow&& row) {
-      return row.run == run ? visit(std::move(row)) : absl::OkStatus();
-    });
+    return Scan(
+        [&](StoredRow&& row) { return row.run == run ? visit(std::move(row)) : absl::OkStatus(); });
   }
 
   // False when nothing survives the process (NullStore): the server then

@@ -54,9 +54,8 @@ struct Replica {
     server = *std::move(s);
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(1 << 30);
-    stub = v1::SpotterService::NewStub(
-        grpc::CreateCustomChannel(absl::StrCat("127.0.0.1:", server->port()),
-                                  grpc::InsecureChannelCredentials(), args));
+    stub = v1::SpotterService::NewStub(grpc::CreateCustomChannel(
+        absl::StrCat("127.0.0.1:", server->port()), grpc::InsecureChannelCredentials(), args));
   }
   std::string address() const { return absl::StrCat("127.0.0.1:", server->port()); }
 };
@@ -161,14 +160,16 @@ class MoveTest : public ::testing::Test {
         ASSERT_TRUE(job->s[rank]->Write(Batch(seq, step, Rows(rank, step), 1.0 / step)));
         v1::ConnectResponse resp;
         bool acked = false;
-        while (!acked && job->s[rank]->Read(&resp)) acked = resp.has_ack() && resp.ack().seq() >= seq;
+        while (!acked && job->s[rank]->Read(&resp))
+          acked = resp.has_ack() && resp.ack().seq() >= seq;
         ASSERT_TRUE(acked) << "seq " << seq << " of rank " << rank << " not acknowledged";
       }
       if (step % SmallConfig().eval_every() == 0) {
         ASSERT_TRUE(Eventually([&] {
           const v1::RunInfo info = Info(r, run);
           return info.latest().step() == step;
-        })) << "no point at step " << step;
+        })) << "no point at step "
+            << step;
       }
     }
   }
@@ -244,8 +245,8 @@ TEST_F(MoveTest, TheMovedRunContinuesExactlyLikeARunThatNeverMoved) {
   // the next steps give the points of a run that never moved: the sketches
   // moved too.
   Job on_b;
-  ASSERT_NO_FATAL_FAILURE(Join(b_, run, &on_b, before.directives(before.directives_size() - 1)
-                                                    .version()));
+  ASSERT_NO_FATAL_FAILURE(
+      Join(b_, run, &on_b, before.directives(before.directives_size() - 1).version()));
   EXPECT_EQ(on_b.seq[0], 30u);
   EXPECT_EQ(on_b.seq[1], 30u);
   ASSERT_NO_FATAL_FAILURE(Steps(b_, run, &on_b, 31, 60));
@@ -363,9 +364,9 @@ TEST_F(MoveTest, EveryAnswerNamesTheReplica) {
     auto it = md.find("x-spotter-replica");
     return it == md.end() ? std::string() : std::string(it->second.data(), it->second.size());
   };
-  const std::string id =
-      find(ctx.GetServerInitialMetadata()).empty() ? find(ctx.GetServerTrailingMetadata())
-                                                   : find(ctx.GetServerInitialMetadata());
+  const std::string id = find(ctx.GetServerInitialMetadata()).empty()
+                             ? find(ctx.GetServerTrailingMetadata())
+                             : find(ctx.GetServerInitialMetadata());
   EXPECT_EQ(id, "replica-a");
 }
 

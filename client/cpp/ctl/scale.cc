@@ -168,7 +168,8 @@ std::vector<std::string> ExpandReplicas(const std::string& list, std::string* er
     hints.ai_socktype = SOCK_STREAM;
     addrinfo* res = nullptr;
     if (int rc = getaddrinfo(host.c_str(), port.c_str(), &hints, &res); rc != 0) {
-      *error = absl::StrFormat("replica '%s': cannot resolve %s: %s", entry, host, gai_strerror(rc));
+      *error =
+          absl::StrFormat("replica '%s': cannot resolve %s: %s", entry, host, gai_strerror(rc));
       return {};
     }
     // IPv4 addresses when there are any: "localhost" resolving to both
@@ -224,10 +225,11 @@ int RunsAcross(const CtlEnv& env, const std::vector<std::string>& replicas, int 
     for (const Listing& l : listings) {
       std::vector<std::string> runs;
       for (const v1::RunSummary& s : l.runs) runs.push_back(Json(s));
-      parts.push_back(absl::StrFormat(
-          "{\"address\": %s, \"replica\": %s, \"error\": %s, \"runs\": [%s]}",
-          JsonString(l.address), JsonString(l.id),
-          l.status.ok() ? "null" : JsonString(l.status.error_message()), absl::StrJoin(runs, ", ")));
+      parts.push_back(
+          absl::StrFormat("{\"address\": %s, \"replica\": %s, \"error\": %s, \"runs\": [%s]}",
+                          JsonString(l.address), JsonString(l.id),
+                          l.status.ok() ? "null" : JsonString(l.status.error_message()),
+                          absl::StrJoin(runs, ", ")));
     }
     std::printf("{\"replicas\": [%s]}\n", absl::StrJoin(parts, ", ").c_str());
     return rc;
@@ -332,12 +334,13 @@ int Move(const CtlEnv& env, const std::string& run, const std::string& from,
     }
   }
   if (env.json) {
-    absl::PrintF("{\"moved\": %s, \"from\": %s, \"to\": %s, \"bytes\": %d}\n",
-                 JsonString(run), JsonString(from), JsonString(to), bytes);
+    absl::PrintF("{\"moved\": %s, \"from\": %s, \"to\": %s, \"bytes\": %d}\n", JsonString(run),
+                 JsonString(from), JsonString(to), bytes);
   } else {
-    absl::PrintF("run %s moved from %s to %s (%d bytes, %d points); %s keeps a frozen "
-                 "tombstone until the gateway routes the run to %s and it is deleted there\n",
-                 run, from, to, bytes, imported.run().points(), from, to);
+    absl::PrintF(
+        "run %s moved from %s to %s (%d bytes, %d points); %s keeps a frozen "
+        "tombstone until the gateway routes the run to %s and it is deleted there\n",
+        run, from, to, bytes, imported.run().points(), from, to);
   }
   return 0;
 }

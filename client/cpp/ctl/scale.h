@@ -4,11 +4,11 @@
 #ifndef SPOTTER_CLIENT_CPP_CTL_SCALE_H_
 #define SPOTTER_CLIENT_CPP_CTL_SCALE_H_
 
+#include <grpcpp/grpcpp.h>
+
 #include <functional>
 #include <string>
 #include <vector>
-
-#include <grpcpp/grpcpp.h>
 
 #include "absl/time/time.h"
 #include "client/cpp/channel.h"
@@ -17,7 +17,7 @@ namespace spotter::ctl {
 
 // What every command needs from spotterctl's flags.
 struct CtlEnv {
-  ChannelSecurity security;  // carries the bearer token
+  ChannelSecurity security;                    // carries the bearer token
   absl::Duration timeout = absl::Seconds(10);  // per unary call
   bool json = false;
   // spotterctl's mapping of a failed call to its exit code (and message).
@@ -47,8 +47,7 @@ int Where(const CtlEnv& env, const std::string& server, const std::string& run);
 
 // `move RUN --from A --to B`: ExportRun on A (which freezes the run and
 // leaves a tombstone naming B), then ImportRun on B.
-int Move(const CtlEnv& env, const std::string& run, const std::string& from,
-         const std::string& to);
+int Move(const CtlEnv& env, const std::string& run, const std::string& from, const std::string& to);
 
 // `rebalance --gateway GW --replicas A,B,...`: moves every run whose owner by
 // GW differs from the replica holding it (dry_run: only prints the plan).

@@ -64,10 +64,11 @@ TEST_P(ScanRunTest, VisitsExactlyTheRunsRowsInTableAndKeyOrder) {
                                 return absl::OkStatus();
                               }),
               testing::IsOk());
-  const std::vector<Row> want = {
-      {Table::kRuns, "a", 0, 0, "a-run"},     {Table::kUploads, "a", 0, 9, "a-u0.9"},
-      {Table::kUploads, "a", 1, 7, "a-u1.7"}, {Table::kPoints, "a", 0, 1, "a-p1"},
-      {Table::kPoints, "a", 0, 2, "a-p2"}};
+  const std::vector<Row> want = {{Table::kRuns, "a", 0, 0, "a-run"},
+                                 {Table::kUploads, "a", 0, 9, "a-u0.9"},
+                                 {Table::kUploads, "a", 1, 7, "a-u1.7"},
+                                 {Table::kPoints, "a", 0, 1, "a-p1"},
+                                 {Table::kPoints, "a", 0, 2, "a-p2"}};
   EXPECT_EQ(got, want);
 }
 
