@@ -156,7 +156,9 @@ class Run : public std::enable_shared_from_this<Run> {
   // stream ends with that status, evaluations stop, and the journal is
   // closed; a last controller record marking the run moved is queued, so a
   // commit barrier after Freeze covers every acknowledged change and the
-  // tombstone survives a restart. Idempotent. NOT_FOUND for a deleted run.
+  // tombstone survives a restart. Idempotent, except that a later call
+  // rewrites the tombstone to name its `moved_to`. NOT_FOUND for a deleted
+  // run.
   absl::Status Freeze(const std::string& moved_to);
   // OK, or the UNAVAILABLE a frozen run answers (labelled run_moving).
   absl::Status MovedStatus() const;

@@ -36,9 +36,17 @@ absl::Status Run::Freeze(const std::string& moved_to) {
   if (state_ == v1::RUN_STATE_UNSPECIFIED) {
     return absl::NotFoundError(absl::StrFormat("run %s was deleted", name_));
   }
-  // Exporting again (a move that failed after the export) changes nothing:
-  // the stored rows are final since the first Freeze.
-  if (moving_) return absl::OkStatus();
+  // Exporting again (a move whose import failed) finds the rows final since
+  // the first Freeze; only the tombstone's target may change (the retry may
+  // go elsewhere), and the tombstone is rewritten to name it.
+  if (moving_) {
+    if (moved_to == moved_to_) return absl::OkStatus();
+    moved_to_ = moved_to;
+    if (deps_.persistent) {
+      deps_.committer->Enqueue({PutControllerRecord(name_, ControllerRecordLocked())});
+    }
+    return absl::OkStatus();
+  }
   moved_to_ = moved_to;
   moving_ = true;
   // An upload or report checks moving_ and queues its rows under its rank's

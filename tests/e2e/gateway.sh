@@ -188,6 +188,13 @@ for name in "${live[@]}"; do
   lpid+=($!)
 done
 sleep 2
+# A move whose import fails (its target unreachable) leaves the run frozen
+# on its replica; rebalance must retry it.
+held_by=$(ctl --server "$gw" --output json where "${moving[0]}" | py 'import json,sys; print(json.load(sys.stdin)["replica"])')
+if ctl move "${moving[0]}" --from "127.0.0.1:${held_by##*:}" --to 127.0.0.1:1 > "$tmp/failed-move.log" 2>&1; then
+  fail "a move to an unreachable replica succeeded"
+fi
+grep -q "the run stays frozen" "$tmp/failed-move.log" || fail "the failed move does not say the run stays frozen"
 ctl rebalance --gateway "$staging" --replicas "$all" > "$tmp/rebalance.log" 2>&1 \
   || { cat "$tmp/rebalance.log"; fail "rebalance"; }
 # The history a streaming run had when it was frozen, read from its

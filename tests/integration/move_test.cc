@@ -298,6 +298,17 @@ TEST_F(MoveTest, TheTombstoneAnswersUnavailableAcrossARestartUntilDeleted) {
     a_.server.reset();
     ASSERT_NO_FATAL_FAILURE(a_.Start());
   }
+  // A retried move that goes elsewhere rewrites the tombstone's target,
+  // durably; the rows are the same.
+  v1::ExportRunResponse elsewhere;
+  ASSERT_TRUE(Export(a_, run, "replica-c:50051", &elsewhere).ok());
+  ASSERT_EQ(elsewhere.rows_size(), exported.rows_size());
+  a_.stub.reset();
+  a_.server.reset();
+  ASSERT_NO_FATAL_FAILURE(a_.Start());
+  EXPECT_EQ(Info(a_, run).moved_to(), "replica-c:50051");
+  EXPECT_THAT(Open(a_, run).error_message(), HasSubstr("moved to replica replica-c:50051"));
+
   grpc::ClientContext ctx;
   AddRunHeader(&ctx, run);
   v1::DeleteRunRequest del;

@@ -369,7 +369,8 @@ int Rebalance(const CtlEnv& env, const std::string& gateway,
   int moved = 0, pending = 0, failed = 0;
   for (const Listing& l : listings) {
     for (const v1::RunSummary& s : l.runs) {
-      if (finish != !s.moved_to().empty()) continue;  // finish: tombstones; else live runs
+      const bool tombstone = !s.moved_to().empty();
+      if (finish && !tombstone) continue;  // finish deletes tombstones only
       std::string id;
       bool holds = false;
       if (grpc::Status st = Owner(env, gateway, s.name(), &id, &holds); !st.ok()) {
@@ -408,6 +409,10 @@ int Rebalance(const CtlEnv& env, const std::string& gateway,
         continue;
       }
       if (owner == l.address) continue;
+      // A tombstone whose run its owner does not hold: a move that froze
+      // the run and then failed to import it. Exporting again returns the
+      // same rows, so the move is retried.
+      if (tombstone && holds) continue;
       if (dry_run) {
         std::printf("would move %s from %s to %s\n", s.name().c_str(), l.address.c_str(),
                     owner.c_str());
