@@ -170,7 +170,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::BuildAndStart(const ServerOption
   }
   if (!impl->store) impl->store = std::make_shared<NullStore>();
   const absl::Time load_start = absl::Now();
-  absl::StatusOr<std::vector<LoadedRun>> loaded = LoadState(*impl->store);
+  absl::StatusOr<std::vector<LoadedRun>> loaded = LoadState(*impl->store, options.point_window);
   if (!loaded.ok()) return loaded.status();
   impl->restored_runs = loaded->size();
 
@@ -191,6 +191,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::BuildAndStart(const ServerOption
   so.deps.metrics = impl->metrics.get();
   so.deps.committer = impl->committer.get();
   so.deps.persistent = impl->store->persistent();
+  so.deps.store = impl->store.get();
+  so.deps.point_window = options.point_window;
   so.deps.checkpoint = options.checkpoint;
   so.deps.limits = options.limits;
   so.tokens = impl->tokens;

@@ -49,6 +49,9 @@ struct ServerOptions {
   SqliteOptions sqlite;
   std::shared_ptr<Store> store;
   CheckpointPolicy checkpoint;
+  // Trajectory points each run keeps in memory; older ones are read back
+  // from the store (or, without one, compacted: server/runs/point_history.h).
+  size_t point_window = kDefaultPointWindow;
 
   // Security (docs/RELIABILITY.md). TLS when tls_cert_file and tls_key_file
   // are set (PEM); mutual TLS when tls_client_ca_file is set too (clients

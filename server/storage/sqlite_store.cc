@@ -2,6 +2,8 @@
 
 #include <sqlite3.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <utility>
 #include <vector>
 
@@ -49,6 +51,7 @@ SqliteStore::~SqliteStore() {
     sqlite3_finalize(s.delete_upto);
     sqlite3_finalize(s.delete_run);
     sqlite3_finalize(s.scan);
+    sqlite3_finalize(s.read);
   }
   sqlite3_finalize(begin_);
   sqlite3_finalize(commit_);
@@ -221,6 +224,11 @@ absl::Status SqliteStore::Prepare() {
     if (st.ok()) {
       st = prep("SELECT run, k1, k2, v FROM " + name + " ORDER BY run, k1, k2", &s.scan);
     }
+    if (st.ok()) {
+      st = prep("SELECT run, k1, k2, v FROM " + name +
+                    " WHERE run = ?1 AND k1 = ?2 AND k2 >= ?3 AND k2 < ?4 ORDER BY k2",
+                &s.read);
+    }
     if (!st.ok()) return st;
   }
   absl::Status st = prep("BEGIN", &begin_);
@@ -274,30 +282,54 @@ absl::Status SqliteStore::Apply(const std::vector<StoreOp>& ops) {
   return s;
 }
 
+absl::Status SqliteStore::VisitRows(sqlite3_stmt* st, Table t,
+                                     const std::function<absl::Status(StoredRow&&)>& visit) {
+  int rc;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    StoredRow row;
+    row.table = t;
+    const unsigned char* run = sqlite3_column_text(st, 0);
+    row.run.assign(reinterpret_cast<const char*>(run), sqlite3_column_bytes(st, 0));
+    row.k1 = static_cast<uint64_t>(sqlite3_column_int64(st, 1));
+    row.k2 = static_cast<uint64_t>(sqlite3_column_int64(st, 2));
+    const void* v = sqlite3_column_blob(st, 3);
+    row.value.assign(static_cast<const char*>(v), sqlite3_column_bytes(st, 3));
+    absl::Status s = visit(std::move(row));
+    if (!s.ok()) {
+      sqlite3_reset(st);
+      sqlite3_clear_bindings(st);
+      return s;
+    }
+  }
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  if (rc != SQLITE_DONE) return Error(absl::StrCat("reading table ", TableName(t)).c_str(), rc);
+  return absl::OkStatus();
+}
+
 absl::Status SqliteStore::Scan(const std::function<absl::Status(StoredRow&&)>& visit) {
   absl::MutexLock l(&mu_);
   for (Table t : kAllTables) {
-    sqlite3_stmt* st = stmts_[Index(t)].scan;
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-      StoredRow row;
-      row.table = t;
-      const unsigned char* run = sqlite3_column_text(st, 0);
-      row.run.assign(reinterpret_cast<const char*>(run), sqlite3_column_bytes(st, 0));
-      row.k1 = static_cast<uint64_t>(sqlite3_column_int64(st, 1));
-      row.k2 = static_cast<uint64_t>(sqlite3_column_int64(st, 2));
-      const void* v = sqlite3_column_blob(st, 3);
-      row.value.assign(static_cast<const char*>(v), sqlite3_column_bytes(st, 3));
-      absl::Status s = visit(std::move(row));
-      if (!s.ok()) {
-        sqlite3_reset(st);
-        return s;
-      }
-    }
-    sqlite3_reset(st);
-    if (rc != SQLITE_DONE) return Error(absl::StrCat("reading table ", TableName(t)).c_str(), rc);
+    absl::Status s = VisitRows(stmts_[Index(t)].scan, t, visit);
+    if (!s.ok()) return s;
   }
   return absl::OkStatus();
+}
+
+absl::Status SqliteStore::Read(Table table, const std::string& run, uint64_t k1, uint64_t k2_begin,
+                               uint64_t k2_end,
+                               const std::function<absl::Status(StoredRow&&)>& visit) {
+  if (k2_begin >= k2_end) return absl::OkStatus();
+  // SQLite integers are signed: clamp the end so a "to the end" bound stays
+  // above every key.
+  constexpr uint64_t kMax = static_cast<uint64_t>(INT64_MAX);
+  absl::MutexLock l(&mu_);
+  sqlite3_stmt* st = stmts_[Index(table)].read;
+  sqlite3_bind_text(st, 1, run.data(), static_cast<int>(run.size()), SQLITE_STATIC);
+  sqlite3_bind_int64(st, 2, static_cast<sqlite3_int64>(k1));
+  sqlite3_bind_int64(st, 3, static_cast<sqlite3_int64>(std::min(k2_begin, kMax)));
+  sqlite3_bind_int64(st, 4, static_cast<sqlite3_int64>(std::min(k2_end, kMax)));
+  return VisitRows(st, table, visit);
 }
 
 std::string SqliteStore::Describe() const {

@@ -44,6 +44,8 @@ class SqliteStore final : public Store {
 
   absl::Status Apply(const std::vector<StoreOp>& ops) override;
   absl::Status Scan(const std::function<absl::Status(StoredRow&&)>& visit) override;
+  absl::Status Read(Table table, const std::string& run, uint64_t k1, uint64_t k2_begin,
+                    uint64_t k2_end, const std::function<absl::Status(StoredRow&&)>& visit) override;
   bool persistent() const override { return true; }
   std::string Describe() const override;
 
@@ -57,11 +59,17 @@ class SqliteStore final : public Store {
   const SqliteOptions options_;
   mutable absl::Mutex mu_;
   sqlite3* const db_ ABSL_PT_GUARDED_BY(mu_);
+  // Steps `st` to its end, visiting each row as `t`'s, then resets it.
+  absl::Status VisitRows(sqlite3_stmt* st, Table t,
+                         const std::function<absl::Status(StoredRow&&)>& visit)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   struct Statements {
     sqlite3_stmt* put = nullptr;
     sqlite3_stmt* delete_upto = nullptr;
     sqlite3_stmt* delete_run = nullptr;
     sqlite3_stmt* scan = nullptr;
+    sqlite3_stmt* read = nullptr;
   };
   Statements stmts_[sizeof(kAllTables) / sizeof(kAllTables[0]) + 1] ABSL_GUARDED_BY(mu_);
   sqlite3_stmt* begin_ ABSL_GUARDED_BY(mu_) = nullptr;

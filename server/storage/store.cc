@@ -65,6 +65,25 @@ absl::Status MemoryStore::Scan(const std::function<absl::Status(StoredRow&&)>& v
   return absl::OkStatus();
 }
 
+absl::Status MemoryStore::Read(Table table, const std::string& run, uint64_t k1, uint64_t k2_begin,
+                               uint64_t k2_end,
+                               const std::function<absl::Status(StoredRow&&)>& visit) {
+  if (k2_begin >= k2_end) return absl::OkStatus();
+  std::vector<StoredRow> rows;
+  {
+    absl::MutexLock l(&mu_);
+    for (auto it = rows_.lower_bound(Key{table, run, k1, k2_begin});
+         it != rows_.end() && it->first < Key{table, run, k1, k2_end}; ++it) {
+      rows.push_back({table, run, k1, std::get<3>(it->first), it->second});
+    }
+  }
+  for (StoredRow& row : rows) {
+    absl::Status s = visit(std::move(row));
+    if (!s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
 size_t MemoryStore::RowCount(Table table) const {
   absl::MutexLock l(&mu_);
   size_t n = 0;

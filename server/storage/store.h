@@ -98,6 +98,14 @@ class Store {
   // store's own (DATA_LOSS for a damaged file).
   virtual absl::Status Scan(const std::function<absl::Status(StoredRow&&)>& visit) = 0;
 
+  // Visits the rows (table, run, k1, k2) with k2 in [k2_begin, k2_end), in
+  // k2 order: how a run's history is read back while the server serves
+  // (trajectory points beyond the run's in-memory window). Safe to call
+  // concurrently with Apply; sees only committed batches.
+  virtual absl::Status Read(Table table, const std::string& run, uint64_t k1, uint64_t k2_begin,
+                            uint64_t k2_end,
+                            const std::function<absl::Status(StoredRow&&)>& visit) = 0;
+
   // False when nothing survives the process (NullStore): the server then
   // skips building upload logs and checkpoints.
   virtual bool persistent() const = 0;
@@ -113,6 +121,10 @@ class NullStore final : public Store {
   absl::Status Scan(const std::function<absl::Status(StoredRow&&)>&) override {
     return absl::OkStatus();
   }
+  absl::Status Read(Table, const std::string&, uint64_t, uint64_t, uint64_t,
+                    const std::function<absl::Status(StoredRow&&)>&) override {
+    return absl::OkStatus();
+  }
   bool persistent() const override { return false; }
   std::string Describe() const override {
     return "in memory only: nothing survives a restart (--state_file=PATH keeps state)";
@@ -125,6 +137,8 @@ class MemoryStore final : public Store {
  public:
   absl::Status Apply(const std::vector<StoreOp>& ops) override;
   absl::Status Scan(const std::function<absl::Status(StoredRow&&)>& visit) override;
+  absl::Status Read(Table table, const std::string& run, uint64_t k1, uint64_t k2_begin,
+                    uint64_t k2_end, const std::function<absl::Status(StoredRow&&)>& visit) override;
   bool persistent() const override { return true; }
   std::string Describe() const override { return "memory (tests)"; }
 
@@ -159,6 +173,10 @@ class FaultInjectingStore final : public Store {
   absl::Status Apply(const std::vector<StoreOp>& ops) override;
   absl::Status Scan(const std::function<absl::Status(StoredRow&&)>& visit) override {
     return base_->Scan(visit);
+  }
+  absl::Status Read(Table table, const std::string& run, uint64_t k1, uint64_t k2_begin,
+                    uint64_t k2_end, const std::function<absl::Status(StoredRow&&)>& visit) override {
+    return base_->Read(table, run, k1, k2_begin, k2_end, visit);
   }
   bool persistent() const override { return base_->persistent(); }
   std::string Describe() const override { return "fault-injecting " + base_->Describe(); }

@@ -1,4 +1,5 @@
 // spotterctl: inspect and steer the runs of a spotterd.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -18,6 +19,7 @@
 #include "client/cpp/channel.h"
 #include "client/cpp/ctl/format.h"
 #include "client/cpp/ctl/plot.h"
+#include "client/cpp/paging.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
@@ -41,7 +43,11 @@ ABSL_FLAG(std::string, output, "text",
           "text, or json: every command prints the server's response as JSON (watch: one "
           "event per line)");
 ABSL_FLAG(std::string, format, "csv", "trajectory: output format, csv or json");
-ABSL_FLAG(uint64_t, since, 0, "trajectory: only points at or after this step");
+ABSL_FLAG(uint64_t, since, 0, "trajectory, plot: only points at or after this step");
+ABSL_FLAG(uint64_t, until, 0, "trajectory, plot: only points at or before this step (0: no bound)");
+ABSL_FLAG(uint32_t, max_points, 0,
+          "trajectory: downsample to at most this many points (>= 4; per bucket of steps the "
+          "lowest and highest effective rank); 0: every point");
 ABSL_FLAG(bool, history, false, "watch: print the run's history first");
 ABSL_FLAG(std::string, state, "", "runs: only runs in this state (active, finished)");
 ABSL_FLAG(std::string, phase, "",
@@ -70,8 +76,8 @@ constexpr char kUsage[] =
     "  runs [--state=active|finished]        list runs\n"
     "  show RUN                              config, phase, directive, ranks, phase history\n"
     "  watch RUN [--history]                 stream points, transitions and directives live\n"
-    "  trajectory RUN [--format=csv|json] [--since=STEP]\n"
-    "  plot RUN -o FILE.png [--width=1200] [--height=900] [--since=STEP]\n"
+    "  trajectory RUN [--format=csv|json] [--since=STEP] [--until=STEP] [--max_points=N]\n"
+    "  plot RUN -o FILE.png [--width=1200] [--height=900] [--since=STEP] [--until=STEP]\n"
     "                                        rank, PR, loss and LR against steps, one PNG\n"
     "  override RUN --phase=P [--hold] | --pin_lr=LR [--natural_gradient] | --release\n"
     "             [--at_step=S] [--reason=TEXT]\n"
@@ -152,8 +158,6 @@ std::string Time(const google::protobuf::Timestamp& t) {
 double Num(double v) { return v; }
 
 int Runs(v1::SpotterService::Stub& stub) {
-  grpc::ClientContext ctx;
-  Prepare(&ctx);
   v1::ListRunsRequest req;
   const std::string state = absl::GetFlag(FLAGS_state);
   if (state == "active")
@@ -163,7 +167,7 @@ int Runs(v1::SpotterService::Stub& stub) {
   else if (!state.empty())
     return Usage("--state must be active or finished");
   v1::ListRunsResponse resp;
-  if (grpc::Status s = stub.ListRuns(&ctx, req, &resp); !s.ok()) return Fail(s);
+  if (grpc::Status s = spotter::ListAllRuns(stub, req, &resp, Prepare); !s.ok()) return Fail(s);
   if (g_json) return PrintJson(resp);
   std::printf("%-28s %-9s %-8s %-12s %-13s %-7s %-24s %s\n", "RUN", "STATE", "MODE", "PHASE",
               "STEP", "RANKS", "R90", "PR");
@@ -300,13 +304,15 @@ int Watch(v1::SpotterService::Stub& stub, const std::string& name) {
 }
 
 int Trajectory(v1::SpotterService::Stub& stub, const std::string& name) {
-  grpc::ClientContext ctx;
-  Prepare(&ctx);
   v1::GetTrajectoryRequest req;
   req.set_name(name);
   req.set_since_step(absl::GetFlag(FLAGS_since));
+  req.set_until_step(absl::GetFlag(FLAGS_until));
+  req.set_max_points(absl::GetFlag(FLAGS_max_points));
   v1::GetTrajectoryResponse resp;
-  if (grpc::Status s = stub.GetTrajectory(&ctx, req, &resp); !s.ok()) return Fail(s);
+  if (grpc::Status s = spotter::GetWholeTrajectory(stub, req, &resp, Prepare); !s.ok()) {
+    return Fail(s);
+  }
   const std::string format = g_json ? "json" : absl::GetFlag(FLAGS_format);
   if (format == "json") return PrintJson(resp);
   if (format != "csv") return Usage("--format must be csv or json");
@@ -342,13 +348,17 @@ int Trajectory(v1::SpotterService::Stub& stub, const std::string& name) {
 int Plot(v1::SpotterService::Stub& stub, const std::string& name) {
   const std::string path = absl::GetFlag(FLAGS_o);
   if (path.empty()) return Usage("plot needs -o FILE.png");
-  grpc::ClientContext ctx;
-  Prepare(&ctx);
   v1::GetTrajectoryRequest req;
   req.set_name(name);
   req.set_since_step(absl::GetFlag(FLAGS_since));
+  req.set_until_step(absl::GetFlag(FLAGS_until));
+  // Two points per pixel column keep every excursion (min/max per bucket)
+  // whatever the run's length; the server reads them from its store.
+  req.set_max_points(std::max(4, 2 * absl::GetFlag(FLAGS_width)));
   v1::GetTrajectoryResponse resp;
-  if (grpc::Status s = stub.GetTrajectory(&ctx, req, &resp); !s.ok()) return Fail(s);
+  if (grpc::Status s = spotter::GetWholeTrajectory(stub, req, &resp, Prepare); !s.ok()) {
+    return Fail(s);
+  }
   auto image =
       spotter::DrawTrajectory(resp, name, absl::GetFlag(FLAGS_width), absl::GetFlag(FLAGS_height));
   if (!image.ok()) {
