@@ -1,7 +1,10 @@
 #include "server/metrics/metrics.h"
 
 #include <cmath>
+#include <cstdint>
 #include <utility>
+
+#include "absl/time/clock.h"
 
 namespace spotter {
 namespace {
@@ -292,8 +295,47 @@ ServerMetrics::ServerMetrics(prometheus::Registry& registry, const RunSeriesOpti
                           .Name("spotter_store_duration_seconds")
                           .Help("Time of one operation of the persistent store, by operation.")
                           .Register(registry)),
+      backups_ok_(BuildCounter()
+                      .Name("spotter_backups_total")
+                      .Help("Online backups of the state file, by result.")
+                      .Register(registry)
+                      .Add({{"result", "ok"}})),
+      backups_failed_(BuildCounter()
+                          .Name("spotter_backups_total")
+                          .Help("Online backups of the state file, by result.")
+                          .Register(registry)
+                          .Add({{"result", "failed"}})),
+      backup_bytes_(BuildCounter()
+                        .Name("spotter_backup_bytes_total")
+                        .Help("Bytes of the state-file backups sent to clients in full.")
+                        .Register(registry)
+                        .Add({})),
+      backup_duration_(
+          BuildHistogram()
+              .Name("spotter_backup_duration_seconds")
+              .Help("Time of a successful backup, from its start to the last byte "
+                    "sent.")
+              .Register(registry)
+              .Add({}, prometheus::Histogram::BucketBoundaries{0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30,
+                                                               60, 300, 900, 3600})),
+      backup_last_success_(BuildGauge()
+                               .Name("spotter_backup_last_success_timestamp_seconds")
+                               .Help("Unix time of the last successful backup; 0 before one.")
+                               .Register(registry)
+                               .Add({})),
       runs_(std::make_unique<RunMetricsExporter>(registry, run_series)) {
   build_info.Set(1);
+}
+
+void ServerMetrics::ObserveBackup(bool ok, uint64_t bytes, double seconds) {
+  if (!ok) {
+    backups_failed_.Increment();
+    return;
+  }
+  backups_ok_.Increment();
+  backup_bytes_.Increment(static_cast<double>(bytes));
+  backup_duration_.Observe(seconds);
+  backup_last_success_.Set(absl::ToUnixMicros(absl::Now()) / 1e6);
 }
 
 RunMetrics::RunMetrics(RunMetricsExporter& exporter, const std::string& run)

@@ -161,6 +161,10 @@ class ServerMetrics {
     store_duration_.Add({{"operation", operation}}, kLatencyBuckets()).Observe(seconds);
   }
   static const prometheus::Histogram::BucketBoundaries& kLatencyBuckets();
+  // A backup that started (the caller was allowed and the server has a state
+  // file) and ended: `ok` when the client got the whole file, then its size
+  // and the seconds from start to the last byte sent.
+  void ObserveBackup(bool ok, uint64_t bytes, double seconds);
 
   prometheus::Gauge& build_info;        // 1, {version}
   prometheus::Counter& uploads;          // sketch batches applied
@@ -185,6 +189,11 @@ class ServerMetrics {
   prometheus::Family<prometheus::Counter>& rejects_;
   prometheus::Family<prometheus::Histogram>& rpc_duration_;
   prometheus::Family<prometheus::Histogram>& store_duration_;
+  prometheus::Counter& backups_ok_;
+  prometheus::Counter& backups_failed_;
+  prometheus::Counter& backup_bytes_;
+  prometheus::Histogram& backup_duration_;
+  prometheus::Gauge& backup_last_success_;
   std::unique_ptr<RunMetricsExporter> runs_;
 };
 

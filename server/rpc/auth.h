@@ -5,8 +5,8 @@
 //   trainer  OpenRun, Connect: for runs it created, or whose names match one
 //            of its grants (globs).
 //   viewer   GetRun, ListRuns, GetTrajectory, WatchRun: every run.
-//   admin    every RPC on every run (OverridePhase, FinishRun, DeleteRun are
-//            admin only).
+//   admin    every RPC on every run (OverridePhase, FinishRun, DeleteRun and
+//            Backup are admin only).
 // Without a tokens file every caller is anonymous and may call everything
 // (and the server is then loopback-only unless --insecure).
 #ifndef SPOTTER_SERVER_RPC_AUTH_H_
@@ -35,10 +35,11 @@ enum class Rpc {
   kOverridePhase,
   kFinishRun,
   kDeleteRun,
+  kBackup,
 };
-inline constexpr Rpc kAllRpcs[] = {Rpc::kOpenRun,       Rpc::kConnect,       Rpc::kGetRun,
-                                   Rpc::kListRuns,      Rpc::kGetTrajectory, Rpc::kWatchRun,
-                                   Rpc::kOverridePhase, Rpc::kFinishRun,     Rpc::kDeleteRun};
+inline constexpr Rpc kAllRpcs[] = {
+    Rpc::kOpenRun,  Rpc::kConnect,       Rpc::kGetRun,    Rpc::kListRuns,  Rpc::kGetTrajectory,
+    Rpc::kWatchRun, Rpc::kOverridePhase, Rpc::kFinishRun, Rpc::kDeleteRun, Rpc::kBackup};
 const char* RpcName(Rpc rpc);  // "OpenRun", ...
 
 // One line of the tokens file.

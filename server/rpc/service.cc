@@ -32,7 +32,10 @@ struct UnaryResult {
 }  // namespace
 
 SpotterServiceImpl::SpotterServiceImpl(const ServiceOptions& options)
-    : options_(options), authorizer_(options.tokens), runs_(options.deps) {
+    : options_(options),
+      authorizer_(options.tokens),
+      runs_(options.deps),
+      backups_(options.backup) {
   if (options_.idle_timeout > absl::ZeroDuration() &&
       options_.idle_sweep_interval > absl::ZeroDuration()) {
     sweeper_ = std::thread([this] { SweepLoop(); });
@@ -436,6 +439,11 @@ grpc::ServerUnaryReactor* SpotterServiceImpl::DeleteRun(grpc::CallbackServerCont
         r.after_commit = r.status.ok();
         return r;
       });
+}
+
+grpc::ServerWriteReactor<grpc::ByteBuffer>* SpotterServiceImpl::Backup(
+    grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* raw) {
+  return backups_.Start(this, ctx, raw);
 }
 
 }  // namespace spotter

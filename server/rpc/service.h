@@ -24,6 +24,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "server/rpc/auth.h"
+#include "server/rpc/backup_reactor.h"
 #include "server/rpc/stream_host.h"
 #include "server/runs/run_registry.h"
 #include "spotter/v1/spotter.grpc.pb.h"
@@ -40,7 +41,8 @@ using RawSpotterService = v1::SpotterService::WithRawCallbackMethod_OpenRun<
                         v1::SpotterService::WithRawCallbackMethod_OverridePhase<
                             v1::SpotterService::WithRawCallbackMethod_FinishRun<
                                 v1::SpotterService::WithRawCallbackMethod_DeleteRun<
-                                    v1::SpotterService::Service>>>>>>>>>;
+                                    v1::SpotterService::WithRawCallbackMethod_Backup<
+                                        v1::SpotterService::Service>>>>>>>>>>;
 
 struct ServiceOptions {
   RunDeps deps;
@@ -56,6 +58,8 @@ struct ServiceOptions {
   // behind a proxy that routes on it: a call without it would land on an
   // arbitrary replica).
   bool require_run_header = false;
+  // The Backup RPC: the store to copy and how (server/rpc/backup_reactor.h).
+  BackupSettings backup;
 };
 
 // Thread-safe: gRPC calls every method from its own threads.
@@ -84,6 +88,8 @@ class SpotterServiceImpl final : public RawSpotterService, public StreamHost {
                                       grpc::ByteBuffer* resp) override;
   grpc::ServerUnaryReactor* DeleteRun(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
                                       grpc::ByteBuffer* resp) override;
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* Backup(grpc::CallbackServerContext* ctx,
+                                                     const grpc::ByteBuffer* req) override;
 
   // Ends every open stream with UNAVAILABLE (graceful shutdown); streams that
   // start afterwards are refused.
@@ -118,6 +124,8 @@ class SpotterServiceImpl final : public RawSpotterService, public StreamHost {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   absl::flat_hash_set<StoppableStream*> streams_ ABSL_GUARDED_BY(mu_);
   std::thread sweeper_;
+  // Last: its destructor waits for a running backup, which uses the above.
+  BackupRunner backups_;
 };
 
 }  // namespace spotter

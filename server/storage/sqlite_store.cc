@@ -4,12 +4,15 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <filesystem>
+#include <system_error>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
 
 namespace spotter {
 namespace {
@@ -330,6 +333,85 @@ absl::Status SqliteStore::Read(Table table, const std::string& run, uint64_t k1,
   sqlite3_bind_int64(st, 3, static_cast<sqlite3_int64>(std::min(k2_begin, kMax)));
   sqlite3_bind_int64(st, 4, static_cast<sqlite3_int64>(std::min(k2_end, kMax)));
   return VisitRows(st, table, visit);
+}
+
+absl::StatusOr<BackupStats> SqliteStore::Backup(const std::string& path,
+                                                const BackupOptions& options) {
+  const absl::Time start = absl::Now();
+  std::error_code ec;
+  if (std::filesystem::exists(path, ec)) {
+    return absl::AlreadyExistsError(
+        absl::StrFormat("backup of %s: %s exists; a backup writes a new file", path_, path));
+  }
+  auto remove_partial = [&path] {
+    std::error_code ignored;
+    std::filesystem::remove(path, ignored);
+    std::filesystem::remove(path + "-journal", ignored);
+  };
+  sqlite3* dest = nullptr;
+  int rc =
+      sqlite3_open_v2(path.c_str(), &dest,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+  auto fail = [&](const char* what, int code, const std::string& detail) {
+    sqlite3_close(dest);
+    remove_partial();
+    return absl::Status(CodeFor(code), absl::StrFormat("backup of %s to %s: %s: %s (sqlite %d)",
+                                                       path_, path, what, detail, code));
+  };
+  if (rc != SQLITE_OK) return fail("open", rc, dest ? sqlite3_errmsg(dest) : sqlite3_errstr(rc));
+  sqlite3_extended_result_codes(dest, 1);
+  sqlite3_backup* backup = nullptr;
+  {
+    // The backup object hangs on the source connection's pager: every call
+    // on it, like every Apply, holds mu_.
+    absl::MutexLock l(&mu_);
+    backup = sqlite3_backup_init(dest, "main", db_, "main");
+  }
+  if (backup == nullptr) {
+    return fail("start", sqlite3_errcode(dest), sqlite3_errmsg(dest));
+  }
+  const int pages = std::max(1, options.pages_per_step);
+  BackupStats stats;
+  absl::Status status;
+  for (;;) {
+    {
+      absl::MutexLock l(&mu_);
+      rc = sqlite3_backup_step(backup, pages);
+    }
+    ++stats.steps;
+    if (rc == SQLITE_DONE) break;
+    if (rc != SQLITE_OK && (rc & 0xff) != SQLITE_BUSY && (rc & 0xff) != SQLITE_LOCKED) {
+      status = absl::Status(CodeFor(rc),
+                            absl::StrFormat("copy step %d: %s", stats.steps, sqlite3_errstr(rc)));
+      break;
+    }
+    if (options.cancelled && options.cancelled()) {
+      status = absl::CancelledError("the backup was cancelled");
+      break;
+    }
+    if (options.step_pause > absl::ZeroDuration()) absl::SleepFor(options.step_pause);
+  }
+  {
+    absl::MutexLock l(&mu_);
+    rc = sqlite3_backup_finish(backup);
+  }
+  if (status.ok() && rc != SQLITE_OK) {
+    return fail("finish", rc, sqlite3_errmsg(dest));
+  }
+  if (!status.ok()) {
+    sqlite3_close(dest);
+    remove_partial();
+    return absl::Status(status.code(),
+                        absl::StrFormat("backup of %s to %s: %s", path_, path, status.message()));
+  }
+  rc = sqlite3_close(dest);
+  dest = nullptr;
+  if (rc != SQLITE_OK) return fail("close", rc, sqlite3_errstr(rc));
+  const uintmax_t size = std::filesystem::file_size(path, ec);
+  if (ec) return fail("size", SQLITE_IOERR, ec.message());
+  stats.bytes = size;
+  stats.copy_time = absl::Now() - start;
+  return stats;
 }
 
 std::string SqliteStore::Describe() const {

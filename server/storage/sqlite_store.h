@@ -48,6 +48,13 @@ class SqliteStore final : public Store {
                     uint64_t k2_end, const std::function<absl::Status(StoredRow&&)>& visit) override;
   bool persistent() const override { return true; }
   std::string Describe() const override;
+  // SQLite's online backup API on this store's own connection, `pages_per_step`
+  // pages per step with the lock released between steps. Apply keeps
+  // committing meanwhile, and because it writes through the same connection
+  // SQLite copies each change into the backup as well: the file holds the
+  // state as of the last step. ALREADY_EXISTS when `path` exists.
+  absl::StatusOr<BackupStats> Backup(const std::string& path,
+                                     const BackupOptions& options) override;
 
  private:
   SqliteStore(std::string path, SqliteOptions options, sqlite3* db);

@@ -2,6 +2,8 @@
 
 #include <utility>
 
+#include "absl/strings/str_cat.h"
+
 namespace spotter {
 
 const char* TableName(Table t) {
@@ -24,6 +26,18 @@ const char* TableName(Table t) {
       return "directives";
   }
   return "unknown";
+}
+
+absl::StatusOr<BackupStats> Store::Backup(const std::string&, const BackupOptions&) {
+  return absl::UnimplementedError(absl::StrCat("backups of this store (", Describe(),
+                                               ") are not implemented; only a state file is"));
+}
+
+absl::StatusOr<BackupStats> NullStore::Backup(const std::string&, const BackupOptions&) {
+  return absl::FailedPreconditionError(
+      "this server keeps no state file (spotterd runs without --state_file), so there is "
+      "nothing to back up: its runs live in memory only. Start it with --state_file=PATH to "
+      "keep state that can be backed up");
 }
 
 absl::Status MemoryStore::Apply(const std::vector<StoreOp>& ops) {

@@ -27,7 +27,9 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 
 namespace spotter {
 
@@ -81,8 +83,29 @@ struct StoredRow {
   std::string value;
 };
 
+// How Store::Backup copies (SqliteStore; spotterd's --backup_* flags).
+struct BackupOptions {
+  // Database pages copied per step (16 KiB each in a spotterd state file).
+  // The store is locked for one step at a time: a commit waits at most one
+  // step, never the whole copy. At least 1.
+  int pages_per_step = 64;
+  // Sleep between two steps, to spread the copy's disk reads; zero: none.
+  absl::Duration step_pause = absl::ZeroDuration();
+  // Polled between steps; true stops the copy with CANCELLED (the client
+  // went away). Null: never.
+  std::function<bool()> cancelled;
+};
+
+// What a completed Store::Backup wrote.
+struct BackupStats {
+  uint64_t bytes = 0;  // size of the file written
+  int steps = 0;       // steps taken (the store was unlocked between two)
+  absl::Duration copy_time;
+};
+
 // Implementations are thread-safe, but spotterd calls Apply from one thread
-// (the Committer) and Scan once, before serving.
+// (the Committer) and Scan once, before serving; Backup from a backup thread
+// while Apply goes on.
 class Store {
  public:
   virtual ~Store() = default;
@@ -112,6 +135,13 @@ class Store {
 
   // What and where, for logs: "sqlite /var/lib/spotter/state.db (WAL, ...)".
   virtual std::string Describe() const = 0;
+
+  // Writes a consistent copy of the whole store to a new file at `path`,
+  // which must not exist, while Apply goes on: the copy holds exactly the
+  // batches committed before it completed, and a new store opens it as its
+  // state. On error nothing is left at `path`. UNIMPLEMENTED for stores that
+  // cannot (the default); FAILED_PRECONDITION for NullStore.
+  virtual absl::StatusOr<BackupStats> Backup(const std::string& path, const BackupOptions& options);
 };
 
 // Keeps nothing. Apply always succeeds at once.
@@ -129,6 +159,7 @@ class NullStore final : public Store {
   std::string Describe() const override {
     return "in memory only: nothing survives a restart (--state_file=PATH keeps state)";
   }
+  absl::StatusOr<BackupStats> Backup(const std::string&, const BackupOptions&) override;
 };
 
 // Rows in a map: survives a Server (tests restart a server on the same
@@ -180,6 +211,10 @@ class FaultInjectingStore final : public Store {
   }
   bool persistent() const override { return base_->persistent(); }
   std::string Describe() const override { return "fault-injecting " + base_->Describe(); }
+  absl::StatusOr<BackupStats> Backup(const std::string& path,
+                                     const BackupOptions& options) override {
+    return base_->Backup(path, options);
+  }
 
  private:
   const std::shared_ptr<Store> base_;

@@ -17,6 +17,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
 #include "client/cpp/channel.h"
+#include "client/cpp/ctl/backup.h"
 #include "client/cpp/ctl/format.h"
 #include "client/cpp/ctl/plot.h"
 #include "client/cpp/paging.h"
@@ -63,6 +64,7 @@ ABSL_FLAG(std::string, reason, "", "override, finish: why (recorded in the run's
 ABSL_FLAG(std::string, o, "", "plot: the PNG file to write");
 ABSL_FLAG(int32_t, width, 1200, "plot: image width, pixels");
 ABSL_FLAG(int32_t, height, 900, "plot: image height, pixels");
+ABSL_FLAG(std::string, out, "", "backup: the file to write (must not exist)");
 
 namespace v1 = spotter::v1;
 
@@ -84,12 +86,15 @@ constexpr char kUsage[] =
     "  finish RUN [--reason=TEXT]            issue the final stop and close the run\n"
     "  delete RUN                            forget the run and its history\n"
     "  health                                gRPC health of the server\n"
+    "  backup --out=FILE                     admin: a consistent copy of the server's state\n"
+    "                                        file, taken while it serves; restore: stop\n"
+    "                                        spotterd, copy FILE over --state_file, start it\n"
     "Environment: SPOTTER_SERVER, SPOTTER_TOKEN, SPOTTER_CA, SPOTTER_CERT, SPOTTER_KEY and\n"
     "SPOTTER_TLS_SERVER_NAME stand in for the flags they name when those are not given.\n"
     "Exit codes: 0 done; 1 health: not serving; 2 the server refused the call; 3 no such run;\n"
     "4 the server cannot be reached (UNAVAILABLE, DEADLINE_EXCEEDED); 5 not authenticated or\n"
     "not allowed (UNAUTHENTICATED, PERMISSION_DENIED); 6 a local file cannot be read or\n"
-    "written; 64 bad usage.\n";
+    "written, or a backup did not arrive intact; 64 bad usage.\n";
 
 // Exit codes (kUsage, docs/OPERATIONS.md "spotterctl").
 constexpr int kExitRefused = 2, kExitNotFound = 3, kExitUnreachable = 4, kExitAuth = 5,
@@ -481,6 +486,36 @@ int Health(const std::shared_ptr<grpc::Channel>& channel) {
   return resp.status() == grpc::health::v1::HealthCheckResponse::SERVING ? 0 : 1;
 }
 
+// The backup stream has no deadline (a large state file takes a while); the
+// server ends it, or Ctrl-C does.
+int Backup(v1::SpotterService::Stub& stub) {
+  const std::string path = absl::GetFlag(FLAGS_out);
+  if (path.empty()) return Usage("backup needs --out FILE");
+  grpc::ClientContext ctx;
+  spotter::AddBearerToken(&ctx, g_token);
+  spotter::BackupOutcome got = spotter::ReceiveBackup(stub, &ctx, path);
+  if (!got.rpc.ok()) return Fail(got.rpc);
+  if (!got.local.ok()) {
+    std::cerr << "spotterctl: backup: " << got.local.message() << "\n";
+    return kExitLocal;
+  }
+  if (g_json) {
+    std::printf("{\"file\": \"%s\", \"summary\": ", absl::CEscape(path).c_str());
+    std::string json;
+    google::protobuf::util::JsonPrintOptions opts;
+    opts.preserve_proto_field_names = true;
+    if (!google::protobuf::util::MessageToJsonString(got.summary, &json, opts).ok()) {
+      return kExitLocal;
+    }
+    std::printf("%s}\n", json.c_str());
+    return 0;
+  }
+  std::printf("wrote %s: %lu bytes, sha256 %s, copied in %.3f s, completed at %s\n", path.c_str(),
+              static_cast<unsigned long>(got.summary.bytes()), got.summary.sha256().c_str(),
+              got.summary.copy_seconds(), Time(got.summary.completed_at()).c_str());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -509,6 +544,7 @@ int main(int argc, char** argv) {
   if (cmd == "health") return Health(channel);
   auto stub = v1::SpotterService::NewStub(channel);
   if (cmd == "runs") return Runs(*stub);
+  if (cmd == "backup") return Backup(*stub);
   if (args.size() < 3) return Usage(cmd + " needs a run name");
   const std::string run = args[2];
   g_run = run;

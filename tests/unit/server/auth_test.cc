@@ -90,7 +90,8 @@ TEST(NamesTest, RolesAndRpcsHaveTheirNames) {
   EXPECT_STREQ(RoleName(Role::kViewer), "viewer");
   EXPECT_STREQ(RoleName(Role::kAdmin), "admin");
   const std::vector<std::string> names({"OpenRun", "Connect", "GetRun", "ListRuns", "GetTrajectory",
-                                        "WatchRun", "OverridePhase", "FinishRun", "DeleteRun"});
+                                        "WatchRun", "OverridePhase", "FinishRun", "DeleteRun",
+                                        "Backup"});
   ASSERT_EQ(std::size(kAllRpcs), names.size());
   for (size_t i = 0; i < names.size(); ++i) EXPECT_EQ(RpcName(kAllRpcs[i]), names[i]);
 }
