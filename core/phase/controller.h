@@ -90,11 +90,13 @@ struct ControllerConfig {
   // automatic switch to natural gradient takes effect, a loss above its
   // pre-switch level by rollback_loss_margin, a non-finite loss or the
   // divergence signal rolls the switch back. 0: no guard (and no snapshot).
-  uint64_t rollback_window_steps = 100;
+  // The server's default is 5% of total_steps, as here for the default run.
+  uint64_t rollback_window_steps = 50;
   // Relative margin over the pre-switch loss (the smoothed loss the switch
-  // decided on): an evaluation's loss above (1 + margin) x it fails the guard.
-  // In (0, 100).
-  double rollback_loss_margin = 0.1;
+  // decided on): the mean loss of the phase's last window_evals evaluations
+  // above (1 + margin) x it fails the guard. Wide by default: it is there to
+  // catch a blow-up, not the noise of a small loss. In (0, 100).
+  double rollback_loss_margin = 0.5;
   // After a rollback: first-order at this factor x the LR in force before the
   // switch. In (0, 1].
   double rollback_lr_factor = 0.5;

@@ -42,9 +42,22 @@ std::optional<Decision> PhaseController::Guard(const Observation& obs, const Smo
   // Three ways to fail, in order of urgency: a non-finite loss, the loss
   // above its pre-switch level by the margin, the divergence signal (the
   // smoothed loss rising faster than divergence_loss_rate over a full span).
+  // The level test reads the mean loss of the phase's last window_evals
+  // evaluations (fewer right after the switch): one evaluation's loss is a
+  // mean over a few batches only, and a small loss is noisy in relative
+  // terms; the window smooths that without waiting long for a blow-up.
   const bool nonfinite = obs.loss_nonfinite || std::isinf(obs.loss);
+  double sum = 0.0;
+  int n = 0, evals = 0;
+  for (auto it = window_.rbegin(); it != window_.rend() && evals < c.window_evals; ++it, ++evals) {
+    if (std::isfinite(it->loss)) {
+      sum += it->loss;
+      ++n;
+    }
+  }
+  const double loss = n > 0 ? sum / n : std::numeric_limits<double>::quiet_NaN();
   const double limit = pre_switch_loss_ + c.rollback_loss_margin * std::abs(pre_switch_loss_);
-  const bool above = std::isfinite(obs.loss) && obs.loss > limit;
+  const bool above = std::isfinite(loss) && loss > limit;
   const double rate = LossRate(s);
   const bool rising = std::isfinite(rate) && rate < -c.divergence_loss_rate;
   if (!nonfinite && !above && !rising) return std::nullopt;
@@ -53,8 +66,8 @@ std::optional<Decision> PhaseController::Guard(const Observation& obs, const Smo
   if (nonfinite) {
     why = "the loss went non-finite";
   } else if (above) {
-    why = absl::StrFormat("loss %.6g > %.6g (pre-switch %.6g + %.0f%%)", obs.loss, limit,
-                          pre_switch_loss_, 100 * c.rollback_loss_margin);
+    why = absl::StrFormat("loss %.6g (mean of %d evals) > %.6g (pre-switch %.6g + %.0f%%)", loss,
+                          n, limit, pre_switch_loss_, 100 * c.rollback_loss_margin);
   } else {
     why = absl::StrFormat("loss rising %.2f%%/epoch over %d evals > %.1f%% (divergence)",
                           -100 * rate, s.span_evals, 100 * c.divergence_loss_rate);
@@ -75,7 +88,8 @@ std::optional<Decision> PhaseController::Guard(const Observation& obs, const Smo
       {"switch_step", static_cast<double>(switch_step)},
       {"steps_since_switch", static_cast<double>(since)},
       {"rollback_window_steps", static_cast<double>(c.rollback_window_steps)},
-      {"loss", obs.loss},
+      {"loss", loss},
+      {"loss_evals", static_cast<double>(n)},
       {"loss_nonfinite", nonfinite ? 1.0 : 0.0},
       {"pre_switch_loss", pre_switch_loss_},
       {"rollback_loss_margin", c.rollback_loss_margin},

@@ -24,7 +24,7 @@ using ::testing::HasSubstr;
 constexpr uint64_t kEvalEvery = 10;
 
 // As controller_test.cc: warm-up ends at 200, an epoch is 100 steps, a
-// plateau span is 9 evaluations (80 steps), dwell 50.
+// plateau span is 9 evaluations (80 steps), dwell 50; a guard of 100 steps.
 ControllerConfig TestConfig() {
   ControllerConfig c;
   c.total_steps = 2000;
@@ -37,6 +37,8 @@ ControllerConfig TestConfig() {
   c.confirm_evals = 2;
   c.min_dwell_steps = 50;
   c.lr_min = 0.001;
+  c.rollback_window_steps = 100;
+  c.rollback_loss_margin = 0.1;
   return c;
 }
 
@@ -177,7 +179,8 @@ TEST(DivergenceTest, AFlaggedNonFiniteLossHoldsThePlateauOff) {
 }
 
 // The guarded switch: the REFINEMENT directive asks for a snapshot; a loss
-// 10% above its pre-switch level inside the window rolls back to the
+// (mean of the phase's last 3 evaluations) 10% above its pre-switch level
+// inside the window rolls back to the
 // snapshot, first-order at half the pre-switch LR; the retry needs a plateau
 // band half as wide and damps 10x harder; after the allowed retries the
 // ACQUISITION exit goes to POLISH, first-order.
@@ -192,9 +195,11 @@ TEST(RollbackTest, ALossAboveItsMarginRollsBackAndTheRetryIsStricter) {
   // 210): loss mean of exp(-0.003 t) there.
   const double pre = (std::exp(-0.57) + std::exp(-0.6) + std::exp(-0.63)) / 3;
 
-  // 11% above it at 250, 35 steps into natural gradient.
+  // 50% above it at 250, 35 steps into natural gradient: the mean of 230,
+  // 240 and 250 is 16.7% above. (A jump of 11% would wait for three
+  // evaluations above: the level test reads the window's mean.)
   Script jump;
-  jump.loss = [pre](uint64_t t) { return t < 250 ? pre : pre * 1.11; };
+  jump.loss = [pre](uint64_t t) { return t < 250 ? pre : pre * 1.5; };
   auto f = Feed(c, jump, 220, 2000);
   ASSERT_TRUE(f.has_value());
   EXPECT_EQ(f->step, 250u);
@@ -212,6 +217,8 @@ TEST(RollbackTest, ALossAboveItsMarginRollsBackAndTheRetryIsStricter) {
   auto e = EvidenceMap(d);
   EXPECT_NEAR(e.at("pre_switch_loss"), pre, 1e-12);
   EXPECT_NEAR(e.at("loss_limit"), 1.1 * pre, 1e-12);
+  EXPECT_NEAR(e.at("loss"), pre * 3.5 / 3, 1e-12);
+  EXPECT_DOUBLE_EQ(e.at("loss_evals"), 3);
   EXPECT_DOUBLE_EQ(e.at("switch_step"), 215);
   EXPECT_DOUBLE_EQ(e.at("rollbacks"), 1);
   EXPECT_EQ(c.rollbacks(), 1);
