@@ -30,12 +30,12 @@ void RankState::ApplyLocked(const v1::SketchBatch& b, const RowMatrixXf& batch_r
     ++nonfinite_losses;
   } else {
     acc.Add(b.step(), batch_rows, b.samples_per_row() == 0 ? 1.0 : b.samples_per_row());
+    rows += b.rows();
   }
   last_seq = b.seq();
   last_step = b.step();
   any_step = true;
   ++uploads;
-  rows += b.rows();
   last_seen = now;
   reported_step = std::max(reported_step, b.step());
   if (!std::isnan(b.loss())) {
