@@ -485,7 +485,10 @@ Decision PhaseController::Pin(DirectivePlan plan, const std::string& reason,
                               uint64_t eff) {
   if (!pinned_) {
     unpinned_plan_ = plan_;
-    unpinned_plan_.rollback = false;  // a release re-issues the plan, not the restore
+    // A release re-issues the plan, not its restore, and no guard is armed
+    // for it: no snapshot either.
+    unpinned_plan_.rollback = false;
+    unpinned_plan_.guard_steps = 0;
   }
   held_ = true;
   pinned_ = true;

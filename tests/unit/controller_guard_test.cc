@@ -298,6 +298,25 @@ TEST(RollbackTest, AForcedSwitchIsNotGuarded) {
   EXPECT_FALSE(f.has_value() && f->decision.cause == Cause::kRollback);
 }
 
+// An operator pin during the guard disarms it; the release re-issues the
+// natural-gradient plan without its guard and without a restore.
+TEST(RollbackTest, APinDisarmsTheGuardAndTheReleaseAsksForNoSnapshot) {
+  PhaseController c = InRefinement(TestConfig());
+  ASSERT_EQ(c.current_plan().guard_steps, 100u);
+  DirectivePlan pinned = c.current_plan();
+  pinned.lr = LrSchedule::Constant(0.01);
+  c.Pin(pinned, "hold on", 230);
+  auto released = c.Release("go on", 240);
+  ASSERT_TRUE(released.has_value());
+  EXPECT_EQ(released->plan.optimizer.kind, OptimizerInstruction::Kind::kNaturalGradient);
+  EXPECT_EQ(released->plan.guard_steps, 0u);
+  EXPECT_FALSE(released->plan.rollback);
+  Script blown;
+  blown.loss = [](uint64_t) { return std::numeric_limits<double>::infinity(); };
+  auto f = Feed(c, blown, 250, 1490);
+  EXPECT_FALSE(f.has_value() && f->decision.cause == Cause::kRollback);
+}
+
 // A controller state persisted mid-guard restores with its guard: the same
 // input rolls both back with the same decision.
 TEST(RollbackStateTest, TheGuardRoundTripsThroughTheCodec) {
