@@ -14,8 +14,9 @@ Every step, at the step boundary (inside step()), the Monitor
   1. reads the directive in force at this step from the adopted directives
      (non-advisory only; see "Distributed") and sets every param group's LR
      to lr_at(step) (group i keeps its initial ratio to group 0); switches
-     the K-FAC preconditioner on or off as the directive says; notes
-     gradient-noise and stop;
+     the K-FAC preconditioner on or off as the directive says (a guarded
+     switch snapshots model and optimizer first; a rollback restores them and
+     makes no update: spotter.torch.guard); notes gradient-noise and stop;
   2. on sketch steps (step % sketch_every == 0) queues the sketch rows the taps
      captured during this step's backward, with the loss and LR (on a GPU:
      the rows of the previous sketch step, see "GPU" below);
