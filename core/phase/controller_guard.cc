@@ -41,7 +41,8 @@ std::optional<Decision> PhaseController::Guard(const Observation& obs, const Smo
   }
   // Three ways to fail, in order of urgency: a non-finite loss, the loss
   // above its pre-switch level by the margin, the divergence signal (the
-  // smoothed loss rising faster than divergence_loss_rate over a full span).
+  // smoothed loss rising faster than divergence_loss_rate over a full span)
+  // with the loss above its pre-switch level.
   // The level test reads the mean loss of the phase's last window_evals
   // evaluations (fewer right after the switch): one evaluation's loss is a
   // mean over a few batches only, and a small loss is noisy in relative
@@ -58,8 +59,13 @@ std::optional<Decision> PhaseController::Guard(const Observation& obs, const Smo
   const double loss = n > 0 ? sum / n : std::numeric_limits<double>::quiet_NaN();
   const double limit = pre_switch_loss_ + c.rollback_loss_margin * std::abs(pre_switch_loss_);
   const bool above = std::isfinite(loss) && loss > limit;
+  // The divergence signal counts against the switch only while the loss is
+  // above where the switch found it: a loss that fell far under natural
+  // gradient and now wobbles at its floor (rising in relative terms, by
+  // nothing in absolute ones) is a switch that worked.
   const double rate = LossRate(s);
-  const bool rising = std::isfinite(rate) && rate < -c.divergence_loss_rate;
+  const bool rising = std::isfinite(rate) && rate < -c.divergence_loss_rate &&
+                      std::isfinite(loss) && loss > pre_switch_loss_;
   if (!nonfinite && !above && !rising) return std::nullopt;
 
   std::string why;

@@ -87,9 +87,11 @@ PhaseController InRefinement(const ControllerConfig& config) {
 // is no plateau.
 TEST(DivergenceTest, ASlowlyRisingLossIsNoPlateau) {
   PhaseController c = InRefinement(TestConfig());
+  // From the pre-switch level (the mean of evaluations 190, 200 and 210) up.
+  const double pre = (std::exp(-0.57) + std::exp(-0.6) + std::exp(-0.63)) / 3;
   Script rising;
-  rising.loss = [](uint64_t t) {
-    return std::exp(-0.003 * 210) * std::exp(0.00015 * (static_cast<double>(t) - 210.0));
+  rising.loss = [pre](uint64_t t) {
+    return pre * std::exp(0.00015 * (static_cast<double>(t) - 215.0));
   };
   auto f = Feed(c, rising, 220, 2000);
   ASSERT_TRUE(f.has_value());
@@ -106,6 +108,23 @@ TEST(DivergenceTest, ASlowlyRisingLossIsNoPlateau) {
   EXPECT_NEAR(e.at("loss_rise_per_epoch"), 0.015, 0.0005);
   EXPECT_DOUBLE_EQ(e.at("divergence_loss_rate"), 0.01);
   EXPECT_DOUBLE_EQ(e.at("loss_nonfinite"), 0);
+}
+
+// The quadratic bowl's case: natural gradient takes the loss 400x down, then
+// it wobbles at its floor, rising 15%/epoch in relative terms. That is a
+// switch that worked: the divergence signal rolls back only a loss above its
+// pre-switch level. (It still holds the plateau exit off.)
+TEST(DivergenceTest, ARiseFarBelowThePreSwitchLossIsNoFailedSwitch) {
+  ControllerConfig config = TestConfig();
+  config.rollback_window_steps = 400;
+  PhaseController c = InRefinement(config);
+  Script floor;
+  floor.loss = [](uint64_t t) {
+    return 0.0014 * std::exp(0.0015 * (static_cast<double>(t) - 215.0));
+  };
+  auto f = Feed(c, floor, 220, 620);
+  EXPECT_FALSE(f.has_value()) << f->step << ": " << f->decision.reason;
+  EXPECT_EQ(c.rollbacks(), 0);
 }
 
 // Past the guard window (or without a guard) the divergence signal cannot
