@@ -317,9 +317,9 @@ std::optional<Decision> PhaseController::AcquisitionExit(const Smoothed& s, uint
   DirectivePlan plan = PlanFor(Phase::kRefinement, eff);
   // A retry damps harder: the failed switch's factors were too trusting.
   plan.optimizer.damping *= std::pow(c.retry_damping_factor, rollbacks_);
-  plan.guard_steps = c.rollback_window_steps;
+  // Guarded when there is a window and a pre-switch loss to hold it to.
   const bool guarded = c.rollback_window_steps > 0 && s.loss_known && std::isfinite(s.loss_now);
-  if (!guarded) plan.guard_steps = 0;
+  plan.guard_steps = guarded ? c.rollback_window_steps : 0;
   Decision d = Enter(
       Phase::kRefinement, Cause::kAutomatic,
       absl::StrFormat(
