@@ -78,6 +78,9 @@ constexpr SlotSpec kSlots[] = {
     {"spotter_run_phase", kPhaseHelp, "refinement"},
     {"spotter_run_phase", kPhaseHelp, "polish"},
     {"spotter_run_phase", kPhaseHelp, "done"},
+    {"spotter_run_rollbacks",
+     "Natural-gradient switches of the run rolled back (the loss failed the switch's guard).",
+     nullptr},
 };
 static_assert(std::size(kSlots) == RunMetricsExporter::kNumSlots);
 
@@ -245,6 +248,18 @@ ServerMetrics::ServerMetrics(prometheus::Registry& registry, const RunSeriesOpti
                      .Help("Directives issued, all runs.")
                      .Register(registry)
                      .Add({})),
+      rollbacks(BuildCounter()
+                    .Name("spotter_rollbacks_total")
+                    .Help("Natural-gradient switches rolled back because the loss rose past its "
+                          "margin or went non-finite, all runs.")
+                    .Register(registry)
+                    .Add({})),
+      nonfinite_losses(BuildCounter()
+                           .Name("spotter_nonfinite_losses_total")
+                           .Help("Uploads whose trainer reported a NaN or infinite loss "
+                                 "(loss_non_finite; the divergence signal), all runs.")
+                           .Register(registry)
+                           .Add({})),
       evaluations(BuildCounter()
                       .Name("spotter_evaluations_total")
                       .Help("Spectral evaluations completed.")
@@ -390,6 +405,12 @@ void RunMetrics::SetPhase(Phase phase, uint64_t version, uint64_t effective_step
     v[E::kDirectiveVersion] = static_cast<double>(version);
     v[E::kDirectiveEffectiveStep] = static_cast<double>(effective_step);
     v[E::kDirectiveDecisionStep] = static_cast<double>(decision_step);
+  });
+}
+
+void RunMetrics::SetRollbacks(int rollbacks) {
+  exporter_.Update(entry_.get(), [&](auto& v) {
+    v[RunMetricsExporter::kRollbacks] = static_cast<double>(rollbacks);
   });
 }
 

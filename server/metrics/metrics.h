@@ -98,6 +98,7 @@ class RunMetricsExporter {
     kPhaseRefinement,
     kPhasePolish,
     kPhaseDone,
+    kRollbacks,  // natural-gradient switches rolled back (docs/PHASES.md)
     kNumSlots,
   };
 
@@ -174,6 +175,8 @@ class ServerMetrics {
   prometheus::Counter& restarts;         // trainer restarts (new incarnations)
   prometheus::Counter& eval_reports;     // EvalReports applied
   prometheus::Counter& directives;       // directives issued
+  prometheus::Counter& rollbacks;        // natural-gradient switches rolled back
+  prometheus::Counter& nonfinite_losses;  // uploads whose loss was NaN or infinite
   prometheus::Counter& evaluations;      // spectral evaluations completed
   prometheus::Counter& eval_dropped;     // evaluations skipped: pool queue full
   prometheus::Histogram& eval_duration;  // seconds per evaluation
@@ -216,6 +219,8 @@ class RunMetrics {
   // from and the step that decided it.
   void SetPhase(Phase phase, uint64_t directive_version, uint64_t effective_step,
                 uint64_t decision_step);
+  // Natural-gradient switches of the run rolled back so far.
+  void SetRollbacks(int rollbacks);
 
  private:
   RunMetricsExporter& exporter_;

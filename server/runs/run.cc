@@ -280,6 +280,7 @@ std::optional<Rejection> Run::Ingest(const RankHandle& h, const v1::SketchBatch&
                                        b.step(), rank->last_step)};
     }
     rank->ApplyLocked(b, rows, deps_.clock->Now());
+    if (b.loss_non_finite()) deps_.metrics->nonfinite_losses.Increment();
     if (deps_.persistent) {
       // The upload and the rank's new record, in one queue entry (one
       // commit): a restart sees both or neither.
@@ -408,7 +409,11 @@ void Run::IssueLocked(const Decision& decision, uint64_t eff,
   RecordTransitionLocked({eff, d.issued_at, decision.from, decision.to, decision.cause,
                           decision.reason, decision.evidence, d.version, decided});
   deps_.metrics->directives.Increment();
-  if (metrics_) metrics_->SetPhase(d.plan.phase, d.version, eff, decided);
+  if (decision.cause == Cause::kRollback) deps_.metrics->rollbacks.Increment();
+  if (metrics_) {
+    metrics_->SetPhase(d.plan.phase, d.version, eff, decided);
+    metrics_->SetRollbacks(controller_.rollbacks());
+  }
   if (issued) *issued = ToProto(d);
 }
 
@@ -439,8 +444,10 @@ void Run::Evaluate() {
   // summarise unlocked.
   std::vector<RankLossSnapshot> losses;
   std::vector<RankWindow> windows;
+  uint64_t nonfinite = 0;
   for (RankState* r : ranks) {
     absl::MutexLock l(&r->mu);
+    nonfinite += std::exchange(r->nonfinite_losses, 0);
     losses.push_back(
         {r->rank, r->loss_sum, r->loss_count, r->last_loss, r->last_lr, r->last_step, r->any_step});
     if (r->acc.empty()) continue;
@@ -454,6 +461,8 @@ void Run::Evaluate() {
   absl::MutexLock l(&mu_);
   eval_busy_ = false;
   next_eval_step_ = (now_step / config_.eval_every() + 1) * config_.eval_every();
+  // Kept until an observation reaches the controller.
+  nonfinite_losses_ += nonfinite;
   if (diag && state_ == v1::RUN_STATE_ACTIVE) {
     const PointTraining training = TrainingSince(losses, &loss_baseline_);
     // The phase the trainers are in at this step: the directive in force,
@@ -485,6 +494,7 @@ void Run::Evaluate() {
         obs.participation_ratio = diag->covariance.participation_ratio.value;
         obs.pr_censored = diag->covariance.participation_ratio.censored;
         obs.rank_ci_upper = diag->covariance.effective_rank.ci_upper;
+        obs.loss_nonfinite = std::exchange(nonfinite_losses_, 0) > 0;
         const uint64_t eff = EffectiveStepLocked();
         if (auto d = controller_.OnEvaluation(obs, eff)) IssueLocked(*d, eff);
       }

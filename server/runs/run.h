@@ -271,6 +271,9 @@ class Run : public std::enable_shared_from_this<Run> {
   uint64_t max_step_ ABSL_GUARDED_BY(mu_) = 0;
   // Per rank, the cumulative loss sum and count its last evaluation used.
   LossBaselines loss_baseline_ ABSL_GUARDED_BY(mu_);
+  // Non-finite losses the ranks reported that no observation has carried to
+  // the controller yet (the divergence signal).
+  uint64_t nonfinite_losses_ ABSL_GUARDED_BY(mu_) = 0;
   double val_metric_ ABSL_GUARDED_BY(mu_);
   uint64_t next_eval_step_ ABSL_GUARDED_BY(mu_);
   bool eval_busy_ ABSL_GUARDED_BY(mu_) = false;

@@ -96,6 +96,7 @@ absl::StatusOr<std::shared_ptr<Run>> Run::Restore(LoadedRun loaded, const RunDep
       if (t.directive_version() == d.version) decided = t.decision_step();
     }
     run->metrics_->SetPhase(d.plan.phase, d.version, d.effective_step, decided);
+    run->metrics_->SetRollbacks(run->controller_.rollbacks());
     if (!std::isnan(run->val_metric_)) run->metrics_->SetValMetric(run->val_metric_);
     deps.metrics->runs_active.Increment();
   } else {

@@ -262,6 +262,9 @@ int Show(v1::SpotterService::Stub& stub, const std::string& name) {
                   static_cast<unsigned long>(e.uploads_before()));
     }
   }
+  if (const std::string rb = spotter::FormatRollbacks(r.transitions()); !rb.empty()) {
+    std::printf("%s\n", rb.c_str());
+  }
   std::printf("phase history (%d transitions):\n", r.transitions_size());
   for (const v1::PhaseTransition& t : r.transitions()) {
     std::printf("  %s\n    %s\n", spotter::FormatTransition(t).c_str(), t.reason().c_str());
