@@ -173,6 +173,7 @@ struct RunSession::State {
       last_version = 0;
     }
     opened = ever_opened = true;
+    if (!config) config = resp.run().config();  // the Welcome's replaces it
     return s;
   }
 
@@ -435,16 +436,18 @@ bool RunSession::UploadSketch(uint64_t step, const Eigen::Ref<const RowMatrixXf>
   b->set_rows(static_cast<uint32_t>(rows.rows()));
   b->set_cols(static_cast<uint32_t>(rows.cols()));
   b->set_encoding(v1::ENCODING_FLOAT32);
-  std::string* data = b->mutable_data();
-  data->resize(static_cast<size_t>(rows.rows() * rows.cols()) * sizeof(float));
-  char* out = data->data();
   const size_t row_bytes = static_cast<size_t>(rows.cols()) * sizeof(float);
+  b->mutable_data()->resize(static_cast<size_t>(rows.rows()) * row_bytes);
   for (Eigen::Index i = 0; i < rows.rows(); ++i) {
-    std::memcpy(out + i * row_bytes, rows.row(i).data(), row_bytes);
+    std::memcpy(b->mutable_data()->data() + i * row_bytes, rows.row(i).data(), row_bytes);
   }
   b->set_loss(loss);
   b->set_lr(lr);
   b->set_samples_per_row(samples_per_row);
+  return s_->Enqueue(std::move(msg), step);
+}
+
+bool RunSession::Enqueue(v1::ConnectRequest msg, uint64_t step) {
   return s_->Enqueue(std::move(msg), step);
 }
 

@@ -145,6 +145,13 @@ class RunSession {
   bool UploadSketch(uint64_t step, const Eigen::Ref<const RowMatrixXf>& rows,
                     double loss = kNotGiven, double lr = kNotGiven, uint32_t samples_per_row = 1);
 
+  // The trainer's loss at `step` was NaN or infinite (e.g. natural gradient
+  // diverging; its gradients are then no use to sketch): queues an upload
+  // flagged SketchBatch.loss_non_finite, which the server counts for the
+  // divergence signal and the guard of the natural-gradient switch
+  // (docs/PHASES.md). Otherwise as UploadSketch.
+  bool ReportNonFiniteLoss(uint64_t step, double lr = kNotGiven);
+
   // Queues validation metrics, e.g. {{"val_loss", 0.3}}. Non-finite values
   // are refused (false, dropped_invalid); otherwise as UploadSketch.
   bool ReportEval(uint64_t step, const std::map<std::string, double>& metrics);
@@ -173,7 +180,8 @@ class RunSession {
   uint64_t incarnation() const;
   // The latest diagnostics (trajectory point) the server pushed.
   std::optional<v1::TrajectoryPoint> LatestDiagnostics() const;
-  // The run's effective config as the server sent it (after the Welcome).
+  // The run's effective config as the server sent it (after the first
+  // successful OpenRun; the Welcome's from then on).
   std::optional<v1::RunConfig> config() const;
 
   // Blocks until a directive of version >= `version` arrived; false on
@@ -200,6 +208,8 @@ class RunSession {
  private:
   struct State;
   explicit RunSession(std::unique_ptr<State> state);
+  // Queues `msg` (an upload) as UploadSketch does.
+  bool Enqueue(v1::ConnectRequest msg, uint64_t step);
   std::unique_ptr<State> s_;
 };
 

@@ -59,6 +59,12 @@ absl::Status ControllerConfig::Validate() const {
   if (kfac_factor_interval < 1) return bad("kfac_factor_interval", kfac_factor_interval, ">= 1");
   if (kfac_inverse_interval < 1) return bad("kfac_inverse_interval", kfac_inverse_interval, ">= 1");
   if (!(noise_std >= 0.0 && noise_std < 100.0)) return bad("noise_std", noise_std, "in [0, 100)");
+  if (!(divergence_loss_rate > 0.0 && divergence_loss_rate < 10.0)) return bad("divergence_loss_rate", divergence_loss_rate, "in (0, 10)");
+  if (!(rollback_loss_margin > 0.0 && rollback_loss_margin < 100.0)) return bad("rollback_loss_margin", rollback_loss_margin, "in (0, 100)");
+  if (!(rollback_lr_factor > 0.0 && rollback_lr_factor <= 1.0)) return bad("rollback_lr_factor", rollback_lr_factor, "in (0, 1]");
+  if (rollback_max_retries < 0 || rollback_max_retries > 100) return bad("rollback_max_retries", rollback_max_retries, "in [0, 100]");
+  if (!(retry_plateau_factor > 0.0 && retry_plateau_factor <= 1.0)) return bad("retry_plateau_factor", retry_plateau_factor, "in (0, 1]");
+  if (!(retry_damping_factor >= 1.0 && retry_damping_factor <= 1e6)) return bad("retry_damping_factor", retry_damping_factor, "in [1, 1e6]");
   return absl::OkStatus();
 }
 
@@ -118,6 +124,7 @@ Decision PhaseController::Enter(Phase to, Cause cause, std::string reason,
   phase_start_step_ = effective_step;
   window_.clear();
   latched_ = 0;
+  guard_armed_ = false;  // AcquisitionExit arms it after the automatic switch
   if (to == Phase::kPolish) {
     val_seen_ = false;
     val_stale_ = 0;
@@ -154,6 +161,7 @@ PhaseController::Smoothed PhaseController::Smooth() const {
     }
     if (j == k - 1) {
       if (o.rank_censored || o.pr_censored) s.censored = true;
+      if (o.loss_nonfinite || std::isinf(o.loss)) s.loss_nonfinite = true;
       rank_ci_upper += std::isnan(o.rank_ci_upper) ? o.effective_rank : o.rank_ci_upper;
     }
   }
@@ -226,6 +234,11 @@ std::optional<Decision> PhaseController::Decide(const Observation& obs, uint64_t
                  PlanFor(Phase::kDone, eff), eff);
   }
   if (phase_ != Phase::kAcquisition && phase_ != Phase::kRefinement) return std::nullopt;
+  // The guard of the switch to natural gradient waits for no dwell: a
+  // diverging run is rolled back at the first evaluation that shows it.
+  if (phase_ == Phase::kRefinement && guard_armed_) {
+    if (auto d = Guard(obs, Smooth(), eff)) return d;
+  }
   const uint64_t dwell = Dwell(obs.step);
   if (dwell < c.min_dwell_steps) {
     latched_ = 0;
@@ -268,28 +281,59 @@ std::optional<Decision> PhaseController::AcquisitionExit(const Smoothed& s, uint
                                ? (s.loss_first - s.loss_now) / std::abs(s.loss_first) / s.epochs
                                : std::numeric_limits<double>::quiet_NaN();
   const bool loss_falling = std::isfinite(loss_rate) && loss_rate > c.loss_decrease_min;
+  // A retried switch (after rollbacks) needs a tighter plateau band.
+  const double epsilon = PlateauEpsilon();
   const bool on = !s.censored && std::abs(pr_drop) < c.id_drop_threshold &&
                   rank_fraction_ci_upper < c.rank_fraction_max &&
-                  s.rank_spread < c.plateau_epsilon && loss_falling;
+                  s.rank_spread < epsilon && loss_falling;
   const bool off = s.censored || std::abs(pr_drop) > c.id_drop_threshold * h ||
                    rank_fraction > c.rank_fraction_max * h ||
-                   s.rank_spread > c.plateau_epsilon * h || !std::isfinite(loss_rate) ||
+                   s.rank_spread > epsilon * h || !std::isfinite(loss_rate) ||
                    loss_rate < c.loss_decrease_min / h;
   latched_ = Latch(on, off, latched_);
   if (!on || latched_ < c.confirm_evals) return std::nullopt;
-  DirectivePlan plan = PlanFor(Phase::kRefinement, eff);
   const double lr_before = plan_.lr.At(eff);
-  return Enter(
+  if (rollbacks_ > c.rollback_max_retries) {
+    // Natural gradient failed every switch it was allowed: the run goes on
+    // first-order, straight to the low-LR decay.
+    return Enter(Phase::kPolish, Cause::kAutomatic,
+                 absl::StrFormat("rank plateaued at r90 %.1f (r90 within a %.1f%% band < %.1f%%), "
+                                 "loss falling %.2f%%/epoch; natural gradient was rolled back %d "
+                                 "times (rollback_max_retries %d): no switch, first-order "
+                                 "cosine decay from LR %.4g",
+                                 s.rank_now, 100 * s.rank_spread, 100 * epsilon, 100 * loss_rate,
+                                 rollbacks_, c.rollback_max_retries, lr_before),
+                 {{"step", static_cast<double>(step)},
+                  {"effective_rank", s.rank_now},
+                  {"rank_spread", s.rank_spread},
+                  {"plateau_epsilon", epsilon},
+                  {"loss", s.loss_now},
+                  {"loss_decrease_per_epoch", loss_rate},
+                  {"rollbacks", static_cast<double>(rollbacks_)},
+                  {"rollback_max_retries", static_cast<double>(c.rollback_max_retries)},
+                  {"lr_before", lr_before}},
+                 PlanFor(Phase::kPolish, eff), eff);
+  }
+  DirectivePlan plan = PlanFor(Phase::kRefinement, eff);
+  // A retry damps harder: the failed switch's factors were too trusting.
+  plan.optimizer.damping *= std::pow(c.retry_damping_factor, rollbacks_);
+  // Guarded when there is a window and a pre-switch loss to hold it to.
+  const bool guarded = c.rollback_window_steps > 0 && s.loss_known && std::isfinite(s.loss_now);
+  plan.guard_steps = guarded ? c.rollback_window_steps : 0;
+  Decision d = Enter(
       Phase::kRefinement, Cause::kAutomatic,
       absl::StrFormat(
-          "Fisher rank plateaued at r90 %.1f (rank fraction %.3f, 90%% CI up to %.3f < %.2f; "
+          "%sFisher rank plateaued at r90 %.1f (rank fraction %.3f, 90%% CI up to %.3f < %.2f; "
           "r90 within a %.1f%% "
           "band < %.0f%% over %d evals, %.0f steps), PR %.1f changing %+.2f%%/epoch, within "
           "+-%.1f%%, loss still falling %.2f%%/epoch > %.1f%%, latched %d evals: natural "
           "gradient, LR %.4g -> %.4g",
+          rollbacks_ > 0 ? absl::StrFormat("retry %d of %d after a rollback: ", rollbacks_,
+                                           c.rollback_max_retries)
+                         : std::string(),
           s.rank_now, rank_fraction, rank_fraction_ci_upper, c.rank_fraction_max,
           100 * s.rank_spread,
-          100 * c.plateau_epsilon, s.span_evals, s.span_steps, s.pr_now, -100 * pr_drop,
+          100 * epsilon, s.span_evals, s.span_steps, s.pr_now, -100 * pr_drop,
           100 * c.id_drop_threshold, 100 * loss_rate, 100 * c.loss_decrease_min, latched_,
           lr_before, plan.lr.start_lr),
       {{"step", static_cast<double>(step)},
@@ -300,7 +344,7 @@ std::optional<Decision> PhaseController::AcquisitionExit(const Smoothed& s, uint
        {"rank_fraction_max", c.rank_fraction_max},
        {"sketch_rows", static_cast<double>(c.sketch_rows)},
        {"rank_spread", s.rank_spread},
-       {"plateau_epsilon", c.plateau_epsilon},
+       {"plateau_epsilon", epsilon},
        {"participation_ratio", s.pr_now},
        {"participation_ratio_first", s.pr_first},
        {"pr_drop_per_epoch", pr_drop},
@@ -318,26 +362,38 @@ std::optional<Decision> PhaseController::AcquisitionExit(const Smoothed& s, uint
        {"hysteresis", c.hysteresis},
        {"dwell_steps", static_cast<double>(Dwell(step))},
        {"lr_before", lr_before},
-       {"lr_after", plan.lr.start_lr}},
+       {"lr_after", plan.lr.start_lr},
+       {"kfac_damping", plan.optimizer.damping},
+       {"rollbacks", static_cast<double>(rollbacks_)},
+       {"guard_steps", static_cast<double>(plan.guard_steps)}},
       plan, eff);
+  if (guarded) {
+    guard_armed_ = true;
+    pre_switch_loss_ = s.loss_now;
+    pre_switch_lr_ = lr_before;
+  }
+  return d;
 }
 
 std::optional<Decision> PhaseController::RefinementExit(const Smoothed& s, uint64_t step,
                                                         uint64_t eff) {
   // The spectrum is stable and natural gradient has slowed down. Without loss
-  // reports the spectrum alone decides. A loss that rises is no plateau: it
-  // holds the trigger off like a loss still falling fast.
+  // reports the spectrum alone decides. A loss that rises (faster than
+  // divergence_loss_rate) or is non-finite is divergence, never a plateau;
+  // a loss still falling fast holds the trigger off too.
   const ControllerConfig& c = config_;
   const double h = c.hysteresis;
-  const double loss_rate = s.loss_known && s.loss_first != 0.0
-                               ? (s.loss_first - s.loss_now) / std::abs(s.loss_first) / s.epochs
-                               : std::numeric_limits<double>::quiet_NaN();
-  const bool loss_slow = !std::isfinite(loss_rate) || std::abs(loss_rate) < c.refine_loss_rate_min;
+  const double loss_rate = LossRate(s);
+  const bool diverging = Diverging(s);
+  const bool loss_slow =
+      !diverging && (!std::isfinite(loss_rate) || (loss_rate < c.refine_loss_rate_min &&
+                                                   loss_rate > -c.divergence_loss_rate));
   const bool on = !s.censored && s.rank_spread < c.plateau_epsilon &&
                   s.pr_spread < c.plateau_epsilon && loss_slow;
-  const bool off = s.censored || s.rank_spread > c.plateau_epsilon * h ||
+  const bool off = s.censored || s.loss_nonfinite || s.rank_spread > c.plateau_epsilon * h ||
                    s.pr_spread > c.plateau_epsilon * h ||
-                   (std::isfinite(loss_rate) && std::abs(loss_rate) > c.refine_loss_rate_min * h);
+                   (std::isfinite(loss_rate) && (loss_rate > c.refine_loss_rate_min * h ||
+                                                 loss_rate < -c.divergence_loss_rate * h));
   latched_ = Latch(on, off, latched_);
   if (!on || latched_ < c.confirm_evals) return std::nullopt;
   DirectivePlan plan = PlanFor(Phase::kPolish, eff);
@@ -345,11 +401,11 @@ std::optional<Decision> PhaseController::RefinementExit(const Smoothed& s, uint6
       Phase::kPolish, Cause::kAutomatic,
       absl::StrFormat(
           "spectrum stable (r90 within a %.1f%% band, PR within %.1f%%, < %.0f%% over %d evals, "
-          "%.0f steps) and loss change %+.2f%%/epoch within +-%.1f%%, latched %d evals: "
-          "cosine decay %.4g -> %.4g until step %d",
+          "%.0f steps) and loss change %+.2f%%/epoch within [-%.1f%%, +%.1f%%], latched %d "
+          "evals: cosine decay %.4g -> %.4g until step %d",
           100 * s.rank_spread, 100 * s.pr_spread, 100 * c.plateau_epsilon, s.span_evals,
           s.span_steps, std::isfinite(loss_rate) ? -100 * loss_rate : 0.0,
-          100 * c.refine_loss_rate_min, latched_, plan.lr.start_lr, plan.lr.end_lr,
+          100 * c.refine_loss_rate_min, 100 * c.divergence_loss_rate, latched_, plan.lr.start_lr, plan.lr.end_lr,
           c.total_steps),
       {{"step", static_cast<double>(step)},
        {"effective_rank", s.rank_now},
@@ -360,6 +416,7 @@ std::optional<Decision> PhaseController::RefinementExit(const Smoothed& s, uint6
        {"loss", s.loss_now},
        {"loss_improvement_per_epoch", loss_rate},
        {"refine_loss_rate_min", c.refine_loss_rate_min},
+       {"divergence_loss_rate", c.divergence_loss_rate},
        {"window_evals", static_cast<double>(c.window_evals)},
        {"plateau_windows", static_cast<double>(c.plateau_windows)},
        {"span_evals", static_cast<double>(s.span_evals)},
@@ -426,7 +483,13 @@ Decision PhaseController::ForcePhase(Phase to, bool hold, const std::string& rea
 
 Decision PhaseController::Pin(DirectivePlan plan, const std::string& reason,
                               uint64_t eff) {
-  if (!pinned_) unpinned_plan_ = plan_;
+  if (!pinned_) {
+    unpinned_plan_ = plan_;
+    // A release re-issues the plan, not its restore, and no guard is armed
+    // for it: no snapshot either.
+    unpinned_plan_.rollback = false;
+    unpinned_plan_.guard_steps = 0;
+  }
   held_ = true;
   pinned_ = true;
   plan.phase = plan.stop ? Phase::kDone : phase_;

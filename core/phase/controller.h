@@ -82,6 +82,32 @@ struct ControllerConfig {
   uint32_t kfac_inverse_interval = 100;  // REFINEMENT directive: steps between inversions
   double noise_std = 0.0;  // ACQUISITION gradient-noise injection, relative to gradient RMS
 
+  // Divergence signal: the smoothed loss rising faster than this, relative,
+  // per epoch, over the plateau span (or any non-finite loss) is divergence,
+  // never a plateau. In (0, 10).
+  double divergence_loss_rate = 0.01;
+  // The guarded switch (docs/PHASES.md): for this many steps after the
+  // automatic switch to natural gradient takes effect, a loss above its
+  // pre-switch level by rollback_loss_margin, a non-finite loss or the
+  // divergence signal rolls the switch back. 0: no guard (and no snapshot).
+  // The server's default is 5% of total_steps, as here for the default run.
+  uint64_t rollback_window_steps = 50;
+  // Relative margin over the pre-switch loss (the smoothed loss the switch
+  // decided on): the mean loss of the phase's last window_evals evaluations
+  // above (1 + margin) x it fails the guard. Wide by default: it is there to
+  // catch a blow-up, not the noise of a small loss. In (0, 100).
+  double rollback_loss_margin = 0.5;
+  // After a rollback: first-order at this factor x the LR in force before the
+  // switch. In (0, 1].
+  double rollback_lr_factor = 0.5;
+  // Switches retried after rollbacks; once used up, the ACQUISITION exit goes
+  // to POLISH (first-order) instead of natural gradient. In [0, 100].
+  int rollback_max_retries = 1;
+  // Retry k (k = rollbacks so far) needs a plateau band of plateau_epsilon x
+  // retry_plateau_factor^k and sends kfac_damping x retry_damping_factor^k.
+  double retry_plateau_factor = 0.5;  // In (0, 1].
+  double retry_damping_factor = 10.0;  // In [1, 1e6].
+
   // The last step of the warm-up: round(warmup_fraction x total_steps).
   uint64_t warmup_end() const;
   // The latest step REFINEMENT lasts to: round(refine_budget_fraction x total_steps).
@@ -102,6 +128,9 @@ struct Observation {
   // is used). The rank-fraction test reads it (docs/PHASES.md, "Which
   // interval each test uses").
   double rank_ci_upper = std::numeric_limits<double>::quiet_NaN();
+  // Some rank reported a non-finite loss since the previous evaluation (the
+  // loss itself is then the mean of the finite ones, or NaN).
+  bool loss_nonfinite = false;
 };
 
 // A phase change (or an operator action) and the directive content it needs.
@@ -170,6 +199,8 @@ class PhaseController {
   // The effective_step of the decision that entered the current phase.
   uint64_t phase_start_step() const { return phase_start_step_; }
   const DirectivePlan& current_plan() const { return plan_; }
+  // Natural-gradient switches rolled back so far.
+  int rollbacks() const { return rollbacks_; }
   const ControllerConfig& config() const { return config_; }
 
  private:
@@ -191,6 +222,7 @@ class PhaseController {
     int span_evals = 0;
     bool censored = false;  // r90 or the PR censored in the last window
     double rank_ci_upper_now = 0;  // mean upper end of r90's CI in the last window
+    bool loss_nonfinite = false;   // a non-finite loss reported in the last window
   };
 
   // Moves to `to` with `plan`, resetting the per-phase detectors.
@@ -206,6 +238,18 @@ class PhaseController {
   std::optional<Decision> AcquisitionExit(const Smoothed& s, uint64_t step,
                                           uint64_t effective_step);
   std::optional<Decision> RefinementExit(const Smoothed& s, uint64_t step, uint64_t effective_step);
+  // The guard of the switch to natural gradient (controller_guard.cc): a
+  // ROLLBACK decision while the guard is armed and the loss failed it.
+  std::optional<Decision> Guard(const Observation& obs, const Smoothed& s,
+                                uint64_t effective_step);
+  // The loss rate over the span, signed per epoch (positive = falling); NaN
+  // when the span holds no loss.
+  static double LossRate(const Smoothed& s);
+  // The divergence signal over the span: a non-finite loss in the last window
+  // or the loss rising faster than divergence_loss_rate.
+  bool Diverging(const Smoothed& s) const;
+  // plateau_epsilon, tightened for a retried switch.
+  double PlateauEpsilon() const;
   // The hysteresis latch: how many consecutive evaluations a trigger has been
   // latched, given the previous count. It latches on `on`, stays latched
   // until `clearly_off`.
@@ -228,6 +272,12 @@ class PhaseController {
   bool val_seen_ = false;
   double val_best_ = 0.0;
   int val_stale_ = 0;
+  // The guarded switch: armed from the automatic switch to natural gradient
+  // until REFINEMENT ends; what the loss was and the LR in force before it.
+  bool guard_armed_ = false;
+  double pre_switch_loss_ = 0.0;
+  double pre_switch_lr_ = 0.0;
+  int rollbacks_ = 0;  // switches rolled back in this run
 };
 
 }  // namespace spotter

@@ -27,15 +27,23 @@ struct ControllerCodecAccess {
     w.U32(p.optimizer.inverse_update_interval);
     w.U8(p.stop ? 1 : 0);
     w.F64(p.noise_std);
+    w.U64(p.guard_steps);  // version 3
+    w.U8(p.rollback ? 1 : 0);
+    w.U64(p.snapshot_step);
   }
 
-  static absl::Status Get(ByteReader& r, const char* what, DirectivePlan* p) {
+  static absl::Status Get(ByteReader& r, uint32_t version, const char* what, DirectivePlan* p) {
     uint8_t phase = 0, lr_kind = 0, opt_kind = 0;
     if (!r.U8(&phase) || !r.U8(&lr_kind) || !r.U64(&p->lr.start_step) || !r.U64(&p->lr.end_step) ||
         !r.F64(&p->lr.start_lr) || !r.F64(&p->lr.end_lr) || !r.U8(&opt_kind) ||
         !r.F64(&p->optimizer.damping) || !r.U32(&p->optimizer.factor_update_interval) ||
         !r.U32(&p->optimizer.inverse_update_interval) || !r.Bool(&p->stop) ||
         !r.F64(&p->noise_std)) {
+      return Truncated(what);
+    }
+    // Before version 3: no guard, no rollback.
+    if (version >= 3 && (!r.U64(&p->guard_steps) || !r.Bool(&p->rollback) ||
+                         !r.U64(&p->snapshot_step))) {
       return Truncated(what);
     }
     if (phase > static_cast<uint8_t>(Phase::kDone) ||
@@ -70,11 +78,17 @@ struct ControllerCodecAccess {
       w.F64(o.participation_ratio);
       w.U8(o.pr_censored ? 1 : 0);
       w.F64(o.rank_ci_upper);
+      w.U8(o.loss_nonfinite ? 1 : 0);  // version 3
     }
     w.I32(c.latched_);
     w.U8(c.val_seen_ ? 1 : 0);
     w.F64(c.val_best_);
     w.I32(c.val_stale_);
+    // Version 3: the guarded switch.
+    w.U8(c.guard_armed_ ? 1 : 0);
+    w.F64(c.pre_switch_loss_);
+    w.F64(c.pre_switch_lr_);
+    w.I32(c.rollbacks_);
     return w.Take();
   }
 
@@ -86,10 +100,10 @@ struct ControllerCodecAccess {
       return absl::InvalidArgumentError(
           absl::StrFormat("not a controller state (magic 0x%08x, expected 0x%08x)", magic, kMagic));
     }
-    if (version < kControllerStateVersion - 1 || version > kControllerStateVersion) {
+    if (version < kOldestControllerStateVersion || version > kControllerStateVersion) {
       return absl::InvalidArgumentError(
-          absl::StrFormat("controller state format version %d; this build reads versions %d and %d",
-                          version, kControllerStateVersion - 1, kControllerStateVersion));
+          absl::StrFormat("controller state format version %d; this build reads versions %d to %d",
+                          version, kOldestControllerStateVersion, kControllerStateVersion));
     }
     PhaseController c = *out;
     uint8_t phase = 0;
@@ -100,9 +114,9 @@ struct ControllerCodecAccess {
       return absl::InvalidArgumentError(absl::StrFormat("phase %d out of range", phase));
     }
     c.phase_ = static_cast<Phase>(phase);
-    absl::Status s = Get(r, "unpinned plan", &c.unpinned_plan_);
+    absl::Status s = Get(r, version, "unpinned plan", &c.unpinned_plan_);
     if (!s.ok()) return s;
-    s = Get(r, "plan", &c.plan_);
+    s = Get(r, version, "plan", &c.plan_);
     if (!s.ok()) return s;
     if (!r.U32(&n)) return Truncated("window");
     // A span holds at most kMaxSpanEvals evaluations (controller.cc).
@@ -118,12 +132,12 @@ struct ControllerCodecAccess {
           !r.Bool(&o.rank_censored) || !r.F64(&o.participation_ratio)) {
         return Truncated("window");
       }
-      // Added in the latest version: before it, no PR censoring and no r90
-      // interval (NaN: the point is used).
-      if (version == kControllerStateVersion &&
-          (!r.Bool(&o.pr_censored) || !r.F64(&o.rank_ci_upper))) {
+      // Added in version 2: before it, no PR censoring and no r90 interval
+      // (NaN: the point is used).
+      if (version >= 2 && (!r.Bool(&o.pr_censored) || !r.F64(&o.rank_ci_upper))) {
         return Truncated("window");
       }
+      if (version >= 3 && !r.Bool(&o.loss_nonfinite)) return Truncated("window");
       // Values are data, restored as they were: the controller takes any
       // double (a flat spectrum's corrected PR is +inf, a missing loss NaN).
       c.window_.push_back(o);
@@ -131,6 +145,19 @@ struct ControllerCodecAccess {
     if (!r.I32(&c.latched_) || !r.Bool(&c.val_seen_) || !r.F64(&c.val_best_) ||
         !r.I32(&c.val_stale_)) {
       return Truncated("trailer");
+    }
+    // Version 3: the guarded switch; before it, no guard armed, no rollbacks.
+    c.guard_armed_ = false;
+    c.pre_switch_loss_ = 0.0;
+    c.pre_switch_lr_ = 0.0;
+    c.rollbacks_ = 0;
+    if (version >= 3 && (!r.Bool(&c.guard_armed_) || !r.F64(&c.pre_switch_loss_) ||
+                         !r.F64(&c.pre_switch_lr_) || !r.I32(&c.rollbacks_))) {
+      return Truncated("guard");
+    }
+    if (c.rollbacks_ < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("rollbacks %d: expected a count >= 0", c.rollbacks_));
     }
     if (c.latched_ < 0 || c.val_stale_ < 0) {
       return absl::InvalidArgumentError(absl::StrFormat(

@@ -21,9 +21,11 @@
 
 namespace spotter {
 
-// Version 2 added Observation::pr_censored and rank_ci_upper; version 1 is
-// still read.
-inline constexpr uint32_t kControllerStateVersion = 2;
+// Version 2 added Observation::pr_censored and rank_ci_upper; version 3 the
+// guarded switch (the plans' guard and rollback fields, loss_nonfinite, the
+// guard's state and the rollback count). Versions 1 and 2 are still read.
+inline constexpr uint32_t kControllerStateVersion = 3;
+inline constexpr uint32_t kOldestControllerStateVersion = 1;
 
 // The state of `controller` (not its config). Thread-compatible.
 std::string EncodeControllerState(const PhaseController& controller);

@@ -21,6 +21,7 @@ const char* CauseName(Cause c) {
     case Cause::kOverride: return "override";
     case Cause::kRelease: return "release";
     case Cause::kFinish: return "finish";
+    case Cause::kRollback: return "rollback";
   }
   return "unknown";
 }

@@ -27,6 +27,9 @@ enum class Cause {
   kOverride,   // an operator forced a phase or pinned a directive
   kRelease,    // an operator released the run back to automatic control
   kFinish,     // the run was finished through the API
+  // The natural-gradient switch failed its guard (the loss rose past its
+  // margin or went non-finite): back to the snapshot, first-order, lower LR.
+  kRollback,
 };
 
 const char* PhaseName(Phase p);  // "acquisition", "refinement", ...
@@ -67,6 +70,17 @@ struct DirectivePlan {
   OptimizerInstruction optimizer;
   bool stop = false;
   double noise_std = 0.0;  // gradient-noise std relative to the gradient RMS
+  // The guarded switch (docs/PHASES.md, "Guarded switch and rollback").
+  // On a natural-gradient directive: > 0 asks the trainer to snapshot model
+  // and optimizer state at the step it switches, because for this many steps
+  // after the switch the server may roll it back. 0: no guard, no snapshot.
+  uint64_t guard_steps = 0;
+  // A rollback: at effective_step every rank restores the snapshot it took at
+  // the switch to natural gradient that took effect at snapshot_step, and
+  // continues under this plan (first-order, lower LR). Step counters keep
+  // counting; only model and optimizer state go back.
+  bool rollback = false;
+  uint64_t snapshot_step = 0;  // effective step of the switch being rolled back
 };
 
 struct Directive {

@@ -41,6 +41,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "client/cpp/paging.h"
 #include "client/cpp/run_session.h"
 #include "core/projection/projection.h"
 #include "examples/quadratic_bowl/bowl.h"
@@ -337,10 +338,9 @@ void RunThreePhase(const QuadraticBowl& bowl, const Options& o, const SpotterSet
     s.stub->FinishRun(&ctx, req, &resp);
   }
   if (!stop_at_target) {
-    grpc::ClientContext ctx;
     v1::GetTrajectoryRequest req;
     req.set_name(name);
-    grpc::Status st = s.stub->GetTrajectory(&ctx, req, &r->trajectory);
+    grpc::Status st = spotter::GetWholeTrajectory(*s.stub, req, &r->trajectory);
     if (!st.ok()) r->error = "GetTrajectory: " + st.error_message();
   }
   (*session)->Close(absl::Seconds(5));

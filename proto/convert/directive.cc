@@ -31,6 +31,7 @@ v1::Cause ToProto(Cause c) {
     case Cause::kOverride: return v1::CAUSE_OVERRIDE;
     case Cause::kRelease: return v1::CAUSE_RELEASE;
     case Cause::kFinish: return v1::CAUSE_FINISH;
+    case Cause::kRollback: return v1::CAUSE_ROLLBACK;
   }
   return v1::CAUSE_UNSPECIFIED;
 }
@@ -69,6 +70,9 @@ v1::Directive ToProto(const Directive& d) {
   o.set_cause(ToProto(d.cause));
   o.set_noise_std(d.plan.noise_std);
   ToProto(d.issued_at, o.mutable_issued_at());
+  o.set_guard_steps(d.plan.guard_steps);
+  o.set_rollback(d.plan.rollback);
+  o.set_snapshot_step(d.plan.snapshot_step);
   return o;
 }
 
@@ -144,12 +148,18 @@ absl::StatusOr<Directive> DirectiveFromProto(const v1::Directive& d) {
   out.effective_step = d.effective_step();
   out.plan = *plan;
   out.plan.phase = FromProto(d.phase());
+  // Only the server's own directives guard or roll back a switch: an
+  // operator's pinned plan (PlanFromProto) never does.
+  out.plan.guard_steps = d.guard_steps();
+  out.plan.rollback = d.rollback();
+  out.plan.snapshot_step = d.snapshot_step();
   out.reason = d.reason();
   out.advisory = d.advisory();
   switch (d.cause()) {
     case v1::CAUSE_OVERRIDE: out.cause = Cause::kOverride; break;
     case v1::CAUSE_RELEASE: out.cause = Cause::kRelease; break;
     case v1::CAUSE_FINISH: out.cause = Cause::kFinish; break;
+    case v1::CAUSE_ROLLBACK: out.cause = Cause::kRollback; break;
     default: out.cause = Cause::kAutomatic; break;
   }
   out.issued_at = absl::FromUnixSeconds(d.issued_at().seconds()) +

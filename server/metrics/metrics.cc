@@ -1,7 +1,10 @@
 #include "server/metrics/metrics.h"
 
 #include <cmath>
+#include <cstdint>
 #include <utility>
+
+#include "absl/time/clock.h"
 
 namespace spotter {
 namespace {
@@ -75,6 +78,9 @@ constexpr SlotSpec kSlots[] = {
     {"spotter_run_phase", kPhaseHelp, "refinement"},
     {"spotter_run_phase", kPhaseHelp, "polish"},
     {"spotter_run_phase", kPhaseHelp, "done"},
+    {"spotter_run_rollbacks",
+     "Natural-gradient switches of the run rolled back (the loss failed the switch's guard).",
+     nullptr},
 };
 static_assert(std::size(kSlots) == RunMetricsExporter::kNumSlots);
 
@@ -242,6 +248,18 @@ ServerMetrics::ServerMetrics(prometheus::Registry& registry, const RunSeriesOpti
                      .Help("Directives issued, all runs.")
                      .Register(registry)
                      .Add({})),
+      rollbacks(BuildCounter()
+                    .Name("spotter_rollbacks_total")
+                    .Help("Natural-gradient switches rolled back because the loss rose past its "
+                          "margin or went non-finite, all runs.")
+                    .Register(registry)
+                    .Add({})),
+      nonfinite_losses(BuildCounter()
+                           .Name("spotter_nonfinite_losses_total")
+                           .Help("Uploads whose trainer reported a NaN or infinite loss "
+                                 "(loss_non_finite; the divergence signal), all runs.")
+                           .Register(registry)
+                           .Add({})),
       evaluations(BuildCounter()
                       .Name("spotter_evaluations_total")
                       .Help("Spectral evaluations completed.")
@@ -292,8 +310,47 @@ ServerMetrics::ServerMetrics(prometheus::Registry& registry, const RunSeriesOpti
                           .Name("spotter_store_duration_seconds")
                           .Help("Time of one operation of the persistent store, by operation.")
                           .Register(registry)),
+      backups_ok_(BuildCounter()
+                      .Name("spotter_backups_total")
+                      .Help("Online backups of the state file, by result.")
+                      .Register(registry)
+                      .Add({{"result", "ok"}})),
+      backups_failed_(BuildCounter()
+                          .Name("spotter_backups_total")
+                          .Help("Online backups of the state file, by result.")
+                          .Register(registry)
+                          .Add({{"result", "failed"}})),
+      backup_bytes_(BuildCounter()
+                        .Name("spotter_backup_bytes_total")
+                        .Help("Bytes of the state-file backups sent to clients in full.")
+                        .Register(registry)
+                        .Add({})),
+      backup_duration_(
+          BuildHistogram()
+              .Name("spotter_backup_duration_seconds")
+              .Help("Time of a successful backup, from its start to the last byte "
+                    "sent.")
+              .Register(registry)
+              .Add({}, prometheus::Histogram::BucketBoundaries{0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30,
+                                                               60, 300, 900, 3600})),
+      backup_last_success_(BuildGauge()
+                               .Name("spotter_backup_last_success_timestamp_seconds")
+                               .Help("Unix time of the last successful backup; 0 before one.")
+                               .Register(registry)
+                               .Add({})),
       runs_(std::make_unique<RunMetricsExporter>(registry, run_series)) {
   build_info.Set(1);
+}
+
+void ServerMetrics::ObserveBackup(bool ok, uint64_t bytes, double seconds) {
+  if (!ok) {
+    backups_failed_.Increment();
+    return;
+  }
+  backups_ok_.Increment();
+  backup_bytes_.Increment(static_cast<double>(bytes));
+  backup_duration_.Observe(seconds);
+  backup_last_success_.Set(absl::ToUnixMicros(absl::Now()) / 1e6);
 }
 
 RunMetrics::RunMetrics(RunMetricsExporter& exporter, const std::string& run)
@@ -348,6 +405,12 @@ void RunMetrics::SetPhase(Phase phase, uint64_t version, uint64_t effective_step
     v[E::kDirectiveVersion] = static_cast<double>(version);
     v[E::kDirectiveEffectiveStep] = static_cast<double>(effective_step);
     v[E::kDirectiveDecisionStep] = static_cast<double>(decision_step);
+  });
+}
+
+void RunMetrics::SetRollbacks(int rollbacks) {
+  exporter_.Update(entry_.get(), [&](auto& v) {
+    v[RunMetricsExporter::kRollbacks] = static_cast<double>(rollbacks);
   });
 }
 

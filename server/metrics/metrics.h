@@ -98,6 +98,7 @@ class RunMetricsExporter {
     kPhaseRefinement,
     kPhasePolish,
     kPhaseDone,
+    kRollbacks,  // natural-gradient switches rolled back (docs/PHASES.md)
     kNumSlots,
   };
 
@@ -161,6 +162,10 @@ class ServerMetrics {
     store_duration_.Add({{"operation", operation}}, kLatencyBuckets()).Observe(seconds);
   }
   static const prometheus::Histogram::BucketBoundaries& kLatencyBuckets();
+  // A backup that started (the caller was allowed and the server has a state
+  // file) and ended: `ok` when the client got the whole file, then its size
+  // and the seconds from start to the last byte sent.
+  void ObserveBackup(bool ok, uint64_t bytes, double seconds);
 
   prometheus::Gauge& build_info;        // 1, {version}
   prometheus::Counter& uploads;          // sketch batches applied
@@ -170,6 +175,8 @@ class ServerMetrics {
   prometheus::Counter& restarts;         // trainer restarts (new incarnations)
   prometheus::Counter& eval_reports;     // EvalReports applied
   prometheus::Counter& directives;       // directives issued
+  prometheus::Counter& rollbacks;        // natural-gradient switches rolled back
+  prometheus::Counter& nonfinite_losses;  // uploads whose loss was NaN or infinite
   prometheus::Counter& evaluations;      // spectral evaluations completed
   prometheus::Counter& eval_dropped;     // evaluations skipped: pool queue full
   prometheus::Histogram& eval_duration;  // seconds per evaluation
@@ -185,6 +192,11 @@ class ServerMetrics {
   prometheus::Family<prometheus::Counter>& rejects_;
   prometheus::Family<prometheus::Histogram>& rpc_duration_;
   prometheus::Family<prometheus::Histogram>& store_duration_;
+  prometheus::Counter& backups_ok_;
+  prometheus::Counter& backups_failed_;
+  prometheus::Counter& backup_bytes_;
+  prometheus::Histogram& backup_duration_;
+  prometheus::Gauge& backup_last_success_;
   std::unique_ptr<RunMetricsExporter> runs_;
 };
 
@@ -207,6 +219,8 @@ class RunMetrics {
   // from and the step that decided it.
   void SetPhase(Phase phase, uint64_t directive_version, uint64_t effective_step,
                 uint64_t decision_step);
+  // Natural-gradient switches of the run rolled back so far.
+  void SetRollbacks(int rollbacks);
 
  private:
   RunMetricsExporter& exporter_;

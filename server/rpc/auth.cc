@@ -104,6 +104,8 @@ const char* RpcName(Rpc rpc) {
       return "FinishRun";
     case Rpc::kDeleteRun:
       return "DeleteRun";
+    case Rpc::kBackup:
+      return "Backup";
     case Rpc::kExportRun:
       return "ExportRun";
     case Rpc::kImportRun:

@@ -5,8 +5,9 @@
 //   trainer  OpenRun, Connect: for runs it created, or whose names match one
 //            of its grants (globs).
 //   viewer   GetRun, ListRuns, GetTrajectory, WatchRun: every run.
-//   admin    every RPC on every run (OverridePhase, FinishRun, DeleteRun are
-//            admin only; so are ExportRun and ImportRun, which move runs).
+//   admin    every RPC on every run (OverridePhase, FinishRun, DeleteRun and
+//            Backup are admin only; so are ExportRun and ImportRun, which
+//            move runs).
 // Without a tokens file every caller is anonymous and may call everything
 // (and the server is then loopback-only unless --insecure).
 #ifndef SPOTTER_SERVER_RPC_AUTH_H_
@@ -35,13 +36,14 @@ enum class Rpc {
   kOverridePhase,
   kFinishRun,
   kDeleteRun,
+  kBackup,
   kExportRun,  // admin only: moving runs between replicas
   kImportRun,
 };
-inline constexpr Rpc kAllRpcs[] = {Rpc::kOpenRun,       Rpc::kConnect,       Rpc::kGetRun,
-                                   Rpc::kListRuns,      Rpc::kGetTrajectory, Rpc::kWatchRun,
-                                   Rpc::kOverridePhase, Rpc::kFinishRun,     Rpc::kDeleteRun,
-                                   Rpc::kExportRun,     Rpc::kImportRun};
+inline constexpr Rpc kAllRpcs[] = {
+    Rpc::kOpenRun,  Rpc::kConnect,       Rpc::kGetRun,    Rpc::kListRuns,  Rpc::kGetTrajectory,
+    Rpc::kWatchRun, Rpc::kOverridePhase, Rpc::kFinishRun, Rpc::kDeleteRun, Rpc::kBackup,
+    Rpc::kExportRun, Rpc::kImportRun};
 const char* RpcName(Rpc rpc);  // "OpenRun", ...
 
 // One line of the tokens file.

@@ -97,6 +97,8 @@ class QueuedStream : public Base, public StoppableStream {
   }
 
   bool finishing() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return finish_requested_; }
+  // Messages queued, the one being written included.
+  size_t queued() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return queue_.size(); }
 
   mutable absl::Mutex mu_;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <exception>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <sstream>
@@ -55,6 +56,24 @@ absl::StatusOr<std::string> ReadFile(const std::string& path, const char* what) 
     return absl::InvalidArgumentError(absl::StrFormat("%s %s is empty", what, path));
   }
   return ss.str();
+}
+
+// Where a backup's copy waits to be streamed: next to the state file unless
+// --backup_dir says otherwise (the same name for every backup: one runs at a
+// time, and the next one removes a copy left by a crash).
+std::string BackupTempPath(const ServerOptions& o) {
+  const std::string leaf =
+      o.state_file.empty()
+          ? absl::StrFormat("spotterd-%d.backup.tmp", getpid())
+          : std::filesystem::path(o.state_file).filename().string() + ".backup.tmp";
+  std::filesystem::path dir = o.backup_dir;
+  if (dir.empty()) {
+    std::error_code ec;
+    dir = o.state_file.empty() ? std::filesystem::temp_directory_path(ec)
+                               : std::filesystem::path(o.state_file).parent_path();
+    if (ec) dir = "/tmp";
+  }
+  return (dir / leaf).string();
 }
 
 }  // namespace
@@ -171,7 +190,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::BuildAndStart(const ServerOption
   }
   if (!impl->store) impl->store = std::make_shared<NullStore>();
   const absl::Time load_start = absl::Now();
-  absl::StatusOr<std::vector<LoadedRun>> loaded = LoadState(*impl->store);
+  absl::StatusOr<std::vector<LoadedRun>> loaded = LoadState(*impl->store, options.point_window);
   if (!loaded.ok()) return loaded.status();
   impl->restored_runs = loaded->size();
 
@@ -192,13 +211,17 @@ absl::StatusOr<std::unique_ptr<Server>> Server::BuildAndStart(const ServerOption
   so.deps.metrics = impl->metrics.get();
   so.deps.committer = impl->committer.get();
   so.deps.persistent = impl->store->persistent();
+  so.deps.store = impl->store.get();
+  so.deps.point_window = options.point_window;
   so.deps.checkpoint = options.checkpoint;
   so.deps.limits = options.limits;
   so.tokens = impl->tokens;
   so.idle_timeout = options.idle_timeout;
   so.require_run_header = options.require_run_header;
-  so.store = impl->store.get();
   so.idle_sweep_interval = options.idle_sweep_interval;
+  so.backup.store = impl->store.get();
+  so.backup.copy = options.backup;
+  so.backup.temp_path = BackupTempPath(options);
   impl->service = std::make_unique<SpotterServiceImpl>(so);
   if (absl::Status s = impl->service->runs().Restore(*std::move(loaded)); !s.ok()) return s;
   impl->restore_time = absl::Now() - load_start;

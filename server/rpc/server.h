@@ -49,6 +49,14 @@ struct ServerOptions {
   SqliteOptions sqlite;
   std::shared_ptr<Store> store;
   CheckpointPolicy checkpoint;
+  // Trajectory points each run keeps in memory; older ones are read back
+  // from the store (or, without one, compacted: server/runs/point_history.h).
+  size_t point_window = kDefaultPointWindow;
+  // Online backups (the Backup RPC, docs/RELIABILITY.md): how the store is
+  // copied, and the folder the copy is written to before it is streamed
+  // (empty: the state file's folder; it needs room for one more state file).
+  BackupOptions backup;
+  std::string backup_dir;
 
   // Security (docs/RELIABILITY.md). TLS when tls_cert_file and tls_key_file
   // are set (PEM); mutual TLS when tls_client_ca_file is set too (clients

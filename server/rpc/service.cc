@@ -1,13 +1,18 @@
 #include "server/rpc/service.h"
 
+#include <algorithm>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <optional>
+#include <string>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "server/rpc/connect_reactor.h"
 #include "server/rpc/messages.h"
+#include "server/rpc/page_token.h"
 #include "server/rpc/watch_reactor.h"
 #include "server/runs/rejection.h"
 
@@ -30,7 +35,10 @@ struct UnaryResult {
 }  // namespace
 
 SpotterServiceImpl::SpotterServiceImpl(const ServiceOptions& options)
-    : options_(options), authorizer_(options.tokens), runs_(options.deps) {
+    : options_(options),
+      authorizer_(options.tokens),
+      runs_(options.deps),
+      backups_(options.backup) {
   if (options_.idle_timeout > absl::ZeroDuration() &&
       options_.idle_sweep_interval > absl::ZeroDuration()) {
     sweeper_ = std::thread([this] { SweepLoop(); });
@@ -287,17 +295,79 @@ grpc::ServerUnaryReactor* SpotterServiceImpl::ListRuns(grpc::CallbackServerConte
           return r;
         }
         const v1::RunState want = req.state();
-        r.fill = [this, want](v1::ListRunsResponse* resp) {
+        absl::StatusOr<size_t> page_size = PageSize(req.page_size(), 500, 1000);
+        if (!page_size.ok()) {
+          r.status = page_size.status();
+          return r;
+        }
+        // Newest first: a page starts below the creation order the token names.
+        const std::string scope = absl::StrCat("runs/", want);
+        uint64_t below = std::numeric_limits<uint64_t>::max();
+        if (!req.page_token().empty()) {
+          absl::StatusOr<uint64_t> pos = DecodePageToken(req.page_token(), scope);
+          if (!pos.ok()) {
+            r.status = pos.status();
+            return r;
+          }
+          below = *pos;
+        }
+        r.fill = [this, want, below, scope, n = *page_size](v1::ListRunsResponse* resp) {
+          uint64_t last = 0;
           for (const auto& run : runs_.List()) {
+            if (run->order() >= below) continue;
             v1::RunSummary s = run->Summary();
-            if (want == v1::RUN_STATE_UNSPECIFIED || s.state() == want) {
-              *resp->add_runs() = std::move(s);
+            if (want != v1::RUN_STATE_UNSPECIFIED && s.state() != want) continue;
+            if (static_cast<size_t>(resp->runs_size()) == n) {
+              resp->set_next_page_token(EncodePageToken(scope, last));
+              break;
             }
+            last = run->order();
+            *resp->add_runs() = std::move(s);
           }
         };
         return r;
       });
 }
+
+namespace {
+
+// What a page token of GetTrajectory is bound to.
+std::string TrajectoryTokenScope(const v1::GetTrajectoryRequest& req) {
+  return absl::StrCat("trajectory/", req.name(), "/", req.until_step(), "/", req.max_points());
+}
+
+absl::StatusOr<TrajectoryQuery> ParseTrajectoryQuery(const v1::GetTrajectoryRequest& req) {
+  constexpr size_t kMaxPage = 10000;
+  TrajectoryQuery q;
+  absl::StatusOr<size_t> page_size = PageSize(req.page_size(), 1000, kMaxPage);
+  if (!page_size.ok()) return page_size.status();
+  q.page_size = *page_size;
+  if (req.max_points() > 0 && req.max_points() < 4) {
+    return WithReason(absl::InvalidArgumentError(absl::StrFormat(
+                          "max_points %d: expected 0 (every point, paged) or at least 4 (the "
+                          "first, the last and a low and high point per bucket)",
+                          req.max_points())),
+                      "bad_max_points");
+  }
+  q.max_points = std::min<size_t>(req.max_points(), kMaxPage);
+  q.since_step = req.since_step();
+  if (req.until_step() > 0) q.until_step = req.until_step();
+  if (q.until_step < q.since_step) {
+    return WithReason(absl::InvalidArgumentError(absl::StrFormat(
+                          "until_step %d is below since_step %d: expected until_step >= "
+                          "since_step, or 0 for no bound",
+                          req.until_step(), req.since_step())),
+                      "bad_step_range");
+  }
+  if (!req.page_token().empty()) {
+    absl::StatusOr<uint64_t> next = DecodePageToken(req.page_token(), TrajectoryTokenScope(req));
+    if (!next.ok()) return next.status();
+    q.since_step = std::max(q.since_step, *next);
+  }
+  return q;
+}
+
+}  // namespace
 
 grpc::ServerUnaryReactor* SpotterServiceImpl::GetTrajectory(grpc::CallbackServerContext* ctx,
                                                             const grpc::ByteBuffer* raw,
@@ -306,13 +376,29 @@ grpc::ServerUnaryReactor* SpotterServiceImpl::GetTrajectory(grpc::CallbackServer
       ctx, Rpc::kGetTrajectory, raw, out,
       [this](const Principal*, const v1::GetTrajectoryRequest& req) {
         UnaryResult<v1::GetTrajectoryResponse> r;
-        absl::StatusOr<std::shared_ptr<Run>> run = runs_.Get(req.name());
-        r.status = run.status();
-        if (run.ok()) {
-          r.fill = [run = *run, since = req.since_step()](v1::GetTrajectoryResponse* resp) {
-            *resp = run->Trajectory(since);
-          };
+        absl::StatusOr<TrajectoryQuery> q = ParseTrajectoryQuery(req);
+        if (!q.ok()) {
+          r.status = q.status();
+          return r;
         }
+        absl::StatusOr<std::shared_ptr<Run>> run = runs_.Get(req.name());
+        if (!run.ok()) {
+          r.status = run.status();
+          return r;
+        }
+        absl::StatusOr<TrajectoryPage> page = (*run)->Trajectory(*q);
+        if (!page.ok()) {
+          r.status = page.status();
+          return r;
+        }
+        if (page->next_step) {
+          page->response.set_next_page_token(
+              EncodePageToken(TrajectoryTokenScope(req), *page->next_step));
+        }
+        r.fill = [page = std::make_shared<v1::GetTrajectoryResponse>(
+                      std::move(page->response))](v1::GetTrajectoryResponse* resp) {
+          resp->Swap(page.get());
+        };
         return r;
       });
 }
@@ -400,7 +486,7 @@ grpc::ServerUnaryReactor* SpotterServiceImpl::ExportRun(grpc::CallbackServerCont
               "export_without_target");
           return r;
         }
-        if (!options_.deps.persistent || options_.store == nullptr) {
+        if (!options_.deps.persistent || options_.deps.store == nullptr) {
           r.status = WithReason(absl::FailedPreconditionError(
                                     "this spotterd keeps no state (no --state_file): there are "
                                     "no stored rows to export"),
@@ -418,7 +504,7 @@ grpc::ServerUnaryReactor* SpotterServiceImpl::ExportRun(grpc::CallbackServerCont
         r.after_commit = true;
         r.fill_checked = [this, name = req.name()](v1::ExportRunResponse* resp) {
           int64_t bytes = 0;
-          absl::Status s = options_.store->ScanRun(name, [&](StoredRow&& row) {
+          absl::Status s = options_.deps.store->ScanRun(name, [&](StoredRow&& row) {
             bytes += static_cast<int64_t>(row.value.size()) + 32;
             v1::RunRow* out = resp->add_rows();
             out->set_table(static_cast<uint32_t>(row.table));
@@ -478,6 +564,11 @@ grpc::ServerUnaryReactor* SpotterServiceImpl::ImportRun(grpc::CallbackServerCont
         r.fill = [run = *run](v1::ImportRunResponse* resp) { *resp->mutable_run() = run->Info(); };
         return r;
       });
+}
+
+grpc::ServerWriteReactor<grpc::ByteBuffer>* SpotterServiceImpl::Backup(
+    grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* raw) {
+  return backups_.Start(this, ctx, raw);
 }
 
 }  // namespace spotter

@@ -24,6 +24,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "server/rpc/auth.h"
+#include "server/rpc/backup_reactor.h"
 #include "server/rpc/stream_host.h"
 #include "server/runs/run_registry.h"
 #include "spotter/v1/spotter.grpc.pb.h"
@@ -40,9 +41,10 @@ using RawSpotterService = v1::SpotterService::WithRawCallbackMethod_OpenRun<
                         v1::SpotterService::WithRawCallbackMethod_OverridePhase<
                             v1::SpotterService::WithRawCallbackMethod_FinishRun<
                                 v1::SpotterService::WithRawCallbackMethod_DeleteRun<
-                                    v1::SpotterService::WithRawCallbackMethod_ExportRun<
-                                        v1::SpotterService::WithRawCallbackMethod_ImportRun<
-                                            v1::SpotterService::Service>>>>>>>>>>>;
+                                    v1::SpotterService::WithRawCallbackMethod_Backup<
+                                        v1::SpotterService::WithRawCallbackMethod_ExportRun<
+                                            v1::SpotterService::WithRawCallbackMethod_ImportRun<
+                                                v1::SpotterService::Service>>>>>>>>>>>>;
 
 struct ServiceOptions {
   RunDeps deps;
@@ -58,9 +60,8 @@ struct ServiceOptions {
   // behind a proxy that routes on it: a call without it would land on an
   // arbitrary replica).
   bool require_run_header = false;
-  // The store the committer writes to (ExportRun reads a run's rows from
-  // it). Outlives the service.
-  Store* store = nullptr;
+  // The Backup RPC: the store to copy and how (server/rpc/backup_reactor.h).
+  BackupSettings backup;
 };
 
 // The initial-metadata key naming the replica that answered a call
@@ -93,6 +94,8 @@ class SpotterServiceImpl final : public RawSpotterService, public StreamHost {
                                       grpc::ByteBuffer* resp) override;
   grpc::ServerUnaryReactor* DeleteRun(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
                                       grpc::ByteBuffer* resp) override;
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* Backup(grpc::CallbackServerContext* ctx,
+                                                     const grpc::ByteBuffer* req) override;
   grpc::ServerUnaryReactor* ExportRun(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
                                       grpc::ByteBuffer* resp) override;
   grpc::ServerUnaryReactor* ImportRun(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
@@ -138,6 +141,8 @@ class SpotterServiceImpl final : public RawSpotterService, public StreamHost {
   std::thread sweeper_;
   mutable absl::Mutex replica_mu_;
   std::string replica_id_ ABSL_GUARDED_BY(replica_mu_);
+  // Last: its destructor waits for a running backup, which uses the above.
+  BackupRunner backups_;
 };
 
 }  // namespace spotter

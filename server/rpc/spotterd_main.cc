@@ -64,6 +64,18 @@ ABSL_FLAG(std::string, state_sync, "full",
           "they survive a process crash, a power loss may lose the last commits");
 ABSL_FLAG(uint32_t, checkpoint_every, 256,
           "checkpoint a rank's sketch (and truncate its upload log) after this many uploads");
+ABSL_FLAG(uint32_t, points_in_memory, 256,
+          "trajectory points each run keeps in memory; older ones are read back from "
+          "--state_file when asked for (without one they are downsampled to at most 4096 "
+          "per run). Memory per run stays bounded whatever its length");
+ABSL_FLAG(std::string, backup_dir, "",
+          "Backup RPC (spotterctl backup): the folder its copy of the state file is written "
+          "to before it is streamed to the client, then removed; it needs room for one more "
+          "state file. Empty: the state file's folder");
+ABSL_FLAG(int32_t, backup_pages_per_step, 64,
+          "Backup RPC: 16 KiB pages copied per step; commits wait for at most one step");
+ABSL_FLAG(absl::Duration, backup_step_pause, absl::ZeroDuration(),
+          "Backup RPC: pause between two steps, to spread the copy's disk reads (0: none)");
 ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain: serve TLS (with --tls_key)");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
 ABSL_FLAG(int32_t, tls_reload_seconds, 60,
@@ -129,6 +141,10 @@ int main(int argc, char** argv) {
   options.sqlite.sync =
       sync == "full" ? spotter::SqliteOptions::Sync::kFull : spotter::SqliteOptions::Sync::kNormal;
   options.checkpoint.every_uploads = std::max<uint32_t>(1, absl::GetFlag(FLAGS_checkpoint_every));
+  options.point_window = std::max<uint32_t>(1, absl::GetFlag(FLAGS_points_in_memory));
+  options.backup_dir = absl::GetFlag(FLAGS_backup_dir);
+  options.backup.pages_per_step = std::max(1, absl::GetFlag(FLAGS_backup_pages_per_step));
+  options.backup.step_pause = absl::GetFlag(FLAGS_backup_step_pause);
   options.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
   options.tls_key_file = absl::GetFlag(FLAGS_tls_key);
   options.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);

@@ -34,7 +34,10 @@ class WatchReactor final : public QueuedStream<grpc::ServerWriteReactor<grpc::By
     absl::StatusOr<std::shared_ptr<Run>> run =
         status.ok() ? host_->runs().Get(req.name()) : absl::StatusOr<std::shared_ptr<Run>>(status);
     status = run.status();
-    if (status.ok()) status = (*run)->Watch(this, req.include_history());
+    if (status.ok()) {
+      status = (*run)->Watch(this, req.include_history(),
+                             req.history_max_points() == 0 ? 5000 : req.history_max_points());
+    }
     if (!status.ok()) {
       host_->CountReject(status);
       FinishAfterWrites(ToGrpcStatus(status));

@@ -24,12 +24,18 @@ RankState::RankState(uint32_t r, int dim, int sketch_rows, const WindowOptions& 
 
 void RankState::ApplyLocked(const v1::SketchBatch& b, const RowMatrixXf& batch_rows,
                             absl::Time now) {
-  acc.Add(b.step(), batch_rows, b.samples_per_row() == 0 ? 1.0 : b.samples_per_row());
+  // A non-finite loss carries placeholder rows (its gradients were likely
+  // non-finite too): counted for the divergence signal, not sketched.
+  if (b.loss_non_finite()) {
+    ++nonfinite_losses;
+  } else {
+    acc.Add(b.step(), batch_rows, b.samples_per_row() == 0 ? 1.0 : b.samples_per_row());
+    rows += b.rows();
+  }
   last_seq = b.seq();
   last_step = b.step();
   any_step = true;
   ++uploads;
-  rows += b.rows();
   last_seen = now;
   reported_step = std::max(reported_step, b.step());
   if (!std::isnan(b.loss())) {

@@ -68,6 +68,9 @@ class RankState {
   double loss_sum ABSL_GUARDED_BY(mu) = 0.0;  // cumulative, uploads with a loss
   uint64_t loss_count ABSL_GUARDED_BY(mu) = 0;
   double last_loss ABSL_GUARDED_BY(mu) = std::numeric_limits<double>::quiet_NaN();
+  // Uploads with loss_non_finite since the run's last evaluation took them
+  // (not persisted: a restart forgets those not yet evaluated).
+  uint64_t nonfinite_losses ABSL_GUARDED_BY(mu) = 0;
   // The latest lr an upload gave (uploads may leave it out: NaN).
   double last_lr ABSL_GUARDED_BY(mu) = std::numeric_limits<double>::quiet_NaN();
   uint64_t reported_step ABSL_GUARDED_BY(mu) = 0;

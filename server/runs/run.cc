@@ -26,6 +26,7 @@ Run::Run(std::string name, v1::RunConfig config, std::string owner, uint64_t ord
       spectrum_(ToSpectrumOptions(config_)),
       journal_(std::make_shared<Journal>(deps.committer)),
       controller_(ToControllerConfig(config_)),
+      points_(name_, deps.persistent ? deps.store : nullptr, deps.point_window),
       val_metric_(std::numeric_limits<double>::quiet_NaN()),
       next_eval_step_(config_.eval_every()) {}
 
@@ -230,14 +231,27 @@ void Run::AddRestartLocked(v1::RestartEvent e) {
   deps_.metrics->restarts.Increment();
 }
 
-void Run::MarkRedoneLocked(v1::TrajectoryPoint* p) const {
-  for (size_t i = 0; i < published_.restarts; ++i) {
-    const v1::RestartEvent& e = restarts_[i];
+namespace {
+
+void MarkRedone(const v1::RestartEvent* restarts, size_t n, v1::TrajectoryPoint* p) {
+  for (size_t i = 0; i < n; ++i) {
+    const v1::RestartEvent& e = restarts[i];
     if (p->step() >= e.resume_step() && p->step() <= e.redone_through()) {
       p->set_redone(true);
       return;
     }
   }
+}
+
+}  // namespace
+
+void Run::MarkRedoneLocked(v1::TrajectoryPoint* p) const {
+  MarkRedone(restarts_.data(), published_.restarts, p);
+}
+
+std::pair<PointReader, std::vector<v1::RestartEvent>> Run::HistoryLocked() const {
+  return {PointReader(points_.Snapshot(published_.points)),
+          {restarts_.begin(), restarts_.begin() + static_cast<std::ptrdiff_t>(published_.restarts)}};
 }
 
 std::optional<Rejection> Run::Ingest(const RankHandle& h, const v1::SketchBatch& b,
@@ -268,6 +282,7 @@ std::optional<Rejection> Run::Ingest(const RankHandle& h, const v1::SketchBatch&
                                        b.step(), rank->last_step)};
     }
     rank->ApplyLocked(b, rows, deps_.clock->Now());
+    if (b.loss_non_finite()) deps_.metrics->nonfinite_losses.Increment();
     if (deps_.persistent) {
       // The upload and the rank's new record, in one queue entry (one
       // commit): a restart sees both or neither.
@@ -397,7 +412,11 @@ void Run::IssueLocked(const Decision& decision, uint64_t eff,
   RecordTransitionLocked({eff, d.issued_at, decision.from, decision.to, decision.cause,
                           decision.reason, decision.evidence, d.version, decided});
   deps_.metrics->directives.Increment();
-  if (metrics_) metrics_->SetPhase(d.plan.phase, d.version, eff, decided);
+  if (decision.cause == Cause::kRollback) deps_.metrics->rollbacks.Increment();
+  if (metrics_) {
+    metrics_->SetPhase(d.plan.phase, d.version, eff, decided);
+    metrics_->SetRollbacks(controller_.rollbacks());
+  }
   if (issued) *issued = ToProto(d);
 }
 
@@ -428,8 +447,10 @@ void Run::Evaluate() {
   // summarise unlocked.
   std::vector<RankLossSnapshot> losses;
   std::vector<RankWindow> windows;
+  uint64_t nonfinite = 0;
   for (RankState* r : ranks) {
     absl::MutexLock l(&r->mu);
+    nonfinite += std::exchange(r->nonfinite_losses, 0);
     losses.push_back(
         {r->rank, r->loss_sum, r->loss_count, r->last_loss, r->last_lr, r->last_step, r->any_step});
     if (r->acc.empty()) continue;
@@ -443,6 +464,8 @@ void Run::Evaluate() {
   absl::MutexLock l(&mu_);
   eval_busy_ = false;
   next_eval_step_ = (now_step / config_.eval_every() + 1) * config_.eval_every();
+  // Kept until an observation reaches the controller.
+  nonfinite_losses_ += nonfinite;
   if (diag && state_ == v1::RUN_STATE_ACTIVE && !moving_) {
     const PointTraining training = TrainingSince(losses, &loss_baseline_);
     // The phase the trainers are in at this step: the directive in force,
@@ -459,7 +482,7 @@ void Run::Evaluate() {
       p.mutable_second_moment()->clear_eigenvalues();
       // A copy, not a move: clear_*() keeps the arrays' capacity, which the
       // history would hold for every point.
-      points_.push_back(p);
+      points_.Append(p);
       if (metrics_) {
         metrics_->SetSummary(diag->covariance, diag->noise_scale);
         metrics_->SetTraining(now_step, training.loss, training.lr);
@@ -474,6 +497,7 @@ void Run::Evaluate() {
         obs.participation_ratio = diag->covariance.participation_ratio.value;
         obs.pr_censored = diag->covariance.participation_ratio.censored;
         obs.rank_ci_upper = diag->covariance.effective_rank.ci_upper;
+        obs.loss_nonfinite = std::exchange(nonfinite_losses_, 0) > 0;
         const uint64_t eff = EffectiveStepLocked();
         if (auto d = controller_.OnEvaluation(obs, eff)) IssueLocked(*d, eff);
       }
@@ -484,33 +508,58 @@ void Run::Evaluate() {
   MaybeScheduleEvalLocked();
 }
 
-absl::Status Run::Watch(RunObserver* observer, bool include_history) {
-  absl::MutexLock l(&mu_);
-  if (!published_.ended && watchers_ >= static_cast<int>(deps_.limits.max_watchers_per_run)) {
-    return WithReason(absl::ResourceExhaustedError(
-                          absl::StrFormat("run %s has %d WatchRun streams open, its quota "
-                                          "(--max_watchers_per_run)",
-                                          name_, watchers_)),
-                      "run_watcher_quota");
-  }
-  if (include_history) {
-    for (size_t i = 0; i < published_.points; ++i) {
-      v1::TrajectoryPoint p = points_[i];
-      MarkRedoneLocked(&p);
-      observer->OnPoint(p);
+absl::Status Run::Watch(RunObserver* observer, bool include_history,
+                        size_t history_max_points) {
+  // The history beyond the in-memory window is read outside the lock; the
+  // points published meanwhile are still in memory (unless more than a
+  // window of them was: then it reads again).
+  for (;;) {
+    std::vector<v1::TrajectoryPoint> history;
+    uint64_t read_upto = 0;
+    if (include_history) {
+      std::optional<PointReader> reader;
+      {
+        absl::MutexLock l(&mu_);
+        reader.emplace(HistoryLocked().first);
+      }
+      absl::StatusOr<std::vector<v1::TrajectoryPoint>> read =
+          ReadDownsampled(*reader, 0, reader->size(), std::max<size_t>(history_max_points, 4));
+      if (!read.ok()) return read.status();
+      history = *std::move(read);
+      read_upto = reader->published();
     }
-    for (size_t i = 0; i < published_.transitions; ++i) observer->OnTransition(transitions_[i]);
-    for (size_t i = 0; i < published_.directives; ++i) {
-      observer->OnDirective(ToProto(directives_[i]));
+    absl::MutexLock l(&mu_);
+    if (include_history && points_.first() > read_upto) continue;
+    if (!published_.ended && watchers_ >= static_cast<int>(deps_.limits.max_watchers_per_run)) {
+      return WithReason(absl::ResourceExhaustedError(
+                            absl::StrFormat("run %s has %d WatchRun streams open, its quota "
+                                            "(--max_watchers_per_run)",
+                                            name_, watchers_)),
+                        "run_watcher_quota");
     }
-  }
-  if (published_.ended) {
-    observer->OnEnded(state_);
+    if (include_history) {
+      for (v1::TrajectoryPoint& p : history) {
+        MarkRedoneLocked(&p);
+        observer->OnPoint(p);
+      }
+      for (uint64_t i = read_upto; i < published_.points; ++i) {
+        v1::TrajectoryPoint p = points_.at(i);
+        MarkRedoneLocked(&p);
+        observer->OnPoint(p);
+      }
+      for (size_t i = 0; i < published_.transitions; ++i) observer->OnTransition(transitions_[i]);
+      for (size_t i = 0; i < published_.directives; ++i) {
+        observer->OnDirective(ToProto(directives_[i]));
+      }
+    }
+    if (published_.ended) {
+      observer->OnEnded(state_);
+      return absl::OkStatus();
+    }
+    observers_.insert(observer);
+    ++watchers_;
     return absl::OkStatus();
   }
-  observers_.insert(observer);
-  ++watchers_;
-  return absl::OkStatus();
 }
 
 void Run::Unwatch(RunObserver* observer) {
@@ -672,27 +721,61 @@ v1::RunSummary Run::Summary() const {
   for (const auto& [id, r] : ranks_) connected += r->connected > 0 ? 1 : 0;
   s.set_connected_ranks(connected);
   s.set_world_size(config_.world_size());
-  if (published_.points > 0) *s.mutable_latest() = points_[published_.points - 1];
+  if (published_.points > 0) *s.mutable_latest() = points_.at(published_.points - 1);
   ToProto(created_at_, s.mutable_created_at());
   *s.mutable_labels() = config_.labels();
   return s;
 }
 
-v1::GetTrajectoryResponse Run::Trajectory(uint64_t since_step) const {
-  absl::MutexLock l(&mu_);
-  v1::GetTrajectoryResponse out;
-  for (size_t i = 0; i < published_.points; ++i) {
-    if (points_[i].step() < since_step) continue;
-    v1::TrajectoryPoint* p = out.add_points();
-    *p = points_[i];
-    MarkRedoneLocked(p);
+absl::StatusOr<TrajectoryPage> Run::Trajectory(const TrajectoryQuery& q) const {
+  TrajectoryPage page;
+  v1::GetTrajectoryResponse& out = page.response;
+  std::optional<PointReader> reader;
+  std::vector<v1::RestartEvent> restarts;
+  {
+    absl::MutexLock l(&mu_);
+    auto [r, rs] = HistoryLocked();
+    reader.emplace(std::move(r));
+    restarts = std::move(rs);
+    for (size_t i = 0; i < published_.transitions; ++i) *out.add_transitions() = transitions_[i];
+    for (size_t i = 0; i < published_.directives; ++i) {
+      *out.add_directives() = ToProto(directives_[i]);
+    }
+    out.set_run_points(published_.points);
   }
-  for (size_t i = 0; i < published_.transitions; ++i) *out.add_transitions() = transitions_[i];
-  for (size_t i = 0; i < published_.directives; ++i) {
-    *out.add_directives() = ToProto(directives_[i]);
+  for (const v1::RestartEvent& e : restarts) *out.add_restarts() = e;
+  // Outside the lock: the stored part may take a few indexed reads.
+  absl::StatusOr<uint64_t> lo = reader->LowerBound(q.since_step);
+  if (!lo.ok()) return lo.status();
+  absl::StatusOr<uint64_t> hi = reader->size();
+  if (q.until_step != std::numeric_limits<uint64_t>::max()) {
+    hi = reader->LowerBound(q.until_step + 1);
+    if (!hi.ok()) return hi.status();
   }
-  for (size_t i = 0; i < published_.restarts; ++i) *out.add_restarts() = restarts_[i];
-  return out;
+  auto add = [&](v1::TrajectoryPoint&& p) {
+    MarkRedone(restarts.data(), restarts.size(), &p);
+    *out.add_points() = std::move(p);
+  };
+  if (q.max_points > 0) {
+    absl::StatusOr<std::vector<v1::TrajectoryPoint>> points =
+        ReadDownsampled(*reader, *lo, *hi, q.max_points);
+    if (!points.ok()) return points.status();
+    for (v1::TrajectoryPoint& p : *points) add(std::move(p));
+    out.set_downsampled(reader->lossy() || *hi - *lo > q.max_points);
+    return page;
+  }
+  // One point past the page names the next page's first step.
+  const uint64_t end = q.page_size >= *hi - *lo ? *hi : *lo + q.page_size + 1;
+  absl::Status s = reader->Read(*lo, end, [&](v1::TrajectoryPoint&& p) {
+    if (static_cast<size_t>(out.points_size()) < q.page_size) {
+      add(std::move(p));
+    } else {
+      page.next_step = p.step();
+    }
+  });
+  if (!s.ok()) return s;
+  out.set_downsampled(reader->lossy());
+  return page;
 }
 
 std::vector<v1::RestartEvent> Run::Restarts() const {

@@ -14,6 +14,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -30,6 +31,7 @@
 #include "server/metrics/metrics.h"
 #include "server/runs/eval_pool.h"
 #include "server/runs/limits.h"
+#include "server/runs/point_history.h"
 #include "server/runs/rank_state.h"
 #include "server/runs/rejection.h"
 #include "server/runs/run_config.h"
@@ -74,6 +76,10 @@ struct RunDeps {
   Committer* committer = nullptr;
   // False when the store keeps nothing: uploads are then not logged.
   bool persistent = false;
+  // Where a run's older trajectory points are read back from (when
+  // persistent); trajectory points kept in memory per run.
+  Store* store = nullptr;
+  size_t point_window = kDefaultPointWindow;
   CheckpointPolicy checkpoint;
   Limits limits;
 };
@@ -83,6 +89,23 @@ struct RunDeps {
 // does not decode. (Run::Restore uses it; so does the crash test's checker.)
 absl::StatusOr<RankAccumulator> RestoreRankAccumulator(const LoadedRank& rank,
                                                        const v1::RunConfig& config);
+
+// What GetTrajectory asks of a run (the service validates the request).
+struct TrajectoryQuery {
+  uint64_t since_step = 0;                                   // inclusive
+  uint64_t until_step = std::numeric_limits<uint64_t>::max();  // inclusive
+  size_t page_size = 1000;
+  // > 0: the whole range in one response, downsampled to at most this many
+  // points (>= 4) when it holds more; page_size is then ignored.
+  size_t max_points = 0;
+};
+
+struct TrajectoryPage {
+  // Points, transitions, directives, restarts, run_points, downsampled.
+  v1::GetTrajectoryResponse response;
+  // The first step of the next page; none when this page is the last.
+  std::optional<uint64_t> next_step;
+};
 
 // Thread-safe. Lock order: Run::mu_ before a rank's lock; a rank's lock is
 // never held while taking mu_. The committer's queue lock is taken under
@@ -133,7 +156,10 @@ class Run : public std::enable_shared_from_this<Run> {
   // Attaches a WatchRun observer; with include_history, replays the history
   // to it first. If the run has ended, the observer gets OnEnded at once.
   // RESOURCE_EXHAUSTED when the run has its quota of watchers.
-  absl::Status Watch(RunObserver* observer, bool include_history);
+  // History older than the in-memory window is read from the store; beyond
+  // history_max_points (>= 4) it is min/max downsampled (point_history.h).
+  absl::Status Watch(RunObserver* observer, bool include_history,
+                     size_t history_max_points = 5000);
   void Unwatch(RunObserver* observer);
 
   // Operator control. FAILED_PRECONDITION on a finished run; INVALID_ARGUMENT
@@ -166,7 +192,10 @@ class Run : public std::enable_shared_from_this<Run> {
 
   v1::RunInfo Info() const;
   v1::RunSummary Summary() const;
-  v1::GetTrajectoryResponse Trajectory(uint64_t since_step) const;
+  // A page of the run's published trajectory (older points read back from
+  // the store outside the run's lock). ABORTED when the run was deleted
+  // while it was read; DATA_LOSS for a damaged stored point.
+  absl::StatusOr<TrajectoryPage> Trajectory(const TrajectoryQuery& query) const;
   // Restart events of the run, published ones only.
   std::vector<v1::RestartEvent> Restarts() const;
   bool finished() const;
@@ -205,6 +234,10 @@ class Run : public std::enable_shared_from_this<Run> {
   void AddRestartLocked(v1::RestartEvent e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Sets p.redone from the published restarts.
   void MarkRedoneLocked(v1::TrajectoryPoint* p) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The published history, to read outside the lock: a reader and the
+  // published restarts (to mark redone points).
+  std::pair<PointReader, std::vector<v1::RestartEvent>> HistoryLocked() const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Queues `ops`, the unqueued points/transitions/directives and the
   // controller record, and publishes them to observers once durable.
   // `on_durable` runs after that commit, before the events are published.
@@ -247,10 +280,11 @@ class Run : public std::enable_shared_from_this<Run> {
   int streams_ ABSL_GUARDED_BY(mu_) = 0;
   // Every point, transition and directive made; the first published_.* of
   // each are durable and have been sent to observers, the first queued_.*
-  // are queued to the committer.
+  // are queued to the committer. Of the points only the newest are in
+  // memory (point_history.h); published ones beyond it are in the store.
   std::vector<Directive> directives_ ABSL_GUARDED_BY(mu_);
   std::vector<v1::PhaseTransition> transitions_ ABSL_GUARDED_BY(mu_);
-  std::vector<v1::TrajectoryPoint> points_ ABSL_GUARDED_BY(mu_);
+  PointHistory points_ ABSL_GUARDED_BY(mu_);
   std::vector<v1::RestartEvent> restarts_ ABSL_GUARDED_BY(mu_);
   Published published_ ABSL_GUARDED_BY(mu_);
   Published queued_ ABSL_GUARDED_BY(mu_);
@@ -259,6 +293,9 @@ class Run : public std::enable_shared_from_this<Run> {
   uint64_t max_step_ ABSL_GUARDED_BY(mu_) = 0;
   // Per rank, the cumulative loss sum and count its last evaluation used.
   LossBaselines loss_baseline_ ABSL_GUARDED_BY(mu_);
+  // Non-finite losses the ranks reported that no observation has carried to
+  // the controller yet (the divergence signal).
+  uint64_t nonfinite_losses_ ABSL_GUARDED_BY(mu_) = 0;
   double val_metric_ ABSL_GUARDED_BY(mu_);
   uint64_t next_eval_step_ ABSL_GUARDED_BY(mu_);
   bool eval_busy_ ABSL_GUARDED_BY(mu_) = false;

@@ -396,6 +396,86 @@ std::vector<ConfigField> MakeRunConfigFields() {
          if (!(v > 0.0 && v <= 3600.0)) return "in (0, 3600]";
          return std::nullopt;
        }},
+      {.path = "phase.divergence_loss_rate",
+       .default_value = [](const v1::RunConfig&) -> ConfigValue {
+         return ControllerConfig{}.divergence_loss_rate;
+       },
+       .to_core =
+           [](const v1::RunConfig& c, RunCoreConfig* o) {
+             o->controller.divergence_loss_rate = c.phase().divergence_loss_rate();
+           },
+       .from_core = [](const RunCoreConfig& o) { return o.controller.divergence_loss_rate; },
+       .added_later = true},
+      // The guarded switch (docs/PHASES.md). Its window scales with the run
+      // like the dwell; an explicit 0 turns the guard (and the trainers'
+      // snapshot) off.
+      {.path = "phase.rollback_window_steps",
+       .rule = DefaultRule::kIfUnset,
+       .default_value = [](const v1::RunConfig& c) -> ConfigValue {
+         return static_cast<double>(std::max<uint64_t>(1, c.total_steps() / 20));
+       },
+       .formula = "5% of total_steps",
+       .to_core =
+           [](const v1::RunConfig& c, RunCoreConfig* o) {
+             o->controller.rollback_window_steps = c.phase().rollback_window_steps();
+           },
+       .from_core = [](const RunCoreConfig& o) -> double {
+         return static_cast<double>(o.controller.rollback_window_steps);
+       },
+       .added_later = true},
+      {.path = "phase.rollback_loss_margin",
+       .default_value = [](const v1::RunConfig&) -> ConfigValue {
+         return ControllerConfig{}.rollback_loss_margin;
+       },
+       .to_core =
+           [](const v1::RunConfig& c, RunCoreConfig* o) {
+             o->controller.rollback_loss_margin = c.phase().rollback_loss_margin();
+           },
+       .from_core = [](const RunCoreConfig& o) { return o.controller.rollback_loss_margin; },
+       .added_later = true},
+      {.path = "phase.rollback_lr_factor",
+       .default_value = [](const v1::RunConfig&) -> ConfigValue {
+         return ControllerConfig{}.rollback_lr_factor;
+       },
+       .to_core =
+           [](const v1::RunConfig& c, RunCoreConfig* o) {
+             o->controller.rollback_lr_factor = c.phase().rollback_lr_factor();
+           },
+       .from_core = [](const RunCoreConfig& o) { return o.controller.rollback_lr_factor; },
+       .added_later = true},
+      {.path = "phase.rollback_max_retries",
+       .rule = DefaultRule::kIfUnset,
+       .default_value = [](const v1::RunConfig&) -> ConfigValue {
+         return static_cast<double>(ControllerConfig{}.rollback_max_retries);
+       },
+       .to_core =
+           [](const v1::RunConfig& c, RunCoreConfig* o) {
+             o->controller.rollback_max_retries = ClampedInt(c.phase().rollback_max_retries());
+           },
+       .from_core = [](const RunCoreConfig& o) -> double {
+         return o.controller.rollback_max_retries;
+       },
+       .added_later = true},
+      {.path = "phase.retry_plateau_factor",
+       .default_value = [](const v1::RunConfig&) -> ConfigValue {
+         return ControllerConfig{}.retry_plateau_factor;
+       },
+       .to_core =
+           [](const v1::RunConfig& c, RunCoreConfig* o) {
+             o->controller.retry_plateau_factor = c.phase().retry_plateau_factor();
+           },
+       .from_core = [](const RunCoreConfig& o) { return o.controller.retry_plateau_factor; },
+       .added_later = true},
+      {.path = "phase.retry_damping_factor",
+       .default_value = [](const v1::RunConfig&) -> ConfigValue {
+         return ControllerConfig{}.retry_damping_factor;
+       },
+       .to_core =
+           [](const v1::RunConfig& c, RunCoreConfig* o) {
+             o->controller.retry_damping_factor = c.phase().retry_damping_factor();
+           },
+       .from_core = [](const RunCoreConfig& o) { return o.controller.retry_damping_factor; },
+       .added_later = true},
   };
 }
 

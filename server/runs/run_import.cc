@@ -45,7 +45,11 @@ absl::StatusOr<std::shared_ptr<Run>> RunRegistry::Import(const std::string& name
   }
   MemoryStore staged;
   RETURN_IF_ERROR(staged.Apply(ops));
-  absl::StatusOr<std::vector<LoadedRun>> loaded = LoadState(staged);
+  // As a restart would: the newest points in memory, the rest read back
+  // from this replica's store once the rows below are committed (a read of
+  // older points racing the import's commit may see fewer; the ImportRun
+  // reply waits for it).
+  absl::StatusOr<std::vector<LoadedRun>> loaded = LoadState(staged, deps_.point_window);
   if (!loaded.ok()) return BadRows(name, loaded.status().message());
   if (loaded->size() != 1 || (*loaded)[0].run.name() != name) {
     return BadRows(name, absl::StrFormat("they hold %d runs", loaded->size()));

@@ -29,11 +29,11 @@ state::ControllerRecord Run::ControllerRecordLocked() const {
 }
 
 void Run::CommitLocked(std::vector<StoreOp> ops, std::function<void()> on_durable) {
-  const Published target{points_.size(), transitions_.size(), directives_.size(),
+  const Published target{static_cast<size_t>(points_.size()), transitions_.size(), directives_.size(),
                          restarts_.size(), state_ != v1::RUN_STATE_ACTIVE};
   if (deps_.persistent) {
     for (size_t i = queued_.points; i < target.points; ++i) {
-      ops.push_back(PutPointRecord(name_, i, points_[i]));
+      ops.push_back(PutPointRecord(name_, i, points_.at(i)));
     }
     for (size_t i = queued_.transitions; i < target.transitions; ++i) {
       ops.push_back(PutTransitionRecord(name_, i, transitions_[i]));
@@ -60,8 +60,8 @@ void Run::Publish(const Published& upto) {
   for (; published_.points < upto.points; ++published_.points) {
     const size_t i = published_.points;
     // The newest point goes out with its eigenvalues (history keeps none).
-    const bool newest = i + 1 == points_.size() && latest_.step() == points_[i].step();
-    const v1::TrajectoryPoint& p = newest ? latest_ : points_[i];
+    const bool newest = i + 1 == points_.size() && latest_.step() == points_.at(i).step();
+    const v1::TrajectoryPoint& p = newest ? latest_ : points_.at(i);
     latest_published_ = p;
     for (RunObserver* o : observers_) o->OnPoint(p);
   }
@@ -72,6 +72,8 @@ void Run::Publish(const Published& upto) {
     const v1::Directive d = ToProto(directives_[published_.directives]);
     for (RunObserver* o : observers_) o->OnDirective(d);
   }
+  // Published points are durable: beyond the window, the store has them.
+  points_.Trim(published_.points);
   // Restarts have no observer event: GetRun and GetTrajectory read them.
   published_.restarts = std::max(published_.restarts, upto.restarts);
   if (upto.ended && !published_.ended) {

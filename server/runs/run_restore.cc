@@ -69,9 +69,9 @@ absl::StatusOr<std::shared_ptr<Run>> Run::Restore(LoadedRun loaded, const RunDep
     run->directives_.push_back(*std::move(dir));
   }
   run->transitions_ = std::move(loaded.transitions);
-  run->points_ = std::move(loaded.points);
+  run->points_.Restore(loaded.points_total, std::move(loaded.points));
   run->restarts_.assign(c.restarts().begin(), c.restarts().end());
-  run->published_ = {run->points_.size(), run->transitions_.size(), run->directives_.size(),
+  run->published_ = {static_cast<size_t>(run->points_.size()), run->transitions_.size(), run->directives_.size(),
                      run->restarts_.size(), run->state_ != v1::RUN_STATE_ACTIVE};
   run->queued_ = run->published_;
   run->closed_ = run->state_ != v1::RUN_STATE_ACTIVE;
@@ -103,6 +103,7 @@ absl::StatusOr<std::shared_ptr<Run>> Run::Restore(LoadedRun loaded, const RunDep
       if (t.directive_version() == d.version) decided = t.decision_step();
     }
     run->metrics_->SetPhase(d.plan.phase, d.version, d.effective_step, decided);
+    run->metrics_->SetRollbacks(run->controller_.rollbacks());
     if (!std::isnan(run->val_metric_)) run->metrics_->SetValMetric(run->val_metric_);
     deps.metrics->runs_active.Increment();
   } else {

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <deque>
+#include <iterator>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
@@ -64,7 +66,13 @@ struct Building {
   bool has_run = false;
   bool has_controller = false;
   LoadedRun run;
-  std::map<uint64_t, v1::TrajectoryPoint> points;
+  // Points are checked as the scan streams them (index order) and only the
+  // newest `point_window` kept: a run's history can be far larger than
+  // memory. The first gap or step out of order is reported after the count.
+  std::deque<v1::TrajectoryPoint> points;
+  uint64_t points_seen = 0;
+  uint64_t last_step = 0;
+  std::string points_problem;
   std::map<uint64_t, v1::PhaseTransition> transitions;
 };
 
@@ -127,7 +135,11 @@ StoreOp PutDirectiveRecord(const std::string& run, const v1::Directive& d) {
   return PutMessage(Table::kDirectives, run, 0, d.version(), d);
 }
 
-absl::StatusOr<std::vector<LoadedRun>> LoadState(Store& store) {
+absl::Status ParsePointRecord(const StoredRow& row, v1::TrajectoryPoint* p) {
+  return Parse(row, p);
+}
+
+absl::StatusOr<std::vector<LoadedRun>> LoadState(Store& store, size_t point_window) {
   std::map<std::string, Building> runs;
   absl::Status scanned = store.Scan([&](StoredRow&& row) -> absl::Status {
     Building& b = runs[row.run];
@@ -180,7 +192,18 @@ absl::StatusOr<std::vector<LoadedRun>> LoadState(Store& store) {
         v1::TrajectoryPoint p;
         absl::Status s = Parse(row, &p);
         if (!s.ok()) return s;
-        b.points[row.k2] = std::move(p);
+        if (b.points_problem.empty()) {
+          if (row.k2 != b.points_seen) {
+            b.points_problem = absl::StrFormat("point %d is missing", b.points_seen);
+          } else if (b.points_seen > 0 && p.step() <= b.last_step) {
+            b.points_problem = absl::StrFormat("point %d at step %d after step %d", row.k2,
+                                               p.step(), b.last_step);
+          }
+        }
+        ++b.points_seen;
+        b.last_step = p.step();
+        b.points.push_back(std::move(p));
+        if (b.points.size() > point_window) b.points.pop_front();
         return absl::OkStatus();
       }
       case Table::kTransitions: {
@@ -212,24 +235,19 @@ absl::StatusOr<std::vector<LoadedRun>> LoadState(Store& store) {
     if (!b.has_run) return Inconsistent(name, "rows without the run's record in table runs");
     if (!b.has_controller) return Inconsistent(name, "no record in table controllers");
     const state::ControllerRecord& c = r.controller;
-    if (b.points.size() != c.points() || b.transitions.size() != c.transitions() ||
+    if (b.points_seen != c.points() || b.transitions.size() != c.transitions() ||
         r.directives.size() != c.directives()) {
       return Inconsistent(
           name, absl::StrFormat("%d points, %d transitions, %d directives stored; the run's "
                                 "record counts %d, %d, %d",
-                                b.points.size(), b.transitions.size(), r.directives.size(),
+                                b.points_seen, b.transitions.size(), r.directives.size(),
                                 c.points(), c.transitions(), c.directives()));
     }
+    if (!b.points_problem.empty()) return Inconsistent(name, b.points_problem);
+    r.points_total = b.points_seen;
+    r.points.assign(std::make_move_iterator(b.points.begin()),
+                    std::make_move_iterator(b.points.end()));
     uint64_t i = 0;
-    for (auto& [index, p] : b.points) {
-      if (index != i++) return Inconsistent(name, absl::StrFormat("point %d is missing", i - 1));
-      if (!r.points.empty() && p.step() <= r.points.back().step()) {
-        return Inconsistent(name, absl::StrFormat("point %d at step %d after step %d", index,
-                                                  p.step(), r.points.back().step()));
-      }
-      r.points.push_back(std::move(p));
-    }
-    i = 0;
     for (auto& [index, t] : b.transitions) {
       if (index != i++) {
         return Inconsistent(name, absl::StrFormat("transition %d is missing", i - 1));

@@ -11,7 +11,9 @@
 #ifndef SPOTTER_SERVER_STORAGE_RECORDS_H_
 #define SPOTTER_SERVER_STORAGE_RECORDS_H_
 
+#include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <string>
 #include <string_view>
@@ -42,6 +44,10 @@ StoreOp PutPointRecord(const std::string& run, uint64_t index, const v1::Traject
 StoreOp PutTransitionRecord(const std::string& run, uint64_t index, const v1::PhaseTransition& t);
 StoreOp PutDirectiveRecord(const std::string& run, const v1::Directive& d);
 
+// Decodes a point row read back with Store::Read (table points). DATA_LOSS
+// naming the row when it does not decode.
+absl::Status ParsePointRecord(const StoredRow& row, v1::TrajectoryPoint* p);
+
 struct LoadedRank {
   bool has_record = false;
   state::RankRecord record;
@@ -54,7 +60,10 @@ struct LoadedRank {
 struct LoadedRun {
   state::RunRecord run;
   state::ControllerRecord controller;
-  std::vector<v1::TrajectoryPoint> points;       // index order
+  // The newest points (at most LoadState's point_window), index order, of
+  // points_total stored.
+  std::vector<v1::TrajectoryPoint> points;
+  uint64_t points_total = 0;
   std::vector<v1::PhaseTransition> transitions;  // index order
   std::vector<v1::Directive> directives;         // versions 1..n
   std::map<uint32_t, LoadedRank> ranks;
@@ -63,7 +72,9 @@ struct LoadedRun {
 // Reads and checks every row of `store`. Runs come back in creation order.
 // DATA_LOSS with the table, run and key of the first damaged or inconsistent
 // record.
-absl::StatusOr<std::vector<LoadedRun>> LoadState(Store& store);
+// Of each run's points, only the newest `point_window` are returned.
+absl::StatusOr<std::vector<LoadedRun>> LoadState(
+    Store& store, size_t point_window = std::numeric_limits<size_t>::max());
 
 }  // namespace spotter
 

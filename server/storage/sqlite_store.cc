@@ -2,12 +2,17 @@
 
 #include <sqlite3.h>
 
+#include <algorithm>
+#include <cstdint>
+#include <filesystem>
+#include <system_error>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
 
 namespace spotter {
 namespace {
@@ -50,6 +55,7 @@ SqliteStore::~SqliteStore() {
     sqlite3_finalize(s.delete_run);
     sqlite3_finalize(s.scan);
     sqlite3_finalize(s.scan_run);
+    sqlite3_finalize(s.read);
   }
   sqlite3_finalize(begin_);
   sqlite3_finalize(commit_);
@@ -226,6 +232,11 @@ absl::Status SqliteStore::Prepare() {
       st = prep("SELECT run, k1, k2, v FROM " + name + " WHERE run = ?1 ORDER BY k1, k2",
                 &s.scan_run);
     }
+    if (st.ok()) {
+      st = prep("SELECT run, k1, k2, v FROM " + name +
+                    " WHERE run = ?1 AND k1 = ?2 AND k2 >= ?3 AND k2 < ?4 ORDER BY k2",
+                &s.read);
+    }
     if (!st.ok()) return st;
   }
   absl::Status st = prep("BEGIN", &begin_);
@@ -279,8 +290,8 @@ absl::Status SqliteStore::Apply(const std::vector<StoreOp>& ops) {
   return s;
 }
 
-absl::Status SqliteStore::VisitRows(Table t, sqlite3_stmt* st,
-                                    const std::function<absl::Status(StoredRow&&)>& visit) {
+absl::Status SqliteStore::VisitRows(sqlite3_stmt* st, Table t,
+                                     const std::function<absl::Status(StoredRow&&)>& visit) {
   int rc;
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     StoredRow row;
@@ -307,7 +318,8 @@ absl::Status SqliteStore::VisitRows(Table t, sqlite3_stmt* st,
 absl::Status SqliteStore::Scan(const std::function<absl::Status(StoredRow&&)>& visit) {
   absl::MutexLock l(&mu_);
   for (Table t : kAllTables) {
-    if (absl::Status s = VisitRows(t, stmts_[Index(t)].scan, visit); !s.ok()) return s;
+    absl::Status s = VisitRows(stmts_[Index(t)].scan, t, visit);
+    if (!s.ok()) return s;
   }
   return absl::OkStatus();
 }
@@ -318,9 +330,104 @@ absl::Status SqliteStore::ScanRun(const std::string& run,
   for (Table t : kAllTables) {
     sqlite3_stmt* st = stmts_[Index(t)].scan_run;
     sqlite3_bind_text(st, 1, run.data(), static_cast<int>(run.size()), SQLITE_TRANSIENT);
-    if (absl::Status s = VisitRows(t, st, visit); !s.ok()) return s;
+    if (absl::Status s = VisitRows(st, t, visit); !s.ok()) return s;
   }
   return absl::OkStatus();
+}
+
+absl::Status SqliteStore::Read(Table table, const std::string& run, uint64_t k1, uint64_t k2_begin,
+                               uint64_t k2_end,
+                               const std::function<absl::Status(StoredRow&&)>& visit) {
+  if (k2_begin >= k2_end) return absl::OkStatus();
+  // SQLite integers are signed: clamp the end so a "to the end" bound stays
+  // above every key.
+  constexpr uint64_t kMax = static_cast<uint64_t>(INT64_MAX);
+  absl::MutexLock l(&mu_);
+  sqlite3_stmt* st = stmts_[Index(table)].read;
+  sqlite3_bind_text(st, 1, run.data(), static_cast<int>(run.size()), SQLITE_STATIC);
+  sqlite3_bind_int64(st, 2, static_cast<sqlite3_int64>(k1));
+  sqlite3_bind_int64(st, 3, static_cast<sqlite3_int64>(std::min(k2_begin, kMax)));
+  sqlite3_bind_int64(st, 4, static_cast<sqlite3_int64>(std::min(k2_end, kMax)));
+  return VisitRows(st, table, visit);
+}
+
+absl::StatusOr<BackupStats> SqliteStore::Backup(const std::string& path,
+                                                const BackupOptions& options) {
+  const absl::Time start = absl::Now();
+  std::error_code ec;
+  if (std::filesystem::exists(path, ec)) {
+    return absl::AlreadyExistsError(
+        absl::StrFormat("backup of %s: %s exists; a backup writes a new file", path_, path));
+  }
+  auto remove_partial = [&path] {
+    std::error_code ignored;
+    std::filesystem::remove(path, ignored);
+    std::filesystem::remove(path + "-journal", ignored);
+  };
+  sqlite3* dest = nullptr;
+  int rc =
+      sqlite3_open_v2(path.c_str(), &dest,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+  auto fail = [&](const char* what, int code, const std::string& detail) {
+    sqlite3_close(dest);
+    remove_partial();
+    return absl::Status(CodeFor(code), absl::StrFormat("backup of %s to %s: %s: %s (sqlite %d)",
+                                                       path_, path, what, detail, code));
+  };
+  if (rc != SQLITE_OK) return fail("open", rc, dest ? sqlite3_errmsg(dest) : sqlite3_errstr(rc));
+  sqlite3_extended_result_codes(dest, 1);
+  sqlite3_backup* backup = nullptr;
+  {
+    // The backup object hangs on the source connection's pager: every call
+    // on it, like every Apply, holds mu_.
+    absl::MutexLock l(&mu_);
+    backup = sqlite3_backup_init(dest, "main", db_, "main");
+  }
+  if (backup == nullptr) {
+    return fail("start", sqlite3_errcode(dest), sqlite3_errmsg(dest));
+  }
+  const int pages = std::max(1, options.pages_per_step);
+  BackupStats stats;
+  absl::Status status;
+  for (;;) {
+    {
+      absl::MutexLock l(&mu_);
+      rc = sqlite3_backup_step(backup, pages);
+    }
+    ++stats.steps;
+    if (rc == SQLITE_DONE) break;
+    if (rc != SQLITE_OK && (rc & 0xff) != SQLITE_BUSY && (rc & 0xff) != SQLITE_LOCKED) {
+      status = absl::Status(CodeFor(rc),
+                            absl::StrFormat("copy step %d: %s", stats.steps, sqlite3_errstr(rc)));
+      break;
+    }
+    if (options.cancelled && options.cancelled()) {
+      status = absl::CancelledError("the backup was cancelled");
+      break;
+    }
+    if (options.step_pause > absl::ZeroDuration()) absl::SleepFor(options.step_pause);
+  }
+  {
+    absl::MutexLock l(&mu_);
+    rc = sqlite3_backup_finish(backup);
+  }
+  if (status.ok() && rc != SQLITE_OK) {
+    return fail("finish", rc, sqlite3_errmsg(dest));
+  }
+  if (!status.ok()) {
+    sqlite3_close(dest);
+    remove_partial();
+    return absl::Status(status.code(),
+                        absl::StrFormat("backup of %s to %s: %s", path_, path, status.message()));
+  }
+  rc = sqlite3_close(dest);
+  dest = nullptr;
+  if (rc != SQLITE_OK) return fail("close", rc, sqlite3_errstr(rc));
+  const uintmax_t size = std::filesystem::file_size(path, ec);
+  if (ec) return fail("size", SQLITE_IOERR, ec.message());
+  stats.bytes = size;
+  stats.copy_time = absl::Now() - start;
+  return stats;
 }
 
 std::string SqliteStore::Describe() const {

@@ -46,29 +46,40 @@ class SqliteStore final : public Store {
   absl::Status Scan(const std::function<absl::Status(StoredRow&&)>& visit) override;
   absl::Status ScanRun(const std::string& run,
                        const std::function<absl::Status(StoredRow&&)>& visit) override;
+  absl::Status Read(Table table, const std::string& run, uint64_t k1, uint64_t k2_begin,
+                    uint64_t k2_end, const std::function<absl::Status(StoredRow&&)>& visit) override;
   bool persistent() const override { return true; }
   std::string Describe() const override;
+  // SQLite's online backup API on this store's own connection, `pages_per_step`
+  // pages per step with the lock released between steps. Apply keeps
+  // committing meanwhile, and because it writes through the same connection
+  // SQLite copies each change into the backup as well: the file holds the
+  // state as of the last step. ALREADY_EXISTS when `path` exists.
+  absl::StatusOr<BackupStats> Backup(const std::string& path,
+                                     const BackupOptions& options) override;
 
  private:
   SqliteStore(std::string path, SqliteOptions options, sqlite3* db);
   absl::Status Prepare();
   absl::Status Exec(const char* sql);
-  // Steps `st` (bound, or visiting every row) and visits each row of `t`.
-  absl::Status VisitRows(Table t, sqlite3_stmt* st,
-                         const std::function<absl::Status(StoredRow&&)>& visit)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Error(const char* what, int rc) const;
 
   const std::string path_;
   const SqliteOptions options_;
   mutable absl::Mutex mu_;
   sqlite3* const db_ ABSL_PT_GUARDED_BY(mu_);
+  // Steps `st` to its end, visiting each row as `t`'s, then resets it.
+  absl::Status VisitRows(sqlite3_stmt* st, Table t,
+                         const std::function<absl::Status(StoredRow&&)>& visit)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   struct Statements {
     sqlite3_stmt* put = nullptr;
     sqlite3_stmt* delete_upto = nullptr;
     sqlite3_stmt* delete_run = nullptr;
     sqlite3_stmt* scan = nullptr;
     sqlite3_stmt* scan_run = nullptr;  // one run's rows, by the primary key
+    sqlite3_stmt* read = nullptr;
   };
   Statements stmts_[sizeof(kAllTables) / sizeof(kAllTables[0]) + 1] ABSL_GUARDED_BY(mu_);
   sqlite3_stmt* begin_ ABSL_GUARDED_BY(mu_) = nullptr;

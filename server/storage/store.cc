@@ -2,6 +2,8 @@
 
 #include <utility>
 
+#include "absl/strings/str_cat.h"
+
 namespace spotter {
 
 const char* TableName(Table t) {
@@ -24,6 +26,18 @@ const char* TableName(Table t) {
       return "directives";
   }
   return "unknown";
+}
+
+absl::StatusOr<BackupStats> Store::Backup(const std::string&, const BackupOptions&) {
+  return absl::UnimplementedError(absl::StrCat("backups of this store (", Describe(),
+                                               ") are not implemented; only a state file is"));
+}
+
+absl::StatusOr<BackupStats> NullStore::Backup(const std::string&, const BackupOptions&) {
+  return absl::FailedPreconditionError(
+      "this server keeps no state file (spotterd runs without --state_file), so there is "
+      "nothing to back up: its runs live in memory only. Start it with --state_file=PATH to "
+      "keep state that can be backed up");
 }
 
 absl::Status MemoryStore::Apply(const std::vector<StoreOp>& ops) {
@@ -60,6 +74,25 @@ absl::Status MemoryStore::Scan(const std::function<absl::Status(StoredRow&&)>& v
   for (auto& [key, value] : copy) {
     absl::Status s = visit(StoredRow{std::get<0>(key), std::get<1>(key), std::get<2>(key),
                                      std::get<3>(key), std::move(value)});
+    if (!s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status MemoryStore::Read(Table table, const std::string& run, uint64_t k1, uint64_t k2_begin,
+                               uint64_t k2_end,
+                               const std::function<absl::Status(StoredRow&&)>& visit) {
+  if (k2_begin >= k2_end) return absl::OkStatus();
+  std::vector<StoredRow> rows;
+  {
+    absl::MutexLock l(&mu_);
+    for (auto it = rows_.lower_bound(Key{table, run, k1, k2_begin});
+         it != rows_.end() && it->first < Key{table, run, k1, k2_end}; ++it) {
+      rows.push_back({table, run, k1, std::get<3>(it->first), it->second});
+    }
+  }
+  for (StoredRow& row : rows) {
+    absl::Status s = visit(std::move(row));
     if (!s.ok()) return s;
   }
   return absl::OkStatus();

@@ -27,7 +27,9 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 
 namespace spotter {
 
@@ -81,8 +83,29 @@ struct StoredRow {
   std::string value;
 };
 
+// How Store::Backup copies (SqliteStore; spotterd's --backup_* flags).
+struct BackupOptions {
+  // Database pages copied per step (16 KiB each in a spotterd state file).
+  // The store is locked for one step at a time: a commit waits at most one
+  // step, never the whole copy. At least 1.
+  int pages_per_step = 64;
+  // Sleep between two steps, to spread the copy's disk reads; zero: none.
+  absl::Duration step_pause = absl::ZeroDuration();
+  // Polled between steps; true stops the copy with CANCELLED (the client
+  // went away). Null: never.
+  std::function<bool()> cancelled;
+};
+
+// What a completed Store::Backup wrote.
+struct BackupStats {
+  uint64_t bytes = 0;  // size of the file written
+  int steps = 0;       // steps taken (the store was unlocked between two)
+  absl::Duration copy_time;
+};
+
 // Implementations are thread-safe, but spotterd calls Apply from one thread
-// (the Committer) and Scan once, before serving.
+// (the Committer) and Scan once, before serving; Backup from a backup thread
+// while Apply goes on.
 class Store {
  public:
   virtual ~Store() = default;
@@ -107,6 +130,13 @@ class Store {
     return Scan(
         [&](StoredRow&& row) { return row.run == run ? visit(std::move(row)) : absl::OkStatus(); });
   }
+  // Visits the rows (table, run, k1, k2) with k2 in [k2_begin, k2_end), in
+  // k2 order: how a run's history is read back while the server serves
+  // (trajectory points beyond the run's in-memory window). Safe to call
+  // concurrently with Apply; sees only committed batches.
+  virtual absl::Status Read(Table table, const std::string& run, uint64_t k1, uint64_t k2_begin,
+                            uint64_t k2_end,
+                            const std::function<absl::Status(StoredRow&&)>& visit) = 0;
 
   // False when nothing survives the process (NullStore): the server then
   // skips building upload logs and checkpoints.
@@ -114,6 +144,13 @@ class Store {
 
   // What and where, for logs: "sqlite /var/lib/spotter/state.db (WAL, ...)".
   virtual std::string Describe() const = 0;
+
+  // Writes a consistent copy of the whole store to a new file at `path`,
+  // which must not exist, while Apply goes on: the copy holds exactly the
+  // batches committed before it completed, and a new store opens it as its
+  // state. On error nothing is left at `path`. UNIMPLEMENTED for stores that
+  // cannot (the default); FAILED_PRECONDITION for NullStore.
+  virtual absl::StatusOr<BackupStats> Backup(const std::string& path, const BackupOptions& options);
 };
 
 // Keeps nothing. Apply always succeeds at once.
@@ -123,10 +160,15 @@ class NullStore final : public Store {
   absl::Status Scan(const std::function<absl::Status(StoredRow&&)>&) override {
     return absl::OkStatus();
   }
+  absl::Status Read(Table, const std::string&, uint64_t, uint64_t, uint64_t,
+                    const std::function<absl::Status(StoredRow&&)>&) override {
+    return absl::OkStatus();
+  }
   bool persistent() const override { return false; }
   std::string Describe() const override {
     return "in memory only: nothing survives a restart (--state_file=PATH keeps state)";
   }
+  absl::StatusOr<BackupStats> Backup(const std::string&, const BackupOptions&) override;
 };
 
 // Rows in a map: survives a Server (tests restart a server on the same
@@ -135,6 +177,8 @@ class MemoryStore final : public Store {
  public:
   absl::Status Apply(const std::vector<StoreOp>& ops) override;
   absl::Status Scan(const std::function<absl::Status(StoredRow&&)>& visit) override;
+  absl::Status Read(Table table, const std::string& run, uint64_t k1, uint64_t k2_begin,
+                    uint64_t k2_end, const std::function<absl::Status(StoredRow&&)>& visit) override;
   bool persistent() const override { return true; }
   std::string Describe() const override { return "memory (tests)"; }
 
@@ -174,8 +218,16 @@ class FaultInjectingStore final : public Store {
                        const std::function<absl::Status(StoredRow&&)>& visit) override {
     return base_->ScanRun(run, visit);
   }
+  absl::Status Read(Table table, const std::string& run, uint64_t k1, uint64_t k2_begin,
+                    uint64_t k2_end, const std::function<absl::Status(StoredRow&&)>& visit) override {
+    return base_->Read(table, run, k1, k2_begin, k2_end, visit);
+  }
   bool persistent() const override { return base_->persistent(); }
   std::string Describe() const override { return "fault-injecting " + base_->Describe(); }
+  absl::StatusOr<BackupStats> Backup(const std::string& path,
+                                     const BackupOptions& options) override {
+    return base_->Backup(path, options);
+  }
 
  private:
   const std::shared_ptr<Store> base_;

@@ -7,7 +7,11 @@
 #   - the documented exit codes: plaintext against TLS (4, unreachable), no or
 #     a wrong token (5), a viewer's override (5), no such run (3), a missing
 #     CA file (6), bad usage (64);
-#   - mutual TLS: health with --cert/--key, refused without them (4).
+#   - mutual TLS: health with --cert/--key, refused without them (4);
+#   - online backup: `spotterctl backup` as admin writes a file whose size and
+#     SHA-256 match the server's summary, and a new spotterd started on it
+#     (--state_file) holds the run; a viewer is refused (5), an existing file
+#     is not overwritten (6), a server without a state file refuses (2).
 # Usage: ctl_secure.sh BUILD_DIR
 set -euo pipefail
 build=$(cd "$1" && pwd)
@@ -59,7 +63,7 @@ expect_rc() {  # expect_rc CODE WHAT command...
 # --- TLS + tokens ------------------------------------------------------------
 # --require_run_header: every run-scoped call of spotterctl and the Python
 # client must carry x-spotter-run (docs/SCALING.md).
-start tls --tokens_file tokens --require_run_header
+start tls --tokens_file tokens --require_run_header --state_file "$tmp/tls.db"
 ctl() { "$ctlbin" --server "$server" --ca ca.pem --timeout 5 "$@"; }
 [ "$(ctl --token $admin health)" = SERVING ] || fail "health over TLS with a token"
 PYTHONPATH=$build/client/python/site /usr/bin/python3 - "$server" $admin <<'PY' \
@@ -88,6 +92,30 @@ ctl --token $admin --output json trajectory secure > traj.json || fail "trajecto
 ctl --token $admin --output json health > health.json
 grep -q '"SERVING"' health.json || fail "health --output json"
 
+# --- online backup and restore -------------------------------------------------
+expect_rc 5 "a viewer's backup" ctl --token $viewer backup --out viewer.db
+[ ! -e viewer.db ] || fail "a refused backup left a file"
+ctl --token $admin --output json backup --out backup.db > backup.json || fail "backup as admin"
+/usr/bin/python3 - <<'PY' || fail "backup --output json: the size and SHA-256 of the file"
+import hashlib, json, os
+b = json.load(open("backup.json"))
+s = b["summary"]
+data = open(b["file"], "rb").read()
+assert int(s["bytes"]) == len(data) == os.path.getsize("backup.db") > 0, s
+assert s["sha256"] == hashlib.sha256(data).hexdigest(), s
+PY
+expect_rc 6 "a backup onto an existing file" ctl --token $admin backup --out backup.db
+# Restore (docs/RUNBOOK.md): the file, copied into place, is the new server's
+# --state_file as it is.
+tls_server=$server
+cp backup.db restored.db
+start restored --tokens_file tokens --state_file "$tmp/restored.db"
+ctl --token $admin --output json show secure > restored.json \
+  || fail "the server started on the backup lacks the run"
+/usr/bin/python3 -c 'import json; r=json.load(open("restored.json"))["run"]; assert r["directive"]["phase"]=="PHASE_REFINEMENT" and r["config"]["total_steps"]=="1000", r' \
+  || fail "the restored run is not the original (config, the override before the backup)"
+server=$tls_server
+
 expect_rc 4 "plaintext against a TLS server" "$ctlbin" --server "$server" --timeout 3 \
   --token $admin health
 expect_rc 5 "no token" ctl runs
@@ -107,4 +135,7 @@ start mtls --tls_client_ca ca.pem
   = SERVING ] || fail "health over mutual TLS"
 expect_rc 4 "mutual TLS without a client certificate" \
   "$ctlbin" --server "$server" --ca ca.pem --timeout 3 health
-echo "ok: spotterctl over TLS, tokens, mutual TLS, JSON output and exit codes"
+expect_rc 2 "a backup of a server without a state file" \
+  "$ctlbin" --server "$server" --ca ca.pem --cert client.pem --key client.key backup --out none.db
+grep -q "no state file" "$tmp/err.txt" || fail "the refusal names the missing state file"
+echo "ok: spotterctl over TLS, tokens, mutual TLS, JSON output, exit codes, backup and restore"

@@ -7,6 +7,7 @@
 // run (the same ranks, seqs, uploads, points and directives).
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <string>
 
@@ -127,7 +128,11 @@ void Run1(const uint8_t* data, size_t size) {
     CheckFinite(info.latest().covariance(), "covariance");
     CheckFinite(info.latest().second_moment(), "second moment");
   }
-  const v1::GetTrajectoryResponse t = run->Trajectory(0);
+  TrajectoryQuery everything;
+  everything.page_size = std::numeric_limits<size_t>::max() - 1;
+  absl::StatusOr<TrajectoryPage> page = run->Trajectory(everything);
+  FUZZ_CHECK(page.ok(), "trajectory: %s", page.status().ToString().c_str());
+  const v1::GetTrajectoryResponse& t = page->response;
   for (int i = 1; i < t.points_size(); ++i) {
     FUZZ_CHECK(t.points(i).step() > t.points(i - 1).step(), "point %d at step %llu", i,
                static_cast<unsigned long long>(t.points(i).step()));

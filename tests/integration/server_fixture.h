@@ -19,6 +19,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "client/cpp/paging.h"
 #include "client/cpp/run_session.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
@@ -103,13 +104,12 @@ class ServerFixture : public ::testing::Test {
     return resp.run();
   }
 
-  // GetTrajectory of `name`, which must succeed.
+  // GetTrajectory of `name`, every page, which must succeed.
   v1::GetTrajectoryResponse Trajectory(const std::string& name) {
-    grpc::ClientContext ctx;
     v1::GetTrajectoryRequest req;
     req.set_name(name);
     v1::GetTrajectoryResponse resp;
-    const grpc::Status s = stub_->GetTrajectory(&ctx, req, &resp);
+    const grpc::Status s = GetWholeTrajectory(*stub_, req, &resp);
     EXPECT_TRUE(s.ok()) << "GetTrajectory " << name << ": " << s.error_message();
     return resp;
   }

@@ -166,12 +166,13 @@ TEST(ControllerStateTest, MalformedStateIsAnErrorAndLeavesTheControllerAlone) {
   std::string phase = bytes;
   phase[8] = 9;  // the phase byte, after magic and version
   EXPECT_FALSE(DecodeControllerState(phase, &fresh).ok());
-  // The window's count sits before its n observations (42 bytes each) and
-  // the 17-byte trailer: a count above the span cap (100000) is refused.
+  // The window's count sits before its n observations (43 bytes each) and
+  // the 38-byte trailer (17 bytes of latch and validation, 21 of the
+  // guarded switch): a count above the span cap (100000) is refused.
   std::string huge = bytes;
   bool patched = false;
   for (uint32_t n = 0; n < 1000 && !patched; ++n) {
-    const size_t at = bytes.size() - 17 - 42 * static_cast<size_t>(n) - 4;
+    const size_t at = bytes.size() - 38 - 43 * static_cast<size_t>(n) - 4;
     uint32_t v;
     std::memcpy(&v, bytes.data() + at, 4);
     if (v != n) continue;

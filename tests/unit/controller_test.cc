@@ -427,7 +427,11 @@ TEST(PhaseControllerTest, ARisingLossIsNoPlateau) {
   // rises 22% per epoch: a loss that moves fast is not "slow", whichever way
   // it moves. Only the budget (step 1500) ends REFINEMENT. (The old one-sided
   // test took any rise for a plateau and fired at the first full span.)
-  PhaseController c = InRefinement(TestConfig());
+  // Without the guarded switch: with it, the rise rolls the switch back
+  // (controller_guard_test.cc).
+  ControllerConfig config = TestConfig();
+  config.rollback_window_steps = 0;
+  PhaseController c = InRefinement(config);
   Script rising;
   rising.loss = [](uint64_t t) { return std::exp(0.002 * (static_cast<double>(t) - 200.0)); };
   auto f = Feed(c, rising, 220, 2000);

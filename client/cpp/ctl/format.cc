@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <map>
+#include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -70,6 +71,12 @@ std::string FormatDirective(const v1::Directive& d) {
   std::string out = absl::StrFormat("v%d from step %d: %s, %s, %s", d.version(), d.effective_step(),
                                     PhaseLabel(d.phase()), lr, opt);
   if (d.noise_std() > 0) absl::StrAppendFormat(&out, ", noise %.3g", d.noise_std());
+  if (d.guard_steps() > 0) {
+    absl::StrAppendFormat(&out, ", guarded %d steps (snapshot at the switch)", d.guard_steps());
+  }
+  if (d.rollback()) {
+    absl::StrAppendFormat(&out, ", ROLLBACK to the snapshot of step %d", d.snapshot_step());
+  }
   if (d.stop()) out += ", STOP";
   if (d.advisory()) out += " [advisory]";
   return out;
@@ -103,6 +110,21 @@ std::string FormatEvidence(const v1::PhaseTransition& t) {
   std::vector<std::string> parts;
   for (const auto& [k, v] : sorted) parts.push_back(absl::StrFormat("%s=%.4g", k, v));
   return absl::StrJoin(parts, " ");
+}
+
+std::string FormatRollbacks(
+    const google::protobuf::RepeatedPtrField<v1::PhaseTransition>& transitions) {
+  std::vector<std::string> steps;
+  for (const v1::PhaseTransition& t : transitions) {
+    if (t.cause() != v1::CAUSE_ROLLBACK) continue;
+    const auto e = t.evidence().find("switch_step");
+    steps.push_back(e == t.evidence().end()
+                        ? absl::StrFormat("at step %d", t.step())
+                        : absl::StrFormat("at step %d (switch of step %.0f)", t.step(), e->second));
+  }
+  if (steps.empty()) return "";
+  return absl::StrFormat("rollbacks: %d natural-gradient switch%s failed its guard, rolled back %s",
+                         steps.size(), steps.size() == 1 ? "" : "es", absl::StrJoin(steps, ", "));
 }
 
 }  // namespace spotter

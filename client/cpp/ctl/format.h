@@ -27,6 +27,10 @@ std::string FormatPoint(const spotter::v1::TrajectoryPoint& p);
 std::string FormatTransition(const spotter::v1::PhaseTransition& t);
 // Evidence as "name=value name=value ...", in name order.
 std::string FormatEvidence(const spotter::v1::PhaseTransition& t);
+// The run's rolled-back natural-gradient switches, one line: "rollbacks: 1
+// (step 1320: loss 0.91 > 0.66 ...)"; empty when there were none.
+std::string FormatRollbacks(
+    const google::protobuf::RepeatedPtrField<spotter::v1::PhaseTransition>& transitions);
 
 }  // namespace spotter
 

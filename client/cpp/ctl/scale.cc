@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -12,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/flags/flag.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -19,6 +21,18 @@
 #include "google/protobuf/util/json_util.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "spotter/v1/spotter.grpc.pb.h"
+
+ABSL_FLAG(std::string, replicas, "",
+          "runs, health, rebalance: the replicas, host:port,...; a name resolving to several "
+          "addresses (a headless service) stands for all of them [$SPOTTER_REPLICAS]");
+ABSL_FLAG(std::string, from, "", "move: the replica (host:port) holding the run");
+ABSL_FLAG(std::string, to, "", "move: the replica (host:port) to move it to");
+ABSL_FLAG(std::string, gateway, "",
+          "rebalance: a gateway (host:port) routing by the new replica list");
+ABSL_FLAG(bool, dry_run, false, "rebalance: print what would be moved or deleted, change nothing");
+ABSL_FLAG(bool, finish, false,
+          "rebalance: delete the tombstones of moved runs the gateway now routes to their new "
+          "owner");
 
 namespace spotter::ctl {
 namespace {
@@ -95,14 +109,18 @@ Listing List(const CtlEnv& env, const std::string& address, int state_filter) {
     return l;
   }
   auto stub = v1::SpotterService::NewStub(channel);
-  grpc::ClientContext ctx;
-  Prepare(env, &ctx, "");
   v1::ListRunsRequest req;
   req.set_state(static_cast<v1::RunState>(state_filter));
-  v1::ListRunsResponse resp;
-  l.status = stub->ListRuns(&ctx, req, &resp);
-  l.id = ReplicaOf(ctx);
-  l.runs.assign(resp.runs().begin(), resp.runs().end());
+  do {  // every page (AIP-158)
+    grpc::ClientContext ctx;
+    Prepare(env, &ctx, "");
+    v1::ListRunsResponse resp;
+    l.status = stub->ListRuns(&ctx, req, &resp);
+    if (!l.status.ok()) break;
+    l.id = ReplicaOf(ctx);
+    l.runs.insert(l.runs.end(), resp.runs().begin(), resp.runs().end());
+    req.set_page_token(resp.next_page_token());
+  } while (!req.page_token().empty());
   return l;
 }
 
@@ -436,6 +454,45 @@ int Rebalance(const CtlEnv& env, const std::string& gateway,
                       "rebalance --finish");
   }
   return failed > 0 ? kExitPartial : (pending > 0 ? kExitPartial : 0);
+}
+
+std::optional<int> ScaleCommand(const CtlEnv& env, const std::string& cmd, const std::string& run,
+                                const std::string& server, const std::string& state,
+                                const std::function<int(const std::string&)>& usage) {
+  std::vector<std::string> replicas;
+  std::string list = absl::GetFlag(FLAGS_replicas);
+  if (list.empty()) {
+    if (const char* e = std::getenv("SPOTTER_REPLICAS")) list = e;
+  }
+  if (!list.empty() && (cmd == "runs" || cmd == "health" || cmd == "rebalance")) {
+    std::string error;
+    replicas = ExpandReplicas(list, &error);
+    if (replicas.empty()) return usage(error);
+  }
+  if (cmd == "health" && !replicas.empty()) return HealthAcross(env, replicas);
+  if (cmd == "runs" && !replicas.empty()) {
+    if (!state.empty() && state != "active" && state != "finished") {
+      return usage("--state must be active or finished");
+    }
+    return RunsAcross(env, replicas,
+                      state == "active"     ? v1::RUN_STATE_ACTIVE
+                      : state == "finished" ? v1::RUN_STATE_FINISHED
+                                            : v1::RUN_STATE_UNSPECIFIED);
+  }
+  if (cmd == "rebalance") {
+    if (absl::GetFlag(FLAGS_gateway).empty() || replicas.empty()) {
+      return usage("rebalance needs --gateway and --replicas");
+    }
+    return Rebalance(env, absl::GetFlag(FLAGS_gateway), replicas, absl::GetFlag(FLAGS_dry_run),
+                     absl::GetFlag(FLAGS_finish));
+  }
+  if (cmd != "where" && cmd != "move") return std::nullopt;
+  if (run.empty()) return usage(cmd + " needs a run name");
+  if (cmd == "where") return Where(env, server, run);
+  if (absl::GetFlag(FLAGS_from).empty() || absl::GetFlag(FLAGS_to).empty()) {
+    return usage("move needs --from and --to");
+  }
+  return Move(env, run, absl::GetFlag(FLAGS_from), absl::GetFlag(FLAGS_to));
 }
 
 }  // namespace spotter::ctl

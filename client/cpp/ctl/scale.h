@@ -7,6 +7,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -55,6 +56,15 @@ int Move(const CtlEnv& env, const std::string& run, const std::string& from, con
 // moved to and that replica holds.
 int Rebalance(const CtlEnv& env, const std::string& gateway,
               const std::vector<std::string>& replicas, bool dry_run, bool finish);
+
+// spotterctl's dispatch for these commands: `runs` and `health` with
+// --replicas (or $SPOTTER_REPLICAS), `where RUN`, `move RUN`, `rebalance`.
+// `run` is the command's first argument ("" if none), `server` spotterctl's
+// --server, `state` its --state, `usage` how it reports bad usage. nullopt
+// when `cmd` is not one of them (spotterctl handles it).
+std::optional<int> ScaleCommand(const CtlEnv& env, const std::string& cmd, const std::string& run,
+                                const std::string& server, const std::string& state,
+                                const std::function<int(const std::string&)>& usage);
 
 }  // namespace spotter::ctl
 

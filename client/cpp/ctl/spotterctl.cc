@@ -1,10 +1,12 @@
 // spotterctl: inspect and steer the runs of a spotterd.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -16,9 +18,11 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
 #include "client/cpp/channel.h"
+#include "client/cpp/ctl/backup.h"
 #include "client/cpp/ctl/format.h"
 #include "client/cpp/ctl/plot.h"
 #include "client/cpp/ctl/scale.h"
+#include "client/cpp/paging.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
@@ -42,7 +46,11 @@ ABSL_FLAG(std::string, output, "text",
           "text, or json: every command prints the server's response as JSON (watch: one "
           "event per line)");
 ABSL_FLAG(std::string, format, "csv", "trajectory: output format, csv or json");
-ABSL_FLAG(uint64_t, since, 0, "trajectory: only points at or after this step");
+ABSL_FLAG(uint64_t, since, 0, "trajectory, plot: only points at or after this step");
+ABSL_FLAG(uint64_t, until, 0, "trajectory, plot: only points at or before this step (0: no bound)");
+ABSL_FLAG(uint32_t, max_points, 0,
+          "trajectory: downsample to at most this many points (>= 4; per bucket of steps the "
+          "lowest and highest effective rank); 0: every point");
 ABSL_FLAG(bool, history, false, "watch: print the run's history first");
 ABSL_FLAG(std::string, state, "", "runs: only runs in this state (active, finished)");
 ABSL_FLAG(std::string, phase, "",
@@ -58,17 +66,7 @@ ABSL_FLAG(std::string, reason, "", "override, finish: why (recorded in the run's
 ABSL_FLAG(std::string, o, "", "plot: the PNG file to write");
 ABSL_FLAG(int32_t, width, 1200, "plot: image width, pixels");
 ABSL_FLAG(int32_t, height, 900, "plot: image height, pixels");
-ABSL_FLAG(std::string, replicas, "",
-          "runs, health, rebalance: the replicas, host:port,...; a name resolving to several "
-          "addresses (a headless service) stands for all of them [$SPOTTER_REPLICAS]");
-ABSL_FLAG(std::string, from, "", "move: the replica (host:port) holding the run");
-ABSL_FLAG(std::string, to, "", "move: the replica (host:port) to move it to");
-ABSL_FLAG(std::string, gateway, "",
-          "rebalance: a gateway (host:port) routing by the new replica list");
-ABSL_FLAG(bool, dry_run, false, "rebalance: print what would be moved or deleted, change nothing");
-ABSL_FLAG(bool, finish, false,
-          "rebalance: delete the tombstones of moved runs the gateway now routes to their new "
-          "owner");
+ABSL_FLAG(std::string, out, "", "backup: the file to write (must not exist)");
 
 namespace v1 = spotter::v1;
 
@@ -82,8 +80,8 @@ constexpr char kUsage[] =
     "  runs [--state=active|finished]        list runs\n"
     "  show RUN                              config, phase, directive, ranks, phase history\n"
     "  watch RUN [--history]                 stream points, transitions and directives live\n"
-    "  trajectory RUN [--format=csv|json] [--since=STEP]\n"
-    "  plot RUN -o FILE.png [--width=1200] [--height=900] [--since=STEP]\n"
+    "  trajectory RUN [--format=csv|json] [--since=STEP] [--until=STEP] [--max_points=N]\n"
+    "  plot RUN -o FILE.png [--width=1200] [--height=900] [--since=STEP] [--until=STEP]\n"
     "                                        rank, PR, loss and LR against steps, one PNG\n"
     "  override RUN --phase=P [--hold] | --pin_lr=LR [--natural_gradient] | --release\n"
     "             [--at_step=S] [--reason=TEXT]\n"
@@ -99,12 +97,15 @@ constexpr char kUsage[] =
     "  rebalance --gateway=GW --replicas=A,B,... [--dry_run] [--finish]\n"
     "                                        move every run GW routes to another replica;\n"
     "                                        --finish: then delete the tombstones\n"
+    "  backup --out=FILE                     admin: a consistent copy of the server's state\n"
+    "                                        file, taken while it serves; restore: stop\n"
+    "                                        spotterd, copy FILE over --state_file, start it\n"
     "Environment: SPOTTER_SERVER, SPOTTER_TOKEN, SPOTTER_CA, SPOTTER_CERT, SPOTTER_KEY and\n"
     "SPOTTER_TLS_SERVER_NAME stand in for the flags they name when those are not given.\n"
     "Exit codes: 0 done; 1 health: not serving; 2 the server refused the call; 3 no such run;\n"
     "4 the server cannot be reached (UNAVAILABLE, DEADLINE_EXCEEDED); 5 not authenticated or\n"
     "not allowed (UNAUTHENTICATED, PERMISSION_DENIED); 6 a local file cannot be read or\n"
-    "written; 64 bad usage.\n";
+    "written, or a backup did not arrive intact; 64 bad usage.\n";
 
 // Exit codes (kUsage, docs/OPERATIONS.md "spotterctl").
 constexpr int kExitRefused = 2, kExitNotFound = 3, kExitUnreachable = 4, kExitAuth = 5,
@@ -173,8 +174,6 @@ std::string Time(const google::protobuf::Timestamp& t) {
 double Num(double v) { return v; }
 
 int Runs(v1::SpotterService::Stub& stub) {
-  grpc::ClientContext ctx;
-  Prepare(&ctx);
   v1::ListRunsRequest req;
   const std::string state = absl::GetFlag(FLAGS_state);
   if (state == "active")
@@ -184,7 +183,7 @@ int Runs(v1::SpotterService::Stub& stub) {
   else if (!state.empty())
     return Usage("--state must be active or finished");
   v1::ListRunsResponse resp;
-  if (grpc::Status s = stub.ListRuns(&ctx, req, &resp); !s.ok()) return Fail(s);
+  if (grpc::Status s = spotter::ListAllRuns(stub, req, &resp, Prepare); !s.ok()) return Fail(s);
   if (g_json) return PrintJson(resp);
   std::printf("%-28s %-9s %-8s %-12s %-13s %-7s %-24s %s\n", "RUN", "STATE", "MODE", "PHASE",
               "STEP", "RANKS", "R90", "PR");
@@ -274,6 +273,9 @@ int Show(v1::SpotterService::Stub& stub, const std::string& name) {
                   static_cast<unsigned long>(e.uploads_before()));
     }
   }
+  if (const std::string rb = spotter::FormatRollbacks(r.transitions()); !rb.empty()) {
+    std::printf("%s\n", rb.c_str());
+  }
   std::printf("phase history (%d transitions):\n", r.transitions_size());
   for (const v1::PhaseTransition& t : r.transitions()) {
     std::printf("  %s\n    %s\n", spotter::FormatTransition(t).c_str(), t.reason().c_str());
@@ -321,13 +323,15 @@ int Watch(v1::SpotterService::Stub& stub, const std::string& name) {
 }
 
 int Trajectory(v1::SpotterService::Stub& stub, const std::string& name) {
-  grpc::ClientContext ctx;
-  Prepare(&ctx);
   v1::GetTrajectoryRequest req;
   req.set_name(name);
   req.set_since_step(absl::GetFlag(FLAGS_since));
+  req.set_until_step(absl::GetFlag(FLAGS_until));
+  req.set_max_points(absl::GetFlag(FLAGS_max_points));
   v1::GetTrajectoryResponse resp;
-  if (grpc::Status s = stub.GetTrajectory(&ctx, req, &resp); !s.ok()) return Fail(s);
+  if (grpc::Status s = spotter::GetWholeTrajectory(stub, req, &resp, Prepare); !s.ok()) {
+    return Fail(s);
+  }
   const std::string format = g_json ? "json" : absl::GetFlag(FLAGS_format);
   if (format == "json") return PrintJson(resp);
   if (format != "csv") return Usage("--format must be csv or json");
@@ -363,13 +367,17 @@ int Trajectory(v1::SpotterService::Stub& stub, const std::string& name) {
 int Plot(v1::SpotterService::Stub& stub, const std::string& name) {
   const std::string path = absl::GetFlag(FLAGS_o);
   if (path.empty()) return Usage("plot needs -o FILE.png");
-  grpc::ClientContext ctx;
-  Prepare(&ctx);
   v1::GetTrajectoryRequest req;
   req.set_name(name);
   req.set_since_step(absl::GetFlag(FLAGS_since));
+  req.set_until_step(absl::GetFlag(FLAGS_until));
+  // Two points per pixel column keep every excursion (min/max per bucket)
+  // whatever the run's length; the server reads them from its store.
+  req.set_max_points(std::max(4, 2 * absl::GetFlag(FLAGS_width)));
   v1::GetTrajectoryResponse resp;
-  if (grpc::Status s = stub.GetTrajectory(&ctx, req, &resp); !s.ok()) return Fail(s);
+  if (grpc::Status s = spotter::GetWholeTrajectory(stub, req, &resp, Prepare); !s.ok()) {
+    return Fail(s);
+  }
   auto image =
       spotter::DrawTrajectory(resp, name, absl::GetFlag(FLAGS_width), absl::GetFlag(FLAGS_height));
   if (!image.ok()) {
@@ -492,6 +500,36 @@ int Health(const std::shared_ptr<grpc::Channel>& channel) {
   return resp.status() == grpc::health::v1::HealthCheckResponse::SERVING ? 0 : 1;
 }
 
+// The backup stream has no deadline (a large state file takes a while); the
+// server ends it, or Ctrl-C does.
+int Backup(v1::SpotterService::Stub& stub) {
+  const std::string path = absl::GetFlag(FLAGS_out);
+  if (path.empty()) return Usage("backup needs --out FILE");
+  grpc::ClientContext ctx;
+  spotter::AddBearerToken(&ctx, g_token);
+  spotter::BackupOutcome got = spotter::ReceiveBackup(stub, &ctx, path);
+  if (!got.rpc.ok()) return Fail(got.rpc);
+  if (!got.local.ok()) {
+    std::cerr << "spotterctl: backup: " << got.local.message() << "\n";
+    return kExitLocal;
+  }
+  if (g_json) {
+    std::printf("{\"file\": \"%s\", \"summary\": ", absl::CEscape(path).c_str());
+    std::string json;
+    google::protobuf::util::JsonPrintOptions opts;
+    opts.preserve_proto_field_names = true;
+    if (!google::protobuf::util::MessageToJsonString(got.summary, &json, opts).ok()) {
+      return kExitLocal;
+    }
+    std::printf("%s}\n", json.c_str());
+    return 0;
+  }
+  std::printf("wrote %s: %lu bytes, sha256 %s, copied in %.3f s, completed at %s\n", path.c_str(),
+              static_cast<unsigned long>(got.summary.bytes()), got.summary.sha256().c_str(),
+              got.summary.copy_seconds(), Time(got.summary.completed_at()).c_str());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -523,34 +561,15 @@ int main(int argc, char** argv) {
   env.timeout = absl::Seconds(absl::GetFlag(FLAGS_timeout));
   env.json = g_json;
   env.fail = Fail;
-  std::vector<std::string> replicas;
-  if (const std::string list = FlagOrEnv(absl::GetFlag(FLAGS_replicas), "SPOTTER_REPLICAS");
-      !list.empty() && (cmd == "runs" || cmd == "health" || cmd == "rebalance")) {
-    std::string error;
-    replicas = spotter::ctl::ExpandReplicas(list, &error);
-    if (replicas.empty()) return Usage(error);
+  // Commands over several replicas (--replicas, where, move, rebalance).
+  if (std::optional<int> rc = spotter::ctl::ScaleCommand(
+          env, cmd, args.size() > 2 ? args[2] : "", server, absl::GetFlag(FLAGS_state), Usage)) {
+    return *rc;
   }
-  if (cmd == "health" && !replicas.empty()) return spotter::ctl::HealthAcross(env, replicas);
   if (cmd == "health") return Health(channel);
-  if (cmd == "rebalance") {
-    if (absl::GetFlag(FLAGS_gateway).empty() || replicas.empty()) {
-      return Usage("rebalance needs --gateway and --replicas");
-    }
-    return spotter::ctl::Rebalance(env, absl::GetFlag(FLAGS_gateway), replicas,
-                                   absl::GetFlag(FLAGS_dry_run), absl::GetFlag(FLAGS_finish));
-  }
   auto stub = v1::SpotterService::NewStub(channel);
-  if (cmd == "runs" && !replicas.empty()) {
-    const std::string state = absl::GetFlag(FLAGS_state);
-    if (!state.empty() && state != "active" && state != "finished") {
-      return Usage("--state must be active or finished");
-    }
-    return spotter::ctl::RunsAcross(env, replicas,
-                                    state == "active"     ? v1::RUN_STATE_ACTIVE
-                                    : state == "finished" ? v1::RUN_STATE_FINISHED
-                                                          : v1::RUN_STATE_UNSPECIFIED);
-  }
   if (cmd == "runs") return Runs(*stub);
+  if (cmd == "backup") return Backup(*stub);
   if (args.size() < 3) return Usage(cmd + " needs a run name");
   const std::string run = args[2];
   g_run = run;
@@ -561,12 +580,5 @@ int main(int argc, char** argv) {
   if (cmd == "override") return Override(*stub, run);
   if (cmd == "finish") return Finish(*stub, run);
   if (cmd == "delete") return Delete(*stub, run);
-  if (cmd == "where") return spotter::ctl::Where(env, server, run);
-  if (cmd == "move") {
-    if (absl::GetFlag(FLAGS_from).empty() || absl::GetFlag(FLAGS_to).empty()) {
-      return Usage("move needs --from and --to");
-    }
-    return spotter::ctl::Move(env, run, absl::GetFlag(FLAGS_from), absl::GetFlag(FLAGS_to));
-  }
   return Usage("unknown command " + cmd);
 }

@@ -137,13 +137,40 @@ class Client:
         """The run's RunInfo. NOT_FOUND if there is no such run."""
         return self._call("GetRun", pb.GetRunRequest(name=name)).run
 
-    def list_runs(self, state: int = pb.RUN_STATE_UNSPECIFIED) -> Sequence["pb.RunSummary"]:
-        """All runs (or those in ``state``), newest first."""
-        return list(self._call("ListRuns", pb.ListRunsRequest(state=state)).runs)
+    def list_runs(self, state: int = pb.RUN_STATE_UNSPECIFIED,
+                  page_size: int = 0) -> Sequence["pb.RunSummary"]:
+        """All runs (or those in ``state``), newest first: every page."""
+        runs: list = []
+        token = ""
+        while True:
+            page = self._call("ListRuns", pb.ListRunsRequest(state=state, page_size=page_size,
+                                                             page_token=token))
+            runs.extend(page.runs)
+            token = page.next_page_token
+            if not token:
+                return runs
 
-    def get_trajectory(self, name: str, since_step: int = 0) -> "pb.GetTrajectoryResponse":
-        """Points with step >= since_step, all transitions and directives."""
-        return self._call("GetTrajectory", pb.GetTrajectoryRequest(name=name, since_step=since_step))
+    def get_trajectory(self, name: str, since_step: int = 0, until_step: int = 0,
+                       max_points: int = 0, page_size: int = 0) -> "pb.GetTrajectoryResponse":
+        """Points with since_step <= step <= until_step (0: no bound), all
+        transitions and directives: every page, merged. ``max_points`` >= 4
+        asks for the range downsampled to at most that many points (per
+        bucket of steps, the lowest and highest effective rank)."""
+        points: list = []
+        downsampled = False
+        token = ""
+        while True:
+            page = self._call("GetTrajectory", pb.GetTrajectoryRequest(
+                name=name, since_step=since_step, until_step=until_step, max_points=max_points,
+                page_size=page_size, page_token=token))
+            points.extend(page.points)
+            downsampled = downsampled or page.downsampled
+            token = page.next_page_token
+            if not token:
+                del page.points[:]
+                page.points.extend(points)
+                page.downsampled = downsampled
+                return page
 
     def watch_run(self, name: str, include_history: bool = False,
                   timeout: Optional[float] = None) -> Iterator["pb.WatchRunResponse"]:

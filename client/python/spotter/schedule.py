@@ -27,6 +27,7 @@ CAUSES = {
     pb.CAUSE_OVERRIDE: "override",
     pb.CAUSE_RELEASE: "release",
     pb.CAUSE_FINISH: "finish",
+    pb.CAUSE_ROLLBACK: "rollback",
 }
 
 
@@ -96,6 +97,12 @@ class Directive:
     cause: str = "automatic"
     noise_std: float = 0.0
     generation: int = 0
+    # The guarded switch (docs/PHASES.md): a natural-gradient directive with
+    # guard_steps > 0 asks for a snapshot at the switch; a rollback restores
+    # the snapshot of the switch that took effect at snapshot_step.
+    guard_steps: int = 0
+    rollback: bool = False
+    snapshot_step: int = 0
 
     @property
     def key(self):
@@ -112,7 +119,8 @@ class Directive:
             phase=PHASES.get(d.phase, "unspecified"), lr=LrSchedule.from_proto(d.lr),
             optimizer=opt, stop=bool(d.stop), reason=d.reason, advisory=bool(d.advisory),
             cause=CAUSES.get(d.cause, "unspecified"), noise_std=float(d.noise_std),
-            generation=generation)
+            generation=generation, guard_steps=int(d.guard_steps), rollback=bool(d.rollback),
+            snapshot_step=int(d.snapshot_step))
 
     def to_proto(self) -> "pb.Directive":
         """The spotter.v1.Directive this was made from (without issued_at)."""
@@ -120,7 +128,8 @@ class Directive:
         d = pb.Directive(version=self.version, effective_step=self.effective_step,
                          phase=_PHASE_VALUES[self.phase], stop=self.stop, reason=self.reason,
                          advisory=self.advisory, cause=_CAUSE_VALUES[self.cause],
-                         noise_std=self.noise_std)
+                         noise_std=self.noise_std, guard_steps=self.guard_steps,
+                         rollback=self.rollback, snapshot_step=self.snapshot_step)
         d.lr.kind = kinds.get(self.lr.kind, pb.LrSchedule.KIND_CONSTANT)
         d.lr.start_step, d.lr.end_step = self.lr.start_step, self.lr.end_step
         d.lr.start_lr, d.lr.end_lr = self.lr.start_lr, self.lr.end_lr

@@ -223,6 +223,24 @@ class RunSession(DirectiveMailbox):
         b.samples_per_row = int(samples_per_row)
         return self._enqueue(int(step), "sketch", msg)
 
+    def report_nonfinite_loss(self, step: int, *, lr: Optional[float] = math.nan,
+                              sketch_dim: int = 0) -> bool:
+        """Tells the server the trainer's loss at ``step`` was NaN or infinite
+        (e.g. natural gradient diverging): queues a SketchBatch flagged
+        loss_non_finite with one zero row of the run's width (``sketch_dim``,
+        0 = the effective config's), which the server counts for the
+        divergence signal and the switch's guard and never sketches. As
+        upload_sketch otherwise."""
+        k = int(sketch_dim) or (int(self.info.config.sketch_dim) if self.info else 0) or 256
+        lr = math.nan if lr is None or math.isinf(float(lr)) else float(lr)
+        msg = pb.ConnectRequest()
+        b = msg.sketch
+        b.step, b.rows, b.cols = int(step), 1, k
+        b.encoding = ENCODINGS["float32"]
+        b.data = bytes(4 * k)
+        b.loss, b.lr, b.loss_non_finite = math.nan, lr, True
+        return self._enqueue(int(step), "sketch", msg)
+
     def report_eval(self, step: int, metrics: Mapping[str, float]) -> bool:
         """Queues an EvalReport of validation ``metrics`` at ``step`` (e.g.
         {"val_loss": 0.3}). Non-finite values are refused (False, counted)."""

@@ -91,7 +91,7 @@ TEST(NamesTest, RolesAndRpcsHaveTheirNames) {
   EXPECT_STREQ(RoleName(Role::kAdmin), "admin");
   const std::vector<std::string> names({"OpenRun", "Connect", "GetRun", "ListRuns", "GetTrajectory",
                                         "WatchRun", "OverridePhase", "FinishRun", "DeleteRun",
-                                        "ExportRun", "ImportRun"});
+                                        "Backup", "ExportRun", "ImportRun"});
   ASSERT_EQ(std::size(kAllRpcs), names.size());
   for (size_t i = 0; i < names.size(); ++i) EXPECT_EQ(RpcName(kAllRpcs[i]), names[i]);
 }

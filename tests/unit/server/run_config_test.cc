@@ -626,6 +626,31 @@ std::vector<BadValue> BadValues() {
        "with PROJECTION_KIND_IDENTITY (unprojected rows)"},
       {"phase.noise_std 100", [](v1::RunConfig* c) { c->mutable_phase()->set_noise_std(100); },
        "phase.noise_std", "config.noise_std = 100 is out of range: expected in [0, 100)"},
+      // The guarded switch (docs/PHASES.md).
+      {"phase.divergence_loss_rate -1",
+       [](v1::RunConfig* c) { c->mutable_phase()->set_divergence_loss_rate(-1); },
+       "phase.divergence_loss_rate",
+       "config.divergence_loss_rate = -1 is out of range: expected in (0, 10)"},
+      {"phase.rollback_loss_margin 100",
+       [](v1::RunConfig* c) { c->mutable_phase()->set_rollback_loss_margin(100); },
+       "phase.rollback_loss_margin",
+       "config.rollback_loss_margin = 100 is out of range: expected in (0, 100)"},
+      {"phase.rollback_lr_factor 1.5",
+       [](v1::RunConfig* c) { c->mutable_phase()->set_rollback_lr_factor(1.5); },
+       "phase.rollback_lr_factor",
+       "config.rollback_lr_factor = 1.5 is out of range: expected in (0, 1]"},
+      {"phase.rollback_max_retries 101",
+       [](v1::RunConfig* c) { c->mutable_phase()->set_rollback_max_retries(101); },
+       "phase.rollback_max_retries",
+       "config.rollback_max_retries = 101 is out of range: expected in [0, 100]"},
+      {"phase.retry_plateau_factor 2",
+       [](v1::RunConfig* c) { c->mutable_phase()->set_retry_plateau_factor(2); },
+       "phase.retry_plateau_factor",
+       "config.retry_plateau_factor = 2 is out of range: expected in (0, 1]"},
+      {"phase.retry_damping_factor 0.5",
+       [](v1::RunConfig* c) { c->mutable_phase()->set_retry_damping_factor(0.5); },
+       "phase.retry_damping_factor",
+       "config.retry_damping_factor = 0.5 is out of range: expected in [1, 1e6]"},
   };
 }
 
@@ -747,6 +772,26 @@ TEST(ConfigDifferenceTest, IgnoresLabelsAndNamesTheField) {
   EXPECT_EQ(ConfigDifference(a, b), "");
   b.mutable_phase()->set_lr_cut(0.25);
   EXPECT_THAT(ConfigDifference(a, b), HasSubstr("phase.lr_cut"));
+}
+
+// The guard's window scales with the run (5% of total_steps) unless set; an
+// explicit 0 turns the guard off, and an explicit 0 retries means none.
+TEST(ResolveRunConfigTest, TheGuardDefaultsAndItsExplicitZeros) {
+  const absl::StatusOr<v1::RunConfig> d = ResolveRunConfig(Minimal(4000, 0.1), Limits{});
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->phase().rollback_window_steps(), 200u);
+  EXPECT_EQ(d->phase().rollback_max_retries(), 1u);
+  EXPECT_DOUBLE_EQ(d->phase().rollback_loss_margin(), 0.5);
+  EXPECT_EQ(ToControllerConfig(*d).rollback_window_steps, 200u);
+  v1::RunConfig off = Minimal(4000, 0.1);
+  off.mutable_phase()->set_rollback_window_steps(0);
+  off.mutable_phase()->set_rollback_max_retries(0);
+  const absl::StatusOr<v1::RunConfig> r = ResolveRunConfig(off, Limits{});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->phase().has_rollback_window_steps());
+  EXPECT_EQ(r->phase().rollback_window_steps(), 0u);
+  EXPECT_EQ(ToControllerConfig(*r).rollback_window_steps, 0u);
+  EXPECT_EQ(ToControllerConfig(*r).rollback_max_retries, 0);
 }
 
 }  // namespace

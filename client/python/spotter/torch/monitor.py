@@ -14,8 +14,9 @@ Every step, at the step boundary (inside step()), the Monitor
   1. reads the directive in force at this step from the adopted directives
      (non-advisory only; see "Distributed") and sets every param group's LR
      to lr_at(step) (group i keeps its initial ratio to group 0); switches
-     the K-FAC preconditioner on or off as the directive says; notes
-     gradient-noise and stop;
+     the K-FAC preconditioner on or off as the directive says (a guarded
+     switch snapshots model and optimizer first; a rollback restores them and
+     makes no update: spotter.torch.guard); notes gradient-noise and stop;
   2. on sketch steps (step % sketch_every == 0) queues the sketch rows the taps
      captured during this step's backward, with the loss and LR (on a GPU:
      the rows of the previous sketch step, see "GPU" below);
@@ -75,6 +76,7 @@ from spotter import env as spotter_env
 from spotter.client import run_config
 from spotter.schedule import Directive
 from spotter.session import RunSession
+from spotter.torch.guard import SnapshotGuard
 from spotter.torch.kfac import KFAC
 from spotter.torch.restart import Resumable
 from spotter.torch.staging import _Staged
@@ -129,6 +131,8 @@ class Monitor(Resumable):
         LR with spotter.torch.DirectiveLR). See on_step_end().
       grad_scaler: hooks mode with AMP: the torch.cuda.amp.GradScaler scaling
         the loss; sketches are divided by its scale (unscaled gradients).
+      snapshot_dir: where the guarded switch keeps its snapshot [None: in host
+        memory] (spotter.torch.guard; step mode only).
     """
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, *,
@@ -143,7 +147,8 @@ class Monitor(Resumable):
                  kfac_kl_clip: Optional[float] = 1e-3, wait_for_server: float = 5.0,
                  config: Optional[Mapping] = None, session_options: Optional[Mapping] = None,
                  apply: str = "step", grad_scaler=None, directives: Optional[str] = None,
-                 sync_every: Optional[int] = None, resume: Optional[Mapping] = None):
+                 sync_every: Optional[int] = None, resume: Optional[Mapping] = None,
+                 snapshot_dir: Optional[str] = None):
         if apply not in ("step", "hooks"):
             raise ValueError("apply must be 'step' or 'hooks'")
         if sketch_every < 1:
@@ -222,6 +227,8 @@ class Monitor(Resumable):
         self._stepped = False
         self._wall = [0.0, 0.0]  # first step's start, last step's end (perf_counter)
 
+        self.guard = SnapshotGuard(model, optimizer, directory=snapshot_dir, run=str(self.run),
+                                   rank=self.rank)
         self.kfac: Optional[KFAC] = None
         self._kfac_opts = dict(factor_decay=kfac_factor_decay, kl_clip=kfac_kl_clip)
         self._ng = False
@@ -315,6 +322,12 @@ class Monitor(Resumable):
                 g["lr"] = self.lr * r
             want_ng = d.optimizer.kind == "natural_gradient"
             if self._note_switch(t, d, self.lr):
+                if self.guard.on_directive(t, d):  # a rollback: no update at this step
+                    self.kfac, self._ng = None, False  # a retry builds fresh factors
+                    for g, r in zip(self.optimizer.param_groups, self._ratios):
+                        g["lr"] = self.lr * r
+                    self._finish_step(t)
+                    return
                 if want_ng:
                     if self.kfac is None:
                         self.kfac = KFAC(self.taps.layers, **self._kfac_opts)
@@ -380,8 +393,10 @@ class Monitor(Resumable):
             self._send(*staged.read())
 
     def _send(self, t: int, rows, spr: int, loss, lr: float) -> None:
-        if rows is not None and rows.shape[0] >= 2:
-            lv = float(loss) if loss is not None else math.nan
+        lv = float(loss) if loss is not None else math.nan
+        if loss is not None and not math.isfinite(lv):  # divergence (docs/PHASES.md)
+            self.session.report_nonfinite_loss(t, lr=lr)
+        elif rows is not None and rows.shape[0] >= 2:
             if self.session.upload_sketch(t, rows, loss=lv, lr=lr, samples_per_row=spr):
                 self._stats["sketches"] += 1
                 self._stats["sketch_rows"] += rows.shape[0]
@@ -538,6 +553,7 @@ class Monitor(Resumable):
         trainable_params, sketched_fraction) and the session's counters (under
         "session")."""
         out = dict(self._stats, step=self._t, natural_gradient=self._ng, lr=self.lr,
+                   snapshots=self.guard.snapshots, restores=self.guard.restores,
                    sketched_params=self.taps.sketched_params,
                    trainable_params=self.taps.trainable_params,
                    sketched_fraction=self.taps.sketched_fraction)
