@@ -22,7 +22,7 @@ namespace spotter {
 
 namespace {
 
-// Bytes per BackupChunk: far below gRPC's default 4 MiB receive limit.
+// Bytes per BackupResponse: far below gRPC's default 4 MiB receive limit.
 constexpr size_t kChunkBytes = 1 << 20;
 // Chunks queued for the client at most: the file is read no faster than the
 // client takes it, so a slow client costs 4 MiB of memory, not the file.
@@ -119,7 +119,7 @@ class BackupReactor final : public QueuedStream<grpc::ServerWriteReactor<grpc::B
 
   // Queues `msg` once there is room; false when the stream is ending
   // (cancelled, shut down) and nothing more will be written.
-  bool SendWhenRoom(const v1::BackupChunk& msg) {
+  bool SendWhenRoom(const v1::BackupResponse& msg) {
     grpc::ByteBuffer bytes = Serialize(msg);
     absl::MutexLock l(&mu_, absl::Condition(this, &BackupReactor::CanSendLocked));
     if (finishing()) return false;
@@ -151,7 +151,7 @@ class BackupReactor final : public QueuedStream<grpc::ServerWriteReactor<grpc::B
     }
     RemoveTemp(settings.temp_path);
     if (status.ok()) {
-      v1::BackupChunk last;
+      v1::BackupResponse last;
       *last.mutable_summary() = summary;
       if (!SendWhenRoom(last)) status = absl::CancelledError("the client went away");
     }
@@ -190,7 +190,7 @@ class BackupReactor final : public QueuedStream<grpc::ServerWriteReactor<grpc::B
       if (n == 0) break;
       EVP_DigestUpdate(sha.get(), buf.data(), n);
       total += n;
-      v1::BackupChunk chunk;
+      v1::BackupResponse chunk;
       chunk.set_data(buf.data(), n);
       if (!SendWhenRoom(chunk)) return absl::CancelledError("the client went away");
     }

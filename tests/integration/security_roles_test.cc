@@ -165,7 +165,7 @@ class RoleMatrixTest : public ServerFixture, public ::testing::WithParamInterfac
       }
       case Rpc::kBackup: {  // not about a run; the bytes are dropped
         auto reader = stub_->Backup(&ctx, v1::BackupRequest());
-        v1::BackupChunk chunk;
+        v1::BackupResponse chunk;
         while (reader->Read(&chunk)) {
         }
         return reader->Finish();

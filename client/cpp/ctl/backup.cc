@@ -58,7 +58,7 @@ BackupOutcome ReceiveBackup(v1::SpotterService::Stub& stub, grpc::ClientContext*
   bool have_summary = false;
   v1::BackupRequest req;
   auto reader = stub.Backup(ctx, req);
-  v1::BackupChunk chunk;
+  v1::BackupResponse chunk;
   while (reader->Read(&chunk)) {
     if (chunk.has_summary()) {
       out.summary = chunk.summary();
