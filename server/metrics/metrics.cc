@@ -260,6 +260,12 @@ ServerMetrics::ServerMetrics(prometheus::Registry& registry, const RunSeriesOpti
                                  "(loss_non_finite; the divergence signal), all runs.")
                            .Register(registry)
                            .Add({})),
+      runs_expired(BuildCounter()
+                       .Name("spotter_runs_expired_total")
+                       .Help("Finished runs deleted, with their history, because they finished "
+                             "longer ago than --finished_run_ttl.")
+                       .Register(registry)
+                       .Add({})),
       evaluations(BuildCounter()
                       .Name("spotter_evaluations_total")
                       .Help("Spectral evaluations completed.")

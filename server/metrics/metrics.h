@@ -178,6 +178,7 @@ class ServerMetrics {
   prometheus::Counter& rollbacks;        // natural-gradient switches rolled back
   prometheus::Counter& nonfinite_losses;  // uploads whose loss was NaN or infinite
   prometheus::Counter& evaluations;      // spectral evaluations completed
+  prometheus::Counter& runs_expired;     // finished runs deleted by --finished_run_ttl
   prometheus::Counter& eval_dropped;     // evaluations skipped: pool queue full
   prometheus::Histogram& eval_duration;  // seconds per evaluation
   prometheus::Gauge& runs_active;

@@ -217,6 +217,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::BuildAndStart(const ServerOption
   so.deps.limits = options.limits;
   so.tokens = impl->tokens;
   so.idle_timeout = options.idle_timeout;
+  so.finished_run_ttl = options.finished_run_ttl;
   so.require_run_header = options.require_run_header;
   so.idle_sweep_interval = options.idle_sweep_interval;
   so.backup.store = impl->store.get();
@@ -299,6 +300,7 @@ void Server::DrainEvaluations() {
 void Server::FlushState() { impl_->committer->Flush(); }
 
 int Server::SweepIdleStreams() { return impl_->service->SweepIdleStreams(); }
+int Server::ExpireFinishedRuns() { return impl_->service->ExpireFinishedRuns(); }
 
 std::string Server::DescribeState() const {
   return absl::StrFormat("state %s; %d runs restored in %s", impl_->store->Describe(),

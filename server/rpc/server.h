@@ -85,7 +85,11 @@ struct ServerOptions {
   // every response so operators and spotterctl rebalance can tell which
   // replica behind a gateway answered. Empty: <hostname>:<bound port>.
   std::string replica_id;
-  // Real-time period of the idle-stream sweep; zero: only SweepIdleStreams().
+  // Finished runs are deleted (history and all) this long after they
+  // finished, by the sweep below; zero: kept until DeleteRun. On `clock`.
+  absl::Duration finished_run_ttl = absl::ZeroDuration();
+  // Real-time period of the idle-stream and retention sweep; zero: only
+  // SweepIdleStreams() and ExpireFinishedRuns().
   absl::Duration idle_sweep_interval = absl::Seconds(1);
 };
 
@@ -126,6 +130,9 @@ class Server {
   // Ends the Connect streams idle for longer than idle_timeout; returns how
   // many (tests advance a fake clock, then call it).
   int SweepIdleStreams();
+  // Deletes the runs that finished longer than finished_run_ttl ago; returns
+  // how many (tests advance a fake clock, then call it).
+  int ExpireFinishedRuns();
 
   // One line each for the logs: where state lives and what was restored, and
   // how the server is secured.

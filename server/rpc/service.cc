@@ -39,7 +39,8 @@ SpotterServiceImpl::SpotterServiceImpl(const ServiceOptions& options)
       authorizer_(options.tokens),
       runs_(options.deps),
       backups_(options.backup) {
-  if (options_.idle_timeout > absl::ZeroDuration() &&
+  if ((options_.idle_timeout > absl::ZeroDuration() ||
+       options_.finished_run_ttl > absl::ZeroDuration()) &&
       options_.idle_sweep_interval > absl::ZeroDuration()) {
     sweeper_ = std::thread([this] { SweepLoop(); });
   }
@@ -62,7 +63,24 @@ void SpotterServiceImpl::SweepLoop() {
       }
     }
     SweepIdleStreams();
+    ExpireFinishedRuns();
   }
+}
+
+int SpotterServiceImpl::ExpireFinishedRuns() {
+  if (options_.finished_run_ttl <= absl::ZeroDuration()) return 0;
+  const absl::Time cutoff = options_.deps.clock->Now() - options_.finished_run_ttl;
+  int n = 0;
+  for (const std::shared_ptr<Run>& run : runs_.List()) {
+    const std::optional<absl::Time> finished = run->FinishedAt();
+    if (!finished || *finished > cutoff) continue;
+    // NOT_FOUND: an operator deleted it meanwhile.
+    if (runs_.Delete(run->name()).ok()) {
+      options_.deps.metrics->runs_expired.Increment();
+      ++n;
+    }
+  }
+  return n;
 }
 
 int SpotterServiceImpl::SweepIdleStreams() {

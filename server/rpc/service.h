@@ -53,6 +53,8 @@ struct ServiceOptions {
   // A Connect stream that sends nothing (not even a heartbeat) for this long
   // is ended with RESOURCE_EXHAUSTED; zero: never. Measured on deps.clock.
   absl::Duration idle_timeout = absl::Minutes(5);
+  // Finished runs older than this are deleted by the sweep; zero: never.
+  absl::Duration finished_run_ttl = absl::ZeroDuration();
   // How often the idle streams are looked for (real time); zero: only when
   // SweepIdleStreams is called.
   absl::Duration idle_sweep_interval = absl::Seconds(1);
@@ -111,6 +113,9 @@ class SpotterServiceImpl final : public RawSpotterService, public StreamHost {
   // how many. The sweeper thread calls it; tests call it after advancing a
   // fake clock.
   int SweepIdleStreams();
+  // Deletes the runs that finished more than finished_run_ttl ago (on
+  // deps.clock), counting them; returns how many.
+  int ExpireFinishedRuns();
 
   // StreamHost.
   RunRegistry& runs() override { return runs_; }

@@ -53,6 +53,10 @@ ABSL_FLAG(std::string, replica_id, "",
           "this replica's name, sent as x-spotter-replica metadata with every response (behind "
           "a gateway it says which replica answered; spotterctl rebalance uses it). Empty: "
           "<hostname>:<gRPC port>");
+ABSL_FLAG(absl::Duration, finished_run_ttl, absl::ZeroDuration(),
+          "delete a finished run, with its history, this long after it finished (e.g. 720h), "
+          "counted in spotter_runs_expired_total; 0: keep finished runs until DeleteRun. "
+          "Finished runs count against --max_runs while kept");
 ABSL_FLAG(absl::Duration, idle_timeout, absl::Minutes(5),
           "end Connect streams that send nothing (not even a heartbeat) for this long (0: "
           "never)");
@@ -130,6 +134,7 @@ int main(int argc, char** argv) {
   options.limits.memory_budget_bytes = absl::GetFlag(FLAGS_memory_budget_bytes);
   options.limits.grpc_memory_quota_bytes = absl::GetFlag(FLAGS_grpc_memory_quota_bytes);
   options.idle_timeout = absl::GetFlag(FLAGS_idle_timeout);
+  options.finished_run_ttl = absl::GetFlag(FLAGS_finished_run_ttl);
   options.require_run_header = absl::GetFlag(FLAGS_require_run_header);
   options.replica_id = absl::GetFlag(FLAGS_replica_id);
   options.state_file = absl::GetFlag(FLAGS_state_file);

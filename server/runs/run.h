@@ -199,6 +199,9 @@ class Run : public std::enable_shared_from_this<Run> {
   // Restart events of the run, published ones only.
   std::vector<v1::RestartEvent> Restarts() const;
   bool finished() const;
+  // When the run finished (its last directive's issue time); nullopt while
+  // it is active.
+  std::optional<absl::Time> FinishedAt() const;
 
  private:
   // What a commit makes visible to observers.

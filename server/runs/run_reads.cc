@@ -99,6 +99,12 @@ bool Run::finished() const {
   return state_ != v1::RUN_STATE_ACTIVE;
 }
 
+std::optional<absl::Time> Run::FinishedAt() const {
+  absl::MutexLock l(&mu_);
+  if (state_ == v1::RUN_STATE_ACTIVE || directives_.empty()) return std::nullopt;
+  return directives_.back().issued_at;
+}
+
 v1::RunInfo Run::Info() const {
   absl::MutexLock l(&mu_);
   v1::RunInfo info;
