@@ -15,68 +15,20 @@
 #include "core/util/byte_io.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/unit/controller_script.h"
 
 namespace spotter {
 namespace {
 
 using ::testing::HasSubstr;
 
-constexpr uint64_t kEvalEvery = 10;
+using namespace ::spotter::controller_testing;  // NOLINT: the scripted-trajectory helpers
 
-// As controller_test.cc: warm-up ends at 200, an epoch is 100 steps, a
-// plateau span is 9 evaluations (80 steps), dwell 50; a guard of 100 steps.
+// BaseTestConfig with a guard of 100 steps.
 ControllerConfig TestConfig() {
-  ControllerConfig c;
-  c.total_steps = 2000;
-  c.steps_per_epoch = 100;
-  c.base_lr = 0.01;
-  c.peak_lr = 0.1;
-  c.sketch_rows = 64;
-  c.warmup_fraction = 0.1;
-  c.window_evals = 3;
-  c.confirm_evals = 2;
-  c.min_dwell_steps = 50;
-  c.lr_min = 0.001;
+  ControllerConfig c = BaseTestConfig();
   c.rollback_window_steps = 100;
   c.rollback_loss_margin = 0.1;
-  return c;
-}
-
-struct Script {
-  std::function<double(uint64_t)> rank = [](uint64_t) { return 6.0; };
-  std::function<double(uint64_t)> pr = [](uint64_t) { return 4.0; };
-  std::function<double(uint64_t)> loss = [](uint64_t s) { return std::exp(-0.003 * s); };
-};
-
-struct Fired {
-  uint64_t step;
-  Decision decision;
-};
-
-std::optional<Fired> Feed(PhaseController& c, const Script& s, uint64_t first, uint64_t end,
-                          uint64_t margin = 5) {
-  for (uint64_t step = first; step < end; step += kEvalEvery) {
-    Observation o;
-    o.step = step;
-    o.effective_rank = s.rank(step);
-    o.participation_ratio = s.pr(step);
-    o.loss = s.loss(step);
-    if (auto d = c.OnEvaluation(o, step + margin)) return Fired{step, *d};
-  }
-  return std::nullopt;
-}
-
-std::map<std::string, double> EvidenceMap(const Decision& d) {
-  return {d.evidence.begin(), d.evidence.end()};
-}
-
-// The clean plateau of controller_test.cc: the switch is decided at step 210
-// and takes effect at 215, on a loss of exp(-0.003 t).
-PhaseController InRefinement(const ControllerConfig& config) {
-  PhaseController c(config);
-  auto f = Feed(c, Script{}, kEvalEvery, 1000);
-  EXPECT_TRUE(f && f->decision.to == Phase::kRefinement);
-  EXPECT_EQ(c.phase_start_step(), 215u);
   return c;
 }
 

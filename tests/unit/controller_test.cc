@@ -15,78 +15,19 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/unit/controller_script.h"
 
 namespace spotter {
 namespace {
 
 using ::testing::HasSubstr;
 
-constexpr uint64_t kEvalEvery = 10;
+using namespace ::spotter::controller_testing;  // NOLINT: the scripted-trajectory helpers
 
-// Small numbers so the scripts stay short: warm-up ends at step 200, an
-// epoch is 100 steps, the windows hold 3 evaluations (30 steps) each, and a
-// plateau span is 3 windows: 9 evaluations, 80 steps from first to last. No
-// window memory (the server derives it from the run's sketch window).
 ControllerConfig TestConfig() {
-  ControllerConfig c;
-  c.total_steps = 2000;
-  c.steps_per_epoch = 100;
-  c.base_lr = 0.01;
-  c.peak_lr = 0.1;
-  c.sketch_rows = 64;
-  c.warmup_fraction = 0.1;
-  c.window_evals = 3;
-  c.confirm_evals = 2;
-  c.min_dwell_steps = 50;
-  c.lr_min = 0.001;
+  ControllerConfig c = BaseTestConfig();
   c.val_patience = 3;
   c.val_min_delta = 0.01;
-  return c;
-}
-
-// A trajectory as functions of the step.
-struct Script {
-  std::function<double(uint64_t)> rank = [](uint64_t) { return 6.0; };
-  std::function<double(uint64_t)> pr = [](uint64_t) { return 4.0; };
-  std::function<double(uint64_t)> loss = [](uint64_t s) { return std::exp(-0.003 * s); };
-  std::function<bool(uint64_t)> censored = [](uint64_t) { return false; };
-};
-
-Observation At(const Script& s, uint64_t step) {
-  Observation o;
-  o.step = step;
-  o.rank_censored = s.censored(step);
-  o.effective_rank = s.rank(step);
-  o.participation_ratio = s.pr(step);
-  o.loss = s.loss(step);
-  return o;
-}
-
-struct Fired {
-  uint64_t step;  // step of the evaluation that fired
-  Decision decision;
-};
-
-// Feeds evaluations at steps first, first + 10, ... < end. Each decision is
-// issued `margin` steps ahead of the evaluation. Returns the first decision.
-std::optional<Fired> Feed(PhaseController& c, const Script& s, uint64_t first, uint64_t end,
-                          uint64_t margin = 5) {
-  for (uint64_t step = first; step < end; step += kEvalEvery) {
-    if (auto d = c.OnEvaluation(At(s, step), step + margin)) return Fired{step, *d};
-  }
-  return std::nullopt;
-}
-
-std::map<std::string, double> EvidenceMap(const Decision& d) {
-  return {d.evidence.begin(), d.evidence.end()};
-}
-
-// Drives a fresh controller through ACQUISITION on a clean plateau; the
-// refinement directive takes effect at step 215.
-PhaseController InRefinement(const ControllerConfig& config) {
-  PhaseController c(config);
-  auto f = Feed(c, Script{}, kEvalEvery, 1000);
-  EXPECT_TRUE(f && f->decision.to == Phase::kRefinement);
   return c;
 }
 
