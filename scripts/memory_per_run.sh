@@ -34,7 +34,7 @@ commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=
                         text=True).stdout.strip()
 dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
                        capture_output=True, text=True).stdout.strip()
-res = {"git_commit": commit + ("-dirty" if dirty else ""), "spotterd": spotterd,
+res = {"commit": commit + ("-dirty" if dirty else ""), "spotterd": spotterd,
        "command": ("SPOTTERD=" + spotterd + " " if "SPOTTERD" in __import__("os").environ else "")
                   + "scripts/memory_per_run.sh " + args,
        "points": n, "uploads": load["acked"], "seconds": load["seconds"],
