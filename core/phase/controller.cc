@@ -280,6 +280,13 @@ std::optional<Decision> PhaseController::AcquisitionExit(const Smoothed& s, uint
   const double loss_rate = s.loss_known && s.loss_first != 0.0
                                ? (s.loss_first - s.loss_now) / std::abs(s.loss_first) / s.epochs
                                : std::numeric_limits<double>::quiet_NaN();
+  signals_ = AcquisitionSignals{.step = step,
+                                .rank_fraction = rank_fraction,
+                                .rank_fraction_ci_upper = rank_fraction_ci_upper,
+                                .rank_spread = s.rank_spread,
+                                .pr_drop_per_epoch = pr_drop,
+                                .loss_decrease_per_epoch = loss_rate,
+                                .censored = s.censored};
   const bool loss_falling = std::isfinite(loss_rate) && loss_rate > c.loss_decrease_min;
   // A retried switch (after rollbacks) needs a tighter plateau band.
   const double epsilon = PlateauEpsilon();
@@ -323,7 +330,7 @@ std::optional<Decision> PhaseController::AcquisitionExit(const Smoothed& s, uint
   Decision d = Enter(
       Phase::kRefinement, Cause::kAutomatic,
       absl::StrFormat(
-          "%sFisher rank plateaued at r90 %.1f (rank fraction %.3f, 90%% CI up to %.3f < %.2f; "
+          "%sgradient-covariance rank plateaued at r90 %.1f (rank fraction %.3f, 90%% CI up to %.3f < %.2f; "
           "r90 within a %.1f%% "
           "band < %.0f%% over %d evals, %.0f steps), PR %.1f changing %+.2f%%/epoch, within "
           "+-%.1f%%, loss still falling %.2f%%/epoch > %.1f%%, latched %d evals: natural "

@@ -133,6 +133,25 @@ struct Observation {
   bool loss_nonfinite = false;
 };
 
+// What the ACQUISITION exit's tests measured at one evaluation (the span
+// full, the warm-up and the dwell over): the values its thresholds are
+// compared with. Calibration (core/calibrate/) reads them to propose
+// thresholds from a population of runs.
+struct AcquisitionSignals {
+  uint64_t step = 0;
+  // Smoothed r90 / sketch_rows, and the same from r90's CI upper end (the
+  // one compared with rank_fraction_max).
+  double rank_fraction = 0.0;
+  double rank_fraction_ci_upper = 0.0;
+  // (max - min) / mean of r90's window means: vs plateau_epsilon.
+  double rank_spread = 0.0;
+  // Signed rates per epoch, positive = falling: |PR rate| vs
+  // id_drop_threshold, the loss's vs loss_decrease_min (NaN: no loss).
+  double pr_drop_per_epoch = 0.0;
+  double loss_decrease_per_epoch = 0.0;
+  bool censored = false;  // r90 or the PR censored in the last window
+};
+
 // A phase change (or an operator action) and the directive content it needs.
 // `evidence` names every value, window and threshold that fired it.
 struct Decision {
@@ -201,6 +220,9 @@ class PhaseController {
   const DirectivePlan& current_plan() const { return plan_; }
   // Natural-gradient switches rolled back so far.
   int rollbacks() const { return rollbacks_; }
+  // The ACQUISITION exit's measurements at the latest evaluation that reached
+  // its tests (empty before the first). Not part of the persisted state.
+  const std::optional<AcquisitionSignals>& acquisition_signals() const { return signals_; }
   const ControllerConfig& config() const { return config_; }
 
  private:
@@ -220,7 +242,7 @@ class PhaseController {
     double epochs = 0;        // epochs between the first and last windows' centres
     double span_steps = 0;    // steps from the span's first evaluation to its last
     int span_evals = 0;
-    bool censored = false;  // r90 or the PR censored in the last window
+    bool censored = false;         // r90 or the PR censored in the last window
     double rank_ci_upper_now = 0;  // mean upper end of r90's CI in the last window
     bool loss_nonfinite = false;   // a non-finite loss reported in the last window
   };
@@ -240,8 +262,7 @@ class PhaseController {
   std::optional<Decision> RefinementExit(const Smoothed& s, uint64_t step, uint64_t effective_step);
   // The guard of the switch to natural gradient (controller_guard.cc): a
   // ROLLBACK decision while the guard is armed and the loss failed it.
-  std::optional<Decision> Guard(const Observation& obs, const Smoothed& s,
-                                uint64_t effective_step);
+  std::optional<Decision> Guard(const Observation& obs, const Smoothed& s, uint64_t effective_step);
   // The loss rate over the span, signed per epoch (positive = falling); NaN
   // when the span holds no loss.
   static double LossRate(const Smoothed& s);
@@ -267,7 +288,7 @@ class PhaseController {
   DirectivePlan plan_;
   // The current phase's latest evaluations: the plateau span (see Trim()).
   std::deque<Observation> window_;
-  int latched_ = 0;                 // consecutive evaluations the exit trigger latched
+  int latched_ = 0;  // consecutive evaluations the exit trigger latched
   // POLISH validation tracking.
   bool val_seen_ = false;
   double val_best_ = 0.0;
@@ -278,6 +299,7 @@ class PhaseController {
   double pre_switch_loss_ = 0.0;
   double pre_switch_lr_ = 0.0;
   int rollbacks_ = 0;  // switches rolled back in this run
+  std::optional<AcquisitionSignals> signals_;
 };
 
 }  // namespace spotter

@@ -98,7 +98,7 @@ ABSL_FLAG(double, shutdown_grace_seconds, 5.0,
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "training monitor. Trainers stream gradient sketches over gRPC; spotterd "
-      "tracks each run's Fisher effective rank and participation ratio, drives the "
+      "tracks the effective rank and participation ratio of each run's gradient covariance, drives the "
       "three-phase schedule with directives, and exports Prometheus metrics.\n"
       "Usage: spotterd [--listen=127.0.0.1:50051] [--metrics_listen=127.0.0.1:9464] ...");
   absl::ParseCommandLine(argc, argv);

@@ -194,7 +194,7 @@ TEST_P(DirectivesTest, FourRanksAtDifferentSpeedsSwitchAtTheSameStep) {
   EXPECT_EQ(t.cause(), v1::CAUSE_AUTOMATIC);
   EXPECT_EQ(t.step(), eff);
   EXPECT_EQ(t.directive_version(), 2u);
-  EXPECT_THAT(t.reason(), HasSubstr("Fisher rank plateaued"));
+  EXPECT_THAT(t.reason(), HasSubstr("gradient-covariance rank plateaued"));
   EXPECT_EQ(t.reason(), refine.reason());
   const auto& e = t.evidence();
   for (const char* key :

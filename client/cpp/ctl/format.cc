@@ -8,8 +8,15 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/time.h"
 
 namespace spotter {
+
+std::string FormatTimestamp(const google::protobuf::Timestamp& t) {
+  return absl::FormatTime("%Y-%m-%d %H:%M:%S",
+                          absl::FromUnixSeconds(t.seconds()) + absl::Nanoseconds(t.nanos()),
+                          absl::LocalTimeZone());
+}
 
 std::string PhaseLabel(int phase) {
   if (phase == v1::PHASE_UNSPECIFIED || !v1::Phase_IsValid(phase)) return "unspecified";
@@ -96,10 +103,10 @@ std::string FormatTransition(const v1::PhaseTransition& t) {
   std::string cause = absl::AsciiStrToLower(v1::Cause_Name(t.cause()).substr(6));
   // Decided at one step, in force from a later one: the margin a directive
   // needs to reach every rank first.
-  std::string out = absl::StrFormat("step %d: %s -> %s (%s, decided at step %d, +%d steps", t.step(),
-                                    PhaseLabel(t.from_phase()), PhaseLabel(t.to_phase()), cause,
-                                    t.decision_step(),
-                                    t.step() > t.decision_step() ? t.step() - t.decision_step() : 0);
+  std::string out = absl::StrFormat(
+      "step %d: %s -> %s (%s, decided at step %d, +%d steps", t.step(), PhaseLabel(t.from_phase()),
+      PhaseLabel(t.to_phase()), cause, t.decision_step(),
+      t.step() > t.decision_step() ? t.step() - t.decision_step() : 0);
   if (t.directive_version() > 0)
     absl::StrAppendFormat(&out, ", directive v%d", t.directive_version());
   return out + ")";

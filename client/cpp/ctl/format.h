@@ -11,6 +11,9 @@ namespace spotter {
 
 // "refinement" for PHASE_REFINEMENT, etc.
 std::string PhaseLabel(int phase);
+
+// A timestamp in the local time zone, to the second.
+std::string FormatTimestamp(const google::protobuf::Timestamp& t);
 // The value with its sampling confidence interval, the error bar:
 // "5.2 (90% CI 5.0-5.5)", "at least 41.0 (90% CI 36.0-68.1)",
 // "at least 64 (90% CI from 60)". From a server without sampling intervals:

@@ -19,6 +19,7 @@
 #include "absl/time/time.h"
 #include "client/cpp/channel.h"
 #include "client/cpp/ctl/backup.h"
+#include "client/cpp/ctl/calibrate.h"
 #include "client/cpp/ctl/format.h"
 #include "client/cpp/ctl/plot.h"
 #include "client/cpp/ctl/scale.h"
@@ -67,6 +68,9 @@ ABSL_FLAG(std::string, o, "", "plot: the PNG file to write");
 ABSL_FLAG(int32_t, width, 1200, "plot: image width, pixels");
 ABSL_FLAG(int32_t, height, 900, "plot: image height, pixels");
 ABSL_FLAG(std::string, out, "", "backup: the file to write (must not exist)");
+ABSL_FLAG(std::string, spectrum, "covariance", "calibrate: covariance or second_moment");
+ABSL_FLAG(double, coverage, 0.8, "calibrate: share of runs whose typical evaluation passes");
+ABSL_FLAG(double, run_quantile, 0.5, "calibrate: share of a run's evaluations a test holds at");
 
 namespace v1 = spotter::v1;
 
@@ -88,6 +92,8 @@ constexpr char kUsage[] =
     "  finish RUN [--reason=TEXT]            issue the final stop and close the run\n"
     "  delete RUN                            forget the run and its history\n"
     "  health                                gRPC health of the server\n"
+    "  calibrate RUN... [--spectrum=S] [--coverage=0.8] [--run_quantile=0.5]\n"
+    "                                        propose ACQUISITION thresholds from these runs\n"
     "Several replicas behind a gateway (docs/SCALING.md):\n"
     "  runs --replicas=A,B,...               every replica's runs, merged, with their replica\n"
     "  health --replicas=A,B,...             health of each replica\n"
@@ -105,7 +111,8 @@ constexpr char kUsage[] =
     "Exit codes: 0 done; 1 health: not serving; 2 the server refused the call; 3 no such run;\n"
     "4 the server cannot be reached (UNAVAILABLE, DEADLINE_EXCEEDED); 5 not authenticated or\n"
     "not allowed (UNAUTHENTICATED, PERMISSION_DENIED); 6 a local file cannot be read or\n"
-    "written, or a backup did not arrive intact; 64 bad usage.\n";
+    "written, or a backup did not arrive intact; 7 calibrate: no run has an evaluation past\n"
+    "its warm-up; 64 bad usage.\n";
 
 // Exit codes (kUsage, docs/OPERATIONS.md "spotterctl").
 constexpr int kExitRefused = 2, kExitNotFound = 3, kExitUnreachable = 4, kExitAuth = 5,
@@ -165,14 +172,6 @@ std::string FlagOrEnv(const std::string& flag, const char* env, const std::strin
   return v != nullptr && *v != '\0' ? v : fallback;
 }
 
-std::string Time(const google::protobuf::Timestamp& t) {
-  return absl::FormatTime("%Y-%m-%d %H:%M:%S",
-                          absl::FromUnixSeconds(t.seconds()) + absl::Nanoseconds(t.nanos()),
-                          absl::LocalTimeZone());
-}
-
-double Num(double v) { return v; }
-
 int Runs(v1::SpotterService::Stub& stub) {
   v1::ListRunsRequest req;
   const std::string state = absl::GetFlag(FLAGS_state);
@@ -221,7 +220,7 @@ int Show(v1::SpotterService::Stub& stub, const std::string& name) {
               c.mode() == v1::MODE_ADVISE ? "advise" : "control",
               r.overridden() ? ", operator hold" : "", spotter::PhaseLabel(r.phase()).c_str(),
               static_cast<unsigned long>(r.max_step()), static_cast<unsigned long>(c.total_steps()),
-              connected, c.world_size(), Time(r.created_at()).c_str());
+              connected, c.world_size(), spotter::FormatTimestamp(r.created_at()).c_str());
   std::printf(
       "config: k=%u l=%u projection %s seed %lu, %s window (decay %g, %lu steps), "
       "eval every %u steps, peak lr %g, base lr %g, steps/epoch %lu\n",
@@ -241,11 +240,10 @@ int Show(v1::SpotterService::Stub& stub, const std::string& name) {
     std::printf(
         "        trace %.4g  top eigenvalue %s  stable rank %s  PR raw %.2f  "
         "effective samples %.0f  kurtosis %.2f  rows %lu\n",
-        Num(p.covariance().trace()),
-        spotter::FormatEstimate(p.covariance().top_eigenvalue(), 4).c_str(),
+        p.covariance().trace(), spotter::FormatEstimate(p.covariance().top_eigenvalue(), 4).c_str(),
         spotter::FormatEstimate(p.covariance().stable_rank(), 1).c_str(),
-        p.covariance().participation_ratio_raw(), p.effective_samples(),
-        p.covariance().kurtosis(), static_cast<unsigned long>(p.rows()));
+        p.covariance().participation_ratio_raw(), p.effective_samples(), p.covariance().kurtosis(),
+        static_cast<unsigned long>(p.rows()));
     std::printf(
         "        sketch bounds (what the sketch certifies for this window, not error bars): "
         "r90 %s  PR %s\n",
@@ -263,14 +261,16 @@ int Show(v1::SpotterService::Stub& stub, const std::string& name) {
   if (r.restarts_size() > 0) {
     std::printf("restarts (%d):\n", r.restarts_size());
     for (const v1::RestartEvent& e : r.restarts()) {
-      std::printf("  #%u rank %u resumed at step %lu at %s (run was at step %lu: %s; %lu uploads "
-                  "before)\n",
-                  e.generation(), e.rank(), static_cast<unsigned long>(e.resume_step()),
-                  Time(e.time()).c_str(), static_cast<unsigned long>(e.redone_through()),
-                  e.resume_step() <= e.redone_through() ? "steps redone, their points are the "
-                                                          "first pass's"
-                                                        : "nothing redone",
-                  static_cast<unsigned long>(e.uploads_before()));
+      std::printf(
+          "  #%u rank %u resumed at step %lu at %s (run was at step %lu: %s; %lu uploads "
+          "before)\n",
+          e.generation(), e.rank(), static_cast<unsigned long>(e.resume_step()),
+          spotter::FormatTimestamp(e.time()).c_str(),
+          static_cast<unsigned long>(e.redone_through()),
+          e.resume_step() <= e.redone_through() ? "steps redone, their points are the "
+                                                  "first pass's"
+                                                : "nothing redone",
+          static_cast<unsigned long>(e.uploads_before()));
     }
   }
   if (const std::string rb = spotter::FormatRollbacks(r.transitions()); !rb.empty()) {
@@ -397,10 +397,11 @@ int Plot(v1::SpotterService::Stub& stub, const std::string& name) {
     return kExitLocal;
   }
   if (g_json) {
-    std::printf("{\"file\": \"%s\", \"width\": %d, \"height\": %d, \"points\": %d, "
-                "\"transitions\": %d}\n",
-                absl::CEscape(path).c_str(), image->width, image->height, resp.points_size(),
-                resp.transitions_size());
+    std::printf(
+        "{\"file\": \"%s\", \"width\": %d, \"height\": %d, \"points\": %d, "
+        "\"transitions\": %d}\n",
+        absl::CEscape(path).c_str(), image->width, image->height, resp.points_size(),
+        resp.transitions_size());
     return 0;
   }
   std::printf("wrote %s (%dx%d, %d points, %d transitions)\n", path.c_str(), image->width,
@@ -526,8 +527,21 @@ int Backup(v1::SpotterService::Stub& stub) {
   }
   std::printf("wrote %s: %lu bytes, sha256 %s, copied in %.3f s, completed at %s\n", path.c_str(),
               static_cast<unsigned long>(got.summary.bytes()), got.summary.sha256().c_str(),
-              got.summary.copy_seconds(), Time(got.summary.completed_at()).c_str());
+              got.summary.copy_seconds(),
+              spotter::FormatTimestamp(got.summary.completed_at()).c_str());
   return 0;
+}
+
+int Calibrate(v1::SpotterService::Stub& stub, const std::vector<char*>& argv) {
+  absl::StatusOr<spotter::ctl::CalibrateArgs> a = spotter::ctl::MakeCalibrateArgs(
+      {argv.begin() + 2, argv.end()}, absl::GetFlag(FLAGS_spectrum), absl::GetFlag(FLAGS_coverage),
+      absl::GetFlag(FLAGS_run_quantile), g_json);
+  if (!a.ok()) return Usage(std::string(a.status().message()));
+  auto prepare = [](grpc::ClientContext* ctx, const std::string& run) {
+    g_run = run;
+    Prepare(ctx);
+  };
+  return spotter::ctl::CalibrateCommand(stub, *a, prepare, Fail);
 }
 
 }  // namespace
@@ -544,8 +558,7 @@ int main(int argc, char** argv) {
   security.ca_file = FlagOrEnv(absl::GetFlag(FLAGS_ca), "SPOTTER_CA");
   security.cert_file = FlagOrEnv(absl::GetFlag(FLAGS_cert), "SPOTTER_CERT");
   security.key_file = FlagOrEnv(absl::GetFlag(FLAGS_key), "SPOTTER_KEY");
-  security.server_name =
-      FlagOrEnv(absl::GetFlag(FLAGS_tls_server_name), "SPOTTER_TLS_SERVER_NAME");
+  security.server_name = FlagOrEnv(absl::GetFlag(FLAGS_tls_server_name), "SPOTTER_TLS_SERVER_NAME");
   g_token = FlagOrEnv(absl::GetFlag(FLAGS_token), "SPOTTER_TOKEN");
   const std::string server =
       FlagOrEnv(absl::GetFlag(FLAGS_server), "SPOTTER_SERVER", "127.0.0.1:50051");
@@ -571,6 +584,7 @@ int main(int argc, char** argv) {
   if (cmd == "runs") return Runs(*stub);
   if (cmd == "backup") return Backup(*stub);
   if (args.size() < 3) return Usage(cmd + " needs a run name");
+  if (cmd == "calibrate") return Calibrate(*stub, args);
   const std::string run = args[2];
   g_run = run;
   if (cmd == "show") return Show(*stub, run);
