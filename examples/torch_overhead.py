@@ -3,7 +3,7 @@
 examples/torch_transformer.py, Fashion-MNIST-shaped batches, CPU).
 
   examples/torch_overhead.py --spotterd build-py/server/spotterd \
-      --steps 60 --rounds 5 --out docs/experiments/overhead.json
+      --steps 60 --rounds 5 --out docs/perf/overhead.json
 
 The result records the command, the git commit of this checkout (and whether
 its tracked files had changes), the torch version and where spotter was
