@@ -32,24 +32,21 @@ std::vector<AcquisitionSignals> CollectSignals(const CalibrationRun& run) {
   return out;
 }
 
-// The replay with the proposal: the step whose evaluation decided the
-// switch, with its reason.
-void Replay(const CalibrationRun& run, const Calibration& proposal, RunSignals* r) {
-  ControllerConfig c = run.config;
-  c.rank_fraction_max = proposal.rank_fraction_max;
-  c.plateau_epsilon = proposal.plateau_epsilon;
-  c.id_drop_threshold = proposal.id_drop_threshold;
-  PhaseController controller(c);
+// Replays `run` with `config` until its ACQUISITION exit decides: the step
+// of the evaluation that decided the switch to REFINEMENT, and its reason
+// (nullopt: no switch within the first-order part).
+std::optional<uint64_t> ReplaySwitch(const CalibrationRun& run, const ControllerConfig& config,
+                                     std::string* reason) {
+  PhaseController controller(config);
   for (const Observation& obs : run.observations) {
     if (obs.step > run.last_first_order_step) break;
     std::optional<Decision> d = controller.OnEvaluation(obs, obs.step + run.margin_steps);
     if (!d) continue;
-    if (d->from == Phase::kAcquisition && d->to == Phase::kRefinement) {
-      r->switch_step = d->decision_step;
-      r->switch_reason = d->reason;
-    }
-    break;
+    if (d->from != Phase::kAcquisition || d->to != Phase::kRefinement) return std::nullopt;
+    if (reason != nullptr) *reason = d->reason;
+    return d->decision_step;
   }
+  return std::nullopt;
 }
 
 }  // namespace
@@ -139,8 +136,14 @@ absl::StatusOr<Calibration> Calibrate(const std::vector<CalibrationRun>& runs,
   cal.id_drop_threshold = std::min(
       9.9, RoundUpTwoDigits(std::max(kFloor, EmpiricalQuantile(pr_rate, options.coverage))));
   for (size_t i = 0; i < used.size(); ++i) {
-    Replay(*used[i], cal, &cal.runs[i]);
-    if (cal.runs[i].switch_step) ++cal.runs_switched;
+    RunSignals& r = cal.runs[i];
+    r.own_switch_step = ReplaySwitch(*used[i], used[i]->config, nullptr);
+    ControllerConfig c = used[i]->config;
+    c.rank_fraction_max = cal.rank_fraction_max;
+    c.plateau_epsilon = cal.plateau_epsilon;
+    c.id_drop_threshold = cal.id_drop_threshold;
+    r.switch_step = ReplaySwitch(*used[i], c, &r.switch_reason);
+    if (r.switch_step) ++cal.runs_switched;
   }
   return cal;
 }

@@ -18,9 +18,9 @@
 //
 // (quantiles are the inverse empirical CDF: the smallest value with at least
 // a q share of the values at or below it). The proposal is then checked the
-// same way: every run replayed with it, and the step its ACQUISITION exit
-// would decide reported. loss_decrease_min is reported, not proposed: "the
-// loss still falls" is a property to require, not to fit.
+// same way: every run replayed with it (and with its own thresholds), and
+// the step its ACQUISITION exit would decide reported. loss_decrease_min is reported, not proposed:
+// "the loss still falls" is a property to require, not to fit.
 //
 // Runs to calibrate on: ADVISE-mode runs (their trainers never left
 // first-order training, so every evaluation is usable) or the first-order
@@ -72,6 +72,10 @@ struct RunSignals {
   // decided the ACQUISITION exit, and its reason (empty: never fired).
   std::optional<uint64_t> switch_step;
   std::string switch_reason;
+  // The same replay with the run's own thresholds. For a CONTROL run that
+  // switched automatically, the decision step it recorded: the read-back
+  // observations are the ones the server's controller was fed.
+  std::optional<uint64_t> own_switch_step;
 };
 
 struct Calibration {

@@ -50,6 +50,29 @@ head -1 "$tmp/traj.csv" | grep -q "^step,time_unix,phase,loss" || fail "bad csv 
 # (Outputs go to files first: grep -q closing a pipe early would fail it.)
 ctl trajectory smoke --format json > "$tmp/traj.json"
 grep -q '"points"' "$tmp/traj.json" || fail "bad json"
+# calibrate reads the run back as controller observations: replayed with the
+# run's own thresholds they must decide the switch at the very step the
+# server's controller did (an exact reference for the read-back).
+ctl --output json show smoke > "$tmp/show.json"
+ctl --output json calibrate smoke > "$tmp/calibrate.json" || fail "calibrate failed"
+ctl --output json calibrate smoke --spectrum second_moment > "$tmp/calibrate2.json" \
+  || fail "calibrate --spectrum second_moment failed"
+/usr/bin/python3 - "$tmp/show.json" "$tmp/calibrate.json" "$tmp/calibrate2.json" <<'PY' \
+  || fail "calibrate does not replay the run's own switch"
+import json, sys
+show = json.load(open(sys.argv[1]))["run"]
+cal, cal2 = json.load(open(sys.argv[2])), json.load(open(sys.argv[3]))
+decided = [int(t["decision_step"]) for t in show["transitions"]
+           if t.get("from_phase") == "PHASE_ACQUISITION" and t.get("to_phase") == "PHASE_REFINEMENT"
+           and t.get("cause") == "CAUSE_AUTOMATIC"]
+run = cal["runs"][0]
+print("calibrate:", cal["proposed"], "own switch", run["own_switch_step"], "server", decided)
+assert decided and run["own_switch_step"] == decided[0], (run, decided)
+assert run["evaluations"] > 0 and 0 < cal["proposed"]["rank_fraction_max"] <= 1
+assert cal2["spectrum"] == "second_moment" and cal2["runs"][0]["evaluations"] > 0
+PY
+rc=0; ctl calibrate > /dev/null 2>&1 || rc=$?
+[ $rc = 64 ] || fail "calibrate without runs: exit $rc, want 64"
 ctl override smoke --phase refinement --reason smoke > "$tmp/override.txt"
 grep -q "issued directive v5" "$tmp/override.txt" || fail "override did not issue v5"
 ctl override smoke --release > "$tmp/release.txt"

@@ -98,10 +98,11 @@ std::string CalibrationJson(const Calibration& c, CalibrationSpectrum spectrum,
     runs.push_back(absl::StrFormat(
         "{\"run\": \"%s\", \"evaluations\": %d, \"rank_fraction_ci_upper\": %s, "
         "\"rank_spread\": %s, \"pr_drop_per_epoch\": %s, \"loss_decrease_per_epoch\": %s, "
-        "\"switch_step\": %s, \"switch_reason\": \"%s\"}",
+        "\"switch_step\": %s, \"switch_reason\": \"%s\", \"own_switch_step\": %s}",
         absl::CEscape(r.name), r.evaluations, Number(r.rank_fraction_ci_upper),
         Number(r.rank_spread), Number(r.abs_pr_drop_per_epoch), Number(r.loss_decrease_per_epoch),
-        r.switch_step ? absl::StrCat(*r.switch_step) : "null", absl::CEscape(r.switch_reason)));
+        r.switch_step ? absl::StrCat(*r.switch_step) : "null", absl::CEscape(r.switch_reason),
+        r.own_switch_step ? absl::StrCat(*r.own_switch_step) : "null"));
   }
   std::vector<std::string> skipped;
   for (const std::string& s : c.skipped) skipped.push_back("\"" + absl::CEscape(s) + "\"");
@@ -119,14 +120,17 @@ std::string CalibrationText(const Calibration& c, CalibrationSpectrum spectrum,
                             const CalibrationOptions& options) {
   std::string out = absl::StrFormat(
       "spectrum %s; per run the %g-quantile of each measurement over its evaluations past the "
-      "warm-up (loss rate: the %g-quantile)\n%-32s %6s %14s %12s %14s %14s %10s\n",
+      "warm-up (loss rate: the %g-quantile); switch@: the step whose evaluation decides the "
+      "switch in a replay with the proposed thresholds (own: with the run's own)\n"
+      "%-32s %6s %14s %12s %14s %14s %10s %10s\n",
       SpectrumName(spectrum), options.run_quantile, 1.0 - options.run_quantile, "run", "evals",
-      "rank_frac_ciu", "r90_spread", "|pr_rate|/ep", "loss_rate/ep", "switch@");
+      "rank_frac_ciu", "r90_spread", "|pr_rate|/ep", "loss_rate/ep", "switch@", "own");
   for (const RunSignals& r : c.runs) {
-    absl::StrAppendFormat(&out, "%-32s %6d %14.4f %12.4f %14.4f %14.4f %10s\n", r.name,
+    absl::StrAppendFormat(&out, "%-32s %6d %14.4f %12.4f %14.4f %14.4f %10s %10s\n", r.name,
                           r.evaluations, r.rank_fraction_ci_upper, r.rank_spread,
                           r.abs_pr_drop_per_epoch, r.loss_decrease_per_epoch,
-                          r.switch_step ? absl::StrCat(*r.switch_step) : "never");
+                          r.switch_step ? absl::StrCat(*r.switch_step) : "never",
+                          r.own_switch_step ? absl::StrCat(*r.own_switch_step) : "never");
   }
   for (const std::string& s : c.skipped) {
     absl::StrAppendFormat(&out, "%-32s no evaluation past the warm-up: skipped\n", s);
