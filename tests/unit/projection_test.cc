@@ -87,8 +87,10 @@ Vector Parse(const std::filesystem::path& path) {
 }
 
 std::vector<Vector> LoadVectors() {
+  // The source tree from CMake, not __FILE__: a compiler launcher (ccache
+  // with base_dir) may make __FILE__ relative to the build directory.
   const std::filesystem::path dir =
-      std::filesystem::path(__FILE__).parent_path().parent_path() / "data" / "projection";
+      std::filesystem::path(SPOTTER_SOURCE_DIR) / "tests" / "data" / "projection";
   std::vector<Vector> out;
   for (const auto& e : std::filesystem::directory_iterator(dir)) {
     if (e.path().extension() == ".txt") out.push_back(Parse(e.path()));
