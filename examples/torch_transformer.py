@@ -59,8 +59,10 @@ import math
 import multiprocessing
 import os
 import shlex
+import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -317,9 +319,19 @@ def run_one(method, seed, args, data, server=None, phase=None, name=None):
 _DATA = None
 
 
-def _init_worker(threads):
-    """Worker process set-up: logging, torch threads, the data (once)."""
+def _init_worker(threads, watch_parent=False):
+    """Worker process set-up: logging, torch threads, the data (once); a
+    worker (``watch_parent``) exits when the main process is gone, rather
+    than train on for nobody."""
     global _DATA
+    if watch_parent:
+        parent = os.getppid()
+
+        def watch():
+            while os.getppid() == parent:
+                time.sleep(1.0)
+            os._exit(1)
+        threading.Thread(target=watch, daemon=True).start()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s [%(process)d] %(message)s")
     torch.set_num_threads(threads)
     _DATA = load_fashion_mnist()
@@ -506,10 +518,12 @@ def main():
     if args.jobs > 1:
         pool = concurrent.futures.ProcessPoolExecutor(
             args.jobs, mp_context=multiprocessing.get_context("spawn"),
-            initializer=_init_worker, initargs=(args.threads,))
+            initializer=_init_worker, initargs=(args.threads, True))
     else:
         _init_worker(args.threads)
     server = Spotterd(args.spotterd)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # SIGTERM runs the clean-up below
+    ok = False
     try:
         cal_path = os.path.join(args.out, "calibration.json")
         base = phase_config(args.steps)
@@ -537,10 +551,14 @@ def main():
         timing["reported_seconds"] = time.time() - t0
         timing["reused_runs"] = sorted(done)
         results = [done.get(stem) or fresh[stem] for _, _, stem, _ in specs]
+        ok = True
     finally:
-        server.stop()
         if pool is not None:
-            pool.shutdown(cancel_futures=True)
+            if not ok:  # stop the runs in flight (their files are never written)
+                for p in list((pool._processes or {}).values()):
+                    p.terminate()
+            pool.shutdown(wait=ok, cancel_futures=True)
+        server.stop()
     summary = stats.summarize(results, args.steps)
     summary.update(
         commit=git_commit(),
