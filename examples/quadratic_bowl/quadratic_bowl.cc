@@ -28,7 +28,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <sstream>
+#include <set>
 #include <string>
 #include <thread>
 #include <tuple>
@@ -38,15 +38,14 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "client/cpp/paging.h"
 #include "client/cpp/run_session.h"
 #include "core/projection/projection.h"
 #include "examples/quadratic_bowl/bowl.h"
+#include "examples/quadratic_bowl/report.h"
 #include "grpcpp/grpcpp.h"
-#include "proto/convert/directive.h"
 #include "spotter/v1/spotter.grpc.pb.h"
 
 ABSL_FLAG(std::string, server, "", "spotterd address host:port (needed by the three_phase arm)");
@@ -83,17 +82,21 @@ ABSL_FLAG(bool, check, false,
 
 namespace v1 = spotter::v1;
 using spotter::examples::BowlOptions;
+using spotter::examples::Csv;
+using spotter::examples::DirectiveLog;
 using spotter::examples::Minibatch;
 using spotter::examples::MomentumSgd;
 using spotter::examples::QuadraticBowl;
+using spotter::examples::Quantile;
+using spotter::examples::RunResult;
+using spotter::examples::SortedSteps;
 using spotter::examples::StepPlan;
+using spotter::examples::Steps;
+using spotter::examples::StepsText;
 
 namespace {
 
 constexpr const char* kArms[] = {"constant", "two_step", "natural_gradient", "three_phase"};
-// The seed paper's section 5.1: steps to loss < 1e-6 out of 5000.
-const std::map<std::string, int> kPaper = {
-    {"constant", 4800}, {"two_step", 3900}, {"natural_gradient", 3500}, {"three_phase", 3100}};
 
 struct Options {
   BowlOptions bowl;
@@ -102,33 +105,6 @@ struct Options {
   double momentum = 0.9;
   double damping = 1e-3;
   uint32_t curve_every = 10;
-};
-
-struct CurvePoint {
-  uint64_t step;
-  double loss, r90, pr;
-};
-
-// What a three_phase trainer saw of one directive.
-struct DirectiveLog {
-  uint64_t version = 0;
-  uint64_t effective_step = 0;
-  int64_t seen_at = -1;        // trainer step at which it was first in the mailbox
-  int64_t first_applied = -1;  // first step trained under it
-};
-
-struct RunResult {
-  std::string arm;
-  uint64_t seed = 0;
-  double lr = 0;
-  int64_t hit = -1;  // steps to target; -1: not within the budget
-  uint64_t steps_run = 0;
-  double final_loss = 0;
-  bool stopped = false;  // by a STOP directive
-  std::vector<CurvePoint> curve;
-  std::map<uint64_t, DirectiveLog> directives;
-  v1::GetTrajectoryResponse trajectory;
-  std::string error;
 };
 
 // What the trainer applies at each step, and what it reports.
@@ -374,46 +350,6 @@ void RunAll(std::vector<std::function<void()>>& jobs, uint32_t threads) {
   for (auto& t : pool) t.join();
 }
 
-// Steps to target as a sortable number: not reached is +inf.
-double Steps(const RunResult& r) {
-  return r.hit >= 0 ? static_cast<double>(r.hit) : std::numeric_limits<double>::infinity();
-}
-
-// The q-quantile (linear interpolation) of sorted values; inf propagates.
-double Quantile(const std::vector<double>& sorted, double q) {
-  if (sorted.empty()) return std::numeric_limits<double>::quiet_NaN();
-  const double pos = q * static_cast<double>(sorted.size() - 1);
-  const size_t lo = static_cast<size_t>(std::floor(pos));
-  const size_t hi = std::min(lo + 1, sorted.size() - 1);
-  const double f = pos - static_cast<double>(lo);
-  if (f == 0.0) return sorted[lo];
-  if (std::isinf(sorted[hi])) return sorted[hi];
-  return sorted[lo] + f * (sorted[hi] - sorted[lo]);
-}
-
-std::string StepsText(double v, uint64_t budget) {
-  return std::isinf(v) ? absl::StrFormat("> %d", budget) : absl::StrFormat("%.0f", v);
-}
-
-std::vector<double> SortedSteps(const std::vector<RunResult>& runs) {
-  std::vector<double> v;
-  for (const RunResult& r : runs) v.push_back(Steps(r));
-  std::sort(v.begin(), v.end());
-  return v;
-}
-
-std::string Csv(std::string s) {
-  std::replace(s.begin(), s.end(), '"', '\'');
-  return "\"" + s + "\"";
-}
-
-const v1::PhaseTransition* FindTransition(const v1::GetTrajectoryResponse& t, v1::Phase to) {
-  for (const auto& x : t.transitions()) {
-    if (x.to_phase() == to) return &x;
-  }
-  return nullptr;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -547,187 +483,20 @@ int main(int argc, char** argv) {
   }
 
   // 3. Outputs.
-  int failures = 0, total_late = 0, total_directives = 0;
-  auto fail = [&](const std::string& why) {
-    ++failures;
-    std::fprintf(stderr, "CHECK FAILED: %s\n", why.c_str());
-  };
-  {
-    std::ofstream results(out / "results.csv"), curves(out / "curves.csv"),
-        points(out / "spotter_points.csv"), transitions(out / "transitions.csv"),
-        directives(out / "directives.csv");
-    results << "arm,lr,seed,steps_to_target,final_loss,steps_run,stopped,refinement_step,"
-               "polish_step,done_step,late_directives,error\n";
-    curves << "arm,seed,step,loss,r90,pr\n";
-    points << "seed,step,phase,loss,lr,r90,r90_lower,r90_upper,r90_censored,rank_fraction,pr,"
-              "pr_lower,pr_upper\n";
-    transitions << "seed,effective_step,from,to,cause,directive_version,reason,evidence\n";
-    directives << "seed,version,phase,effective_step,seen_at_step,first_applied_step,in_time,"
-                  "lr_at_effective_step,optimizer\n";
-    for (const std::string& arm : arms) {
-      for (const RunResult& r : runs[arm]) {
-        int late = 0;
-        auto step_of = [&](v1::Phase p) -> std::string {
-          const v1::PhaseTransition* t = FindTransition(r.trajectory, p);
-          return t ? std::to_string(t->step()) : "";
-        };
-        for (const CurvePoint& c : r.curve) {
-          curves << arm << "," << r.seed << "," << c.step << "," << c.loss << "," << c.r90 << ","
-                 << c.pr << "\n";
-        }
-        if (arm == "three_phase") {
-          for (const v1::TrajectoryPoint& p : r.trajectory.points()) {
-            const auto& cv = p.covariance();
-            points << r.seed << "," << p.step() << ","
-                   << spotter::PhaseName(spotter::FromProto(p.phase())) << "," << p.loss() << ","
-                   << p.lr() << "," << cv.effective_rank().value() << ","
-                   << cv.effective_rank().lower() << "," << cv.effective_rank().upper() << ","
-                   << cv.effective_rank().censored() << "," << cv.rank_fraction().value() << ","
-                   << cv.participation_ratio().value() << "," << cv.participation_ratio().lower()
-                   << "," << cv.participation_ratio().upper() << "\n";
-          }
-          for (const v1::PhaseTransition& t : r.trajectory.transitions()) {
-            std::vector<std::string> ev;
-            std::map<std::string, double> sorted(t.evidence().begin(), t.evidence().end());
-            for (const auto& [k, v] : sorted) ev.push_back(absl::StrFormat("%s=%g", k, v));
-            transitions << r.seed << "," << t.step() << ","
-                        << spotter::PhaseName(spotter::FromProto(t.from_phase())) << ","
-                        << spotter::PhaseName(spotter::FromProto(t.to_phase())) << ","
-                        << v1::Cause_Name(t.cause()) << "," << t.directive_version() << ","
-                        << Csv(t.reason()) << "," << Csv(absl::StrJoin(ev, ";")) << "\n";
-          }
-          for (const v1::Directive& d : r.trajectory.directives()) {
-            auto it = r.directives.find(d.version());
-            const DirectiveLog log = it == r.directives.end() ? DirectiveLog{} : it->second;
-            const int64_t eff = static_cast<int64_t>(d.effective_step());
-            // In time: in the mailbox no later than the step it takes effect
-            // at (the opening directive is waited for before step 0).
-            const bool in_time = log.seen_at >= 0 && log.seen_at <= eff;
-            const bool reached = d.effective_step() < r.steps_run ||
-                                 (d.stop() && r.stopped && d.effective_step() == r.steps_run);
-            bool superseded = false;
-            for (const v1::Directive& e : r.trajectory.directives()) {
-              superseded |= e.version() > d.version() && e.effective_step() <= d.effective_step();
-            }
-            bool ok = true;
-            if (reached && !superseded) {
-              ok = d.stop() ? in_time && r.stopped : in_time && log.first_applied == eff;
-            }
-            if (!ok) ++late;
-            const absl::StatusOr<spotter::Directive> core = spotter::DirectiveFromProto(d);
-            directives << r.seed << "," << d.version() << ","
-                       << spotter::PhaseName(spotter::FromProto(d.phase())) << "," << eff << ","
-                       << log.seen_at << "," << log.first_applied << ","
-                       << (!reached     ? "not reached"
-                           : superseded ? "superseded"
-                           : ok         ? "yes"
-                                        : "no")
-                       << "," << (core.ok() ? core->plan.lr.At(d.effective_step()) : NAN) << ","
-                       << v1::OptimizerInstruction::Kind_Name(d.optimizer().kind()) << "\n";
-            total_late += !ok;
-            total_directives += reached && !superseded;
-          }
-          if (absl::GetFlag(FLAGS_check)) {
-            const std::string who = absl::StrFormat("three_phase seed %d", r.seed);
-            if (!r.error.empty()) fail(who + ": " + r.error);
-            if (!FindTransition(r.trajectory, v1::PHASE_REFINEMENT)) fail(who + ": never refined");
-            if (!FindTransition(r.trajectory, v1::PHASE_POLISH)) fail(who + ": never polished");
-            for (const auto& t : r.trajectory.transitions()) {
-              if (t.cause() != v1::CAUSE_AUTOMATIC && t.cause() != v1::CAUSE_FINISH) {
-                fail(who + ": a transition not caused by the controller");
-              }
-            }
-            if (late > 0) fail(absl::StrFormat("%s: %d directives late", who, late));
-            if (r.hit < 0) fail(who + ": target not reached");
-          }
-        }
-        results << arm << "," << r.lr << "," << r.seed << "," << r.hit << "," << r.final_loss << ","
-                << r.steps_run << "," << r.stopped << "," << step_of(v1::PHASE_REFINEMENT) << ","
-                << step_of(v1::PHASE_POLISH) << "," << step_of(v1::PHASE_DONE) << "," << late << ","
-                << Csv(r.error) << "\n";
-      }
-    }
-  }
-  // The table.
-  std::ostringstream md;
-  const std::vector<double> constant =
-      runs.count("constant") ? SortedSteps(runs["constant"]) : std::vector<double>{};
-  auto label = [](const std::string& arm) {
-    return arm == "three_phase" && absl::GetFlag(FLAGS_three_phase_warmup) > 0
-               ? absl::StrFormat("three_phase (warmup_fraction %g)",
-                                 absl::GetFlag(FLAGS_three_phase_warmup))
-               : arm;
-  };
-  md << "| arm | paper: steps | paper vs constant | ours: median steps | IQR | reached | "
-        "ours vs constant | (peak) LR | final excess loss (median) | steps run (median) |\n"
-        "|---|---|---|---|---|---|---|---|---|---|\n";
-  for (const std::string& arm : arms) {
-    const std::vector<double> s = SortedSteps(runs[arm]);
-    const double med = Quantile(s, 0.5);
-    int reached = 0;
-    for (double v : s) reached += std::isfinite(v);
-    std::vector<double> final_loss, steps_run;
-    for (const RunResult& r : runs[arm]) {
-      final_loss.push_back(r.final_loss);
-      steps_run.push_back(static_cast<double>(r.steps_run));
-    }
-    std::sort(final_loss.begin(), final_loss.end());
-    std::sort(steps_run.begin(), steps_run.end());
-    std::string rel = "-";
-    if (!constant.empty() && arm != "constant" && std::isfinite(med) &&
-        std::isfinite(Quantile(constant, 0.5))) {
-      rel = absl::StrFormat("%+.0f%%", 100.0 * (med / Quantile(constant, 0.5) - 1.0));
-    }
-    const int paper = kPaper.at(arm);
-    md << absl::StrFormat(
-        "| %s | %d | %s | %s | %s - %s | %d/%d | %s | %g | %.2g | %.0f |\n", label(arm), paper,
-        arm == "constant" ? "-" : absl::StrFormat("%+.0f%%", 100.0 * (paper / 4800.0 - 1)),
-        StepsText(med, o.steps), StepsText(Quantile(s, 0.25), o.steps),
-        StepsText(Quantile(s, 0.75), o.steps), reached, s.size(), rel, chosen[arm],
-        Quantile(final_loss, 0.5), Quantile(steps_run, 0.5));
-  }
-  std::vector<std::string> tuned, given;
-  for (const std::string& arm : arms) (fixed.count(arm) ? given : tuned).push_back(arm);
-  md << absl::StrFormat(
-      "\nSteps to an excess loss below %g within %d steps; %d evaluation "
-      "seeds per arm.",
-      o.target, o.steps, absl::GetFlag(FLAGS_seeds));
-  if (!tuned.empty()) {
-    md << absl::StrFormat(" LR of %s tuned on %d seeds over {%s}.", absl::StrJoin(tuned, ", "),
-                          absl::GetFlag(FLAGS_tune_seeds), absl::GetFlag(FLAGS_lr_grid));
-  }
-  if (!given.empty()) md << " LR of " << absl::StrJoin(given, ", ") << " given (--lr).";
-  md << absl::StrFormat(" Wall time %.0f s.\n", absl::ToDoubleSeconds(absl::Now() - start));
-  if (runs.count("three_phase")) {
-    std::vector<double> ref, pol, done, margin;
-    for (const RunResult& r : runs["three_phase"]) {
-      for (const v1::PhaseTransition& t : r.trajectory.transitions()) {
-        if (t.cause() == v1::CAUSE_AUTOMATIC && t.evidence().count("step")) {
-          margin.push_back(static_cast<double>(t.step()) - t.evidence().at("step"));
-        }
-      }
-      if (auto* t = FindTransition(r.trajectory, v1::PHASE_REFINEMENT)) ref.push_back(t->step());
-      if (auto* t = FindTransition(r.trajectory, v1::PHASE_POLISH)) pol.push_back(t->step());
-      if (auto* t = FindTransition(r.trajectory, v1::PHASE_DONE)) done.push_back(t->step());
-    }
-    for (auto* v : {&ref, &pol, &done, &margin}) std::sort(v->begin(), v->end());
-    md << absl::StrFormat(
-        "three_phase: median effective step of REFINEMENT %.0f (%d/%d runs), POLISH %.0f "
-        "(%d), DONE %.0f (%d); median %.0f steps from the evaluation that decided a "
-        "transition to its effective step (delivery margin %g s at %d us/step, plus the "
-        "server's lag); %d directives took effect during the evaluation runs, %d of them "
-        "reached the trainer after their effective step.\n",
-        Quantile(ref, 0.5), ref.size(), runs["three_phase"].size(), Quantile(pol, 0.5), pol.size(),
-        Quantile(done, 0.5), done.size(), Quantile(margin, 0.5),
-        absl::GetFlag(FLAGS_delivery_budget), absl::GetFlag(FLAGS_step_us), total_directives,
-        total_late);
-  }
-  {
-    std::ofstream f(out / "summary.md");
-    f << md.str();
-  }
-  std::cout << md.str();
-  if (absl::GetFlag(FLAGS_check) && failures > 0) {
+  spotter::examples::ReportOptions ro;
+  ro.steps = o.steps;
+  ro.target = o.target;
+  ro.seeds = absl::GetFlag(FLAGS_seeds);
+  ro.tune_seeds = absl::GetFlag(FLAGS_tune_seeds);
+  ro.lr_grid = absl::GetFlag(FLAGS_lr_grid);
+  ro.three_phase_warmup = absl::GetFlag(FLAGS_three_phase_warmup);
+  ro.delivery_budget = absl::GetFlag(FLAGS_delivery_budget);
+  ro.step_us = absl::GetFlag(FLAGS_step_us);
+  ro.check = absl::GetFlag(FLAGS_check);
+  std::set<std::string> given;
+  for (const auto& [arm, lr] : fixed) given.insert(arm);
+  const int failures = WriteReport(out, arms, runs, chosen, given, ro, absl::Now() - start);
+  if (ro.check && failures > 0) {
     std::fprintf(stderr, "%d checks failed\n", failures);
     return 1;
   }
