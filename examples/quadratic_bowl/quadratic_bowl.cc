@@ -229,7 +229,7 @@ void Train(const QuadraticBowl& bowl, const Options& o, uint64_t seed, bool stop
     if (!plan) break;
     bowl.Sample(theta, rng, &batch);
     policy.After(step, batch, plan->lr, theta);
-    sgd.Step(bowl, *plan, batch.gradient, rng, &theta);
+    sgd.Step(bowl, *plan, batch, rng, &theta);
   }
   r->steps_run = step;
   r->final_loss = bowl.ExcessLoss(theta);
