@@ -1,15 +1,22 @@
 // The closed-loop reproduction of the seed paper's table 5.1 (appendix B.1):
 // the overparameterized quadratic bowl (bowl.h) trained by SGD with momentum
-// under four arms, steps to an excess loss below 1e-6:
+// under the paper's four arms and two with an estimated Fisher, steps to an
+// excess loss below 1e-6:
 //
-//   constant          constant LR
-//   two_step          LR x 0.1 at 50% and again at 75% of the planned steps
-//   natural_gradient  the exact damped natural gradient from step 0, constant LR
-//   three_phase       whatever a real spotterd directs, over gRPC: this
-//                     trainer sketches its per-example gradients with the
-//                     run's CountSketch, uploads them with its loss and a
-//                     validation loss, and applies the directive in force
-//                     at every step (LR schedule, optimizer, stop)
+//   constant               constant LR
+//   two_step               LR x 0.1 at 50% and again at 75% of the planned steps
+//   natural_gradient       the exact damped natural gradient from step 0, constant LR
+//   ng_estimated           natural gradient from step 0 with K-FAC's estimate of
+//                          the Fisher (kfac.h, the Python client's), constant LR,
+//                          at the settings of spotterd's default directive
+//   three_phase            whatever a real spotterd directs, over gRPC: this
+//                          trainer sketches its per-example gradients with the
+//                          run's CountSketch, uploads them with its loss and a
+//                          validation loss, and applies the directive in force
+//                          at every step (LR schedule, optimizer, stop); its
+//                          natural gradient is the exact one
+//   three_phase_estimated  the same, its natural gradient K-FAC's estimate with
+//                          the directive's damping and intervals
 //
 // Each arm's (peak) LR is tuned on a grid with separate tuning seeds, by the
 // median steps to target; the chosen LR then runs on the evaluation seeds.
@@ -32,6 +39,7 @@
 #include <string>
 #include <thread>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -42,14 +50,18 @@
 #include "absl/time/clock.h"
 #include "client/cpp/paging.h"
 #include "client/cpp/run_session.h"
+#include "core/phase/controller.h"
+#include "core/phase/switch_guard.h"
 #include "core/projection/projection.h"
 #include "examples/quadratic_bowl/bowl.h"
 #include "examples/quadratic_bowl/report.h"
 #include "grpcpp/grpcpp.h"
 #include "spotter/v1/spotter.grpc.pb.h"
 
-ABSL_FLAG(std::string, server, "", "spotterd address host:port (needed by the three_phase arm)");
-ABSL_FLAG(std::string, arms, "constant,two_step,natural_gradient,three_phase", "arms to run");
+ABSL_FLAG(std::string, server, "", "spotterd address host:port (needed by the three-phase arms)");
+ABSL_FLAG(std::string, arms,
+          "constant,two_step,natural_gradient,ng_estimated,three_phase,three_phase_estimated",
+          "arms to run");
 ABSL_FLAG(uint32_t, seeds, 10, "evaluation seeds per arm (seeds 1..N)");
 ABSL_FLAG(uint32_t, tune_seeds, 3, "tuning seeds per grid point (seeds 1001..)");
 ABSL_FLAG(std::string, lr_grid, "0.001,0.002,0.005,0.01,0.02,0.05,0.1,0.2,0.3",
@@ -58,27 +70,31 @@ ABSL_FLAG(std::string, lr, "", "fixed LRs that skip tuning, e.g. three_phase=0.0
 ABSL_FLAG(uint64_t, steps, 5000, "planned optimizer steps (the budget of every run)");
 ABSL_FLAG(double, target, 1e-6, "excess-loss target");
 ABSL_FLAG(double, momentum, 0.9, "heavy-ball momentum of every arm");
-ABSL_FLAG(double, damping, 1e-3, "natural-gradient damping (both natural-gradient arms)");
+ABSL_FLAG(double, damping, 1e-3,
+          "natural-gradient damping (every natural-gradient arm; the three-phase runs' "
+          "kfac_damping)");
 ABSL_FLAG(double, condition, 1000.0, "condition number of the 20-D quadratic");
 ABSL_FLAG(double, label_noise, 0.01, "label-noise std s (the gradient-noise floor)");
 ABSL_FLAG(uint32_t, batch, 16, "examples per step (= sketch rows per upload)");
-ABSL_FLAG(uint32_t, sketch_dim, 128, "three_phase: sketch dimension k");
-ABSL_FLAG(uint32_t, sketch_rows, 64, "three_phase: Frequent Directions rows l");
-ABSL_FLAG(uint32_t, eval_every, 10, "three_phase: spotterd evaluation interval, steps");
-ABSL_FLAG(uint32_t, val_every, 50, "three_phase: steps between validation reports");
-ABSL_FLAG(double, val_min_delta, 1e-7, "three_phase: POLISH stop, least validation improvement");
-ABSL_FLAG(double, delivery_budget, 0.5, "three_phase: seconds a directive may take to arrive");
+ABSL_FLAG(uint32_t, sketch_dim, 128, "three-phase arms: sketch dimension k");
+ABSL_FLAG(uint32_t, sketch_rows, 64, "three-phase arms: Frequent Directions rows l");
+ABSL_FLAG(uint32_t, eval_every, 10, "three-phase arms: spotterd evaluation interval, steps");
+ABSL_FLAG(uint32_t, val_every, 50, "three-phase arms: steps between validation reports");
+ABSL_FLAG(double, val_min_delta, 1e-7,
+          "three-phase arms: POLISH stop, least validation improvement");
+ABSL_FLAG(double, delivery_budget, 0.5, "three-phase arms: seconds a directive may take to arrive");
 ABSL_FLAG(double, three_phase_warmup, 0.0,
-          "three_phase: the run's phase.warmup_fraction (0: the server default, 0.15)");
-ABSL_FLAG(uint32_t, step_us, 4000, "three_phase: wall time per step, microseconds (pacing)");
+          "three-phase arms: the run's phase.warmup_fraction (0: the server default, 0.15)");
+ABSL_FLAG(uint32_t, step_us, 4000, "three-phase arms: wall time per step, microseconds (pacing)");
 ABSL_FLAG(uint32_t, parallel, 2, "runs in flight at once");
 ABSL_FLAG(uint32_t, curve_every, 10, "steps between recorded curve points");
 ABSL_FLAG(std::string, out, "quadratic_bowl_out", "output directory");
 ABSL_FLAG(std::string, run_prefix, "", "prefix of spotterd run names (default: a timestamp)");
 ABSL_FLAG(bool, check, false,
-          "exit 1 unless every three_phase run passed through acquisition, refinement "
-          "and polish, got every directive before its effective step, switched exactly "
-          "at it, and reached the target");
+          "exit 1 unless every run of a three-phase arm passed through acquisition, refinement "
+          "and polish on the controller's triggers (rollbacks included), got every directive "
+          "before its effective step, switched exactly at it, restored its snapshot at every "
+          "rollback, and (three_phase only) reached the target");
 
 namespace v1 = spotter::v1;
 using spotter::examples::BowlOptions;
@@ -96,7 +112,8 @@ using spotter::examples::StepsText;
 
 namespace {
 
-constexpr const char* kArms[] = {"constant", "two_step", "natural_gradient", "three_phase"};
+constexpr const char* kArms[] = {"constant",     "two_step",    "natural_gradient",
+                                 "ng_estimated", "three_phase", "three_phase_estimated"};
 
 struct Options {
   BowlOptions bowl;
@@ -113,6 +130,10 @@ class Policy {
   virtual ~Policy() = default;
   // The plan for `step`; nullopt stops training before it.
   virtual std::optional<StepPlan> Before(uint64_t step) = 0;
+  // After Before(step): the trainer's side of the guarded switch, which may
+  // snapshot *theta and *sgd or put a snapshot back. True when it restored
+  // one: no update at this step (its gradient would be the diverged weights').
+  virtual bool Guard(uint64_t step, Eigen::VectorXd* theta, MomentumSgd* sgd) { return false; }
   // The batch drawn at `step` under `lr`, and the parameters it was drawn at.
   virtual void After(uint64_t step, const Minibatch& batch, double lr,
                      const Eigen::VectorXd& theta) {}
@@ -128,19 +149,32 @@ class SchedulePolicy : public Policy {
 };
 
 // Follows spotterd: the directive in force at every step, uploads of the
-// sketched per-example gradients, validation reports, pacing.
+// sketched per-example gradients, validation reports, pacing, and the
+// guarded switch as the Python Monitor runs it (spotter::SwitchGuard): the
+// parameters and the optimizer (momentum buffer, K-FAC state) are kept at a
+// guarded switch to natural gradient and put back at a rollback.
 class SpotterPolicy : public Policy {
  public:
+  // kfac: estimate the natural gradient by K-FAC instead of the exact one.
   SpotterPolicy(spotter::RunSession* session, const spotter::Projection* projection,
-                const QuadraticBowl* bowl, uint32_t val_every, absl::Duration pace,
+                const QuadraticBowl* bowl, uint32_t val_every, absl::Duration pace, bool kfac,
                 RunResult* result)
       : session_(session),
         projection_(projection),
         bowl_(bowl),
         val_every_(val_every),
         pace_(pace),
+        kfac_(kfac),
         result_(result),
-        next_(absl::Now()) {}
+        next_(absl::Now()),
+        guard_({.snapshot = [this](uint64_t) { snapshot_.emplace(*theta_, *sgd_); },
+                .restore =
+                    [this](uint64_t, uint64_t, const spotter::Directive&) {
+                      *theta_ = snapshot_->first;
+                      *sgd_ = snapshot_->second;
+                      snapshot_.reset();
+                    },
+                .release = [this](uint64_t) { snapshot_.reset(); }}) {}
 
   std::optional<StepPlan> Before(uint64_t step) override {
     if (auto latest = session_->LatestDirective(); latest && latest->version > seen_) {
@@ -155,7 +189,8 @@ class SpotterPolicy : public Policy {
       result_->stopped = true;
       return std::nullopt;
     }
-    const std::optional<spotter::Directive> d = session_->DirectiveAt(step);
+    in_force_ = session_->DirectiveAt(step);
+    const std::optional<spotter::Directive>& d = in_force_;
     if (!d) {
       result_->error = absl::StrFormat("no directive in force at step %d", step);
       return std::nullopt;
@@ -168,9 +203,23 @@ class SpotterPolicy : public Policy {
     plan.lr = d->plan.lr.At(step);
     plan.natural_gradient =
         d->plan.optimizer.kind == spotter::OptimizerInstruction::Kind::kNaturalGradient;
-    if (plan.natural_gradient) plan.damping = d->plan.optimizer.damping;
+    if (plan.natural_gradient) {
+      plan.damping = d->plan.optimizer.damping;
+      plan.kfac = kfac_;
+      plan.factor_update_interval = d->plan.optimizer.factor_update_interval;
+      plan.inverse_update_interval = d->plan.optimizer.inverse_update_interval;
+    }
     plan.noise_std = d->plan.noise_std;
     return plan;
+  }
+
+  bool Guard(uint64_t step, Eigen::VectorXd* theta, MomentumSgd* sgd) override {
+    theta_ = theta;
+    sgd_ = sgd;
+    const bool restored = guard_.OnStep(step, in_force_);
+    result_->restores = guard_.restores();
+    result_->missed_restores = guard_.missed_restores();
+    return restored;
   }
 
   void After(uint64_t step, const Minibatch& batch, double lr,
@@ -197,10 +246,16 @@ class SpotterPolicy : public Policy {
   const QuadraticBowl* bowl_;
   uint32_t val_every_;
   absl::Duration pace_;
+  bool kfac_;
   RunResult* result_;
   absl::Time next_;
   uint64_t seen_ = 0;
   spotter::RowMatrixXf sketch_;
+  std::optional<spotter::Directive> in_force_;  // at the step Before() last saw
+  Eigen::VectorXd* theta_ = nullptr;            // the trainer's, during Guard()
+  MomentumSgd* sgd_ = nullptr;
+  std::optional<std::pair<Eigen::VectorXd, MomentumSgd>> snapshot_;
+  spotter::SwitchGuard guard_;
 };
 
 // Trains one run. With stop_at_target the run ends at the first step whose
@@ -227,6 +282,9 @@ void Train(const QuadraticBowl& bowl, const Options& o, uint64_t seed, bool stop
     }
     const std::optional<StepPlan> plan = policy.Before(step);
     if (!plan) break;
+    // A restored snapshot: no update, no upload at this step (the Monitor's
+    // rollback step).
+    if (policy.Guard(step, &theta, &sgd)) continue;
     bowl.Sample(theta, rng, &batch);
     policy.After(step, batch, plan->lr, theta);
     sgd.Step(bowl, *plan, batch, rng, &theta);
@@ -246,18 +304,26 @@ StepPlan LocalPlan(const std::string& arm, double lr, const Options& o, uint64_t
     if (step >= o.steps * 3 / 4) p.lr *= 0.1;
   } else if (arm == "natural_gradient") {
     p.natural_gradient = true;
+  } else if (arm == "ng_estimated") {
+    // What spotterd's REFINEMENT directive would send by default.
+    const spotter::ControllerConfig defaults;
+    p.natural_gradient = true;
+    p.kfac = true;
+    p.factor_update_interval = defaults.kfac_factor_interval;
+    p.inverse_update_interval = defaults.kfac_inverse_interval;
   }
   return p;
 }
 
-// Everything a three_phase run needs from the command line.
+// Everything a three-phase run needs from the command line.
 struct SpotterSetup {
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<v1::SpotterService::Stub> stub;
   std::string prefix;
 };
 
-v1::RunConfig ThreePhaseConfig(const Options& o, double peak_lr, uint64_t seed) {
+v1::RunConfig ThreePhaseConfig(const Options& o, const std::string& arm, double peak_lr,
+                               uint64_t seed) {
   v1::RunConfig c;
   c.set_sketch_dim(absl::GetFlag(FLAGS_sketch_dim));
   c.set_sketch_rows(absl::GetFlag(FLAGS_sketch_rows));
@@ -277,18 +343,21 @@ v1::RunConfig ThreePhaseConfig(const Options& o, double peak_lr, uint64_t seed) 
     p->set_warmup_fraction(absl::GetFlag(FLAGS_three_phase_warmup));
   }
   (*c.mutable_labels())["experiment"] = "quadratic_bowl";
-  (*c.mutable_labels())["arm"] = "three_phase";
+  (*c.mutable_labels())["arm"] = arm;
   return c;
 }
 
 void RunThreePhase(const QuadraticBowl& bowl, const Options& o, const SpotterSetup& s,
-                   uint64_t seed, double lr, bool stop_at_target, RunResult* r) {
-  const std::string name =
-      absl::StrFormat("%s-3ph-lr%g-s%d%s", s.prefix, lr, seed, stop_at_target ? "-tune" : "");
+                   const std::string& arm, uint64_t seed, double lr, bool stop_at_target,
+                   RunResult* r) {
+  const bool kfac = arm == "three_phase_estimated";
+  // 3ph / 3phk: scripts/quadratic_bowl.sh picks seed 1's run of the exact arm by name.
+  const std::string name = absl::StrFormat("%s-%s-lr%g-s%d%s", s.prefix, kfac ? "3phk" : "3ph", lr,
+                                           seed, stop_at_target ? "-tune" : "");
   spotter::SessionOptions so;
   so.channel = s.channel;
   so.run = name;
-  so.config = ThreePhaseConfig(o, lr, seed);
+  so.config = ThreePhaseConfig(o, arm, lr, seed);
   so.queue_size = 8192;
   auto session = spotter::RunSession::Start(so);
   if (!session.ok()) {
@@ -302,7 +371,7 @@ void RunThreePhase(const QuadraticBowl& bowl, const Options& o, const SpotterSet
     return;
   }
   SpotterPolicy policy(session->get(), projection->get(), &bowl, absl::GetFlag(FLAGS_val_every),
-                       absl::Microseconds(absl::GetFlag(FLAGS_step_us)), r);
+                       absl::Microseconds(absl::GetFlag(FLAGS_step_us)), kfac, r);
   Train(bowl, o, seed, stop_at_target, policy, r);
   (*session)->Flush(absl::Seconds(30));
   {
@@ -329,8 +398,8 @@ RunResult RunOne(const std::string& arm, const Options& o, const SpotterSetup* s
   r.seed = seed;
   r.lr = lr;
   const QuadraticBowl bowl(o.bowl, seed);
-  if (arm == "three_phase") {
-    RunThreePhase(bowl, o, *s, seed, lr, tuning, &r);
+  if (spotter::examples::IsThreePhase(arm)) {
+    RunThreePhase(bowl, o, *s, arm, seed, lr, tuning, &r);
   } else {
     SchedulePolicy policy([&](uint64_t step) { return LocalPlan(arm, lr, o, step); });
     Train(bowl, o, seed, tuning, policy, &r);
@@ -384,9 +453,9 @@ int main(int argc, char** argv) {
     fixed[p.first] = std::stod(p.second);
   }
   SpotterSetup setup;
-  if (std::find(arms.begin(), arms.end(), "three_phase") != arms.end()) {
+  if (std::any_of(arms.begin(), arms.end(), spotter::examples::IsThreePhase)) {
     if (absl::GetFlag(FLAGS_server).empty()) {
-      std::cerr << "the three_phase arm needs --server (a running spotterd)\n";
+      std::cerr << "the three-phase arms need --server (a running spotterd)\n";
       return 64;
     }
     setup.channel =

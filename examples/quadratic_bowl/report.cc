@@ -8,6 +8,7 @@
 #include <limits>
 #include <sstream>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "proto/convert/directive.h"
@@ -59,11 +60,17 @@ std::vector<double> SortedSteps(const std::vector<RunResult>& runs) {
   return v;
 }
 
+bool IsThreePhase(const std::string& arm) {
+  return arm == "three_phase" || arm == "three_phase_estimated";
+}
+
 int WriteReport(const std::filesystem::path& out, const std::vector<std::string>& arms,
                 const std::map<std::string, std::vector<RunResult>>& runs,
                 const std::map<std::string, double>& chosen, const std::set<std::string>& fixed,
                 const ReportOptions& options, absl::Duration wall) {
-  int failures = 0, total_late = 0, total_directives = 0;
+  int failures = 0;
+  // Per three-phase arm: directives that took effect, and those of them late.
+  std::map<std::string, int> total_late, total_directives;
   auto fail = [&](const std::string& why) {
     ++failures;
     std::fprintf(stderr, "CHECK FAILED: %s\n", why.c_str());
@@ -73,16 +80,16 @@ int WriteReport(const std::filesystem::path& out, const std::vector<std::string>
         points(out / "spotter_points.csv"), transitions(out / "transitions.csv"),
         directives(out / "directives.csv");
     results << "arm,lr,seed,steps_to_target,final_loss,steps_run,stopped,refinement_step,"
-               "polish_step,done_step,late_directives,error\n";
+               "polish_step,done_step,late_directives,restores,error\n";
     curves << "arm,seed,step,loss,r90,pr\n";
-    points << "seed,step,phase,loss,lr,r90,r90_lower,r90_upper,r90_censored,rank_fraction,pr,"
+    points << "arm,seed,step,phase,loss,lr,r90,r90_lower,r90_upper,r90_censored,rank_fraction,pr,"
               "pr_lower,pr_upper\n";
-    transitions << "seed,effective_step,from,to,cause,directive_version,reason,evidence\n";
-    directives << "seed,version,phase,effective_step,seen_at_step,first_applied_step,in_time,"
+    transitions << "arm,seed,effective_step,from,to,cause,directive_version,reason,evidence\n";
+    directives << "arm,seed,version,phase,effective_step,seen_at_step,first_applied_step,in_time,"
                   "lr_at_effective_step,optimizer\n";
     for (const std::string& arm : arms) {
       for (const RunResult& r : runs.at(arm)) {
-        int late = 0;
+        int late = 0, rollbacks = 0;
         auto step_of = [&](v1::Phase p) -> std::string {
           const v1::PhaseTransition* t = FindTransition(r.trajectory, p);
           return t ? std::to_string(t->step()) : "";
@@ -91,10 +98,10 @@ int WriteReport(const std::filesystem::path& out, const std::vector<std::string>
           curves << arm << "," << r.seed << "," << c.step << "," << c.loss << "," << c.r90 << ","
                  << c.pr << "\n";
         }
-        if (arm == "three_phase") {
+        if (IsThreePhase(arm)) {
           for (const v1::TrajectoryPoint& p : r.trajectory.points()) {
             const auto& cv = p.covariance();
-            points << r.seed << "," << p.step() << ","
+            points << arm << "," << r.seed << "," << p.step() << ","
                    << spotter::PhaseName(spotter::FromProto(p.phase())) << "," << p.loss() << ","
                    << p.lr() << "," << cv.effective_rank().value() << ","
                    << cv.effective_rank().lower() << "," << cv.effective_rank().upper() << ","
@@ -106,7 +113,7 @@ int WriteReport(const std::filesystem::path& out, const std::vector<std::string>
             std::vector<std::string> ev;
             std::map<std::string, double> sorted(t.evidence().begin(), t.evidence().end());
             for (const auto& [k, v] : sorted) ev.push_back(absl::StrFormat("%s=%g", k, v));
-            transitions << r.seed << "," << t.step() << ","
+            transitions << arm << "," << r.seed << "," << t.step() << ","
                         << spotter::PhaseName(spotter::FromProto(t.from_phase())) << ","
                         << spotter::PhaseName(spotter::FromProto(t.to_phase())) << ","
                         << v1::Cause_Name(t.cause()) << "," << t.directive_version() << ","
@@ -130,8 +137,9 @@ int WriteReport(const std::filesystem::path& out, const std::vector<std::string>
               ok = d.stop() ? in_time && r.stopped : in_time && log.first_applied == eff;
             }
             if (!ok) ++late;
+            rollbacks += d.rollback() && reached && !superseded;
             const absl::StatusOr<spotter::Directive> core = spotter::DirectiveFromProto(d);
-            directives << r.seed << "," << d.version() << ","
+            directives << arm << "," << r.seed << "," << d.version() << ","
                        << spotter::PhaseName(spotter::FromProto(d.phase())) << "," << eff << ","
                        << log.seen_at << "," << log.first_applied << ","
                        << (!reached     ? "not reached"
@@ -140,27 +148,37 @@ int WriteReport(const std::filesystem::path& out, const std::vector<std::string>
                                         : "no")
                        << "," << (core.ok() ? core->plan.lr.At(d.effective_step()) : NAN) << ","
                        << v1::OptimizerInstruction::Kind_Name(d.optimizer().kind()) << "\n";
-            total_late += !ok;
-            total_directives += reached && !superseded;
+            total_late[arm] += !ok;
+            total_directives[arm] += reached && !superseded;
           }
           if (options.check) {
-            const std::string who = absl::StrFormat("three_phase seed %d", r.seed);
+            const std::string who = absl::StrFormat("%s seed %d", arm, r.seed);
             if (!r.error.empty()) fail(who + ": " + r.error);
             if (!FindTransition(r.trajectory, v1::PHASE_REFINEMENT)) fail(who + ": never refined");
             if (!FindTransition(r.trajectory, v1::PHASE_POLISH)) fail(who + ": never polished");
             for (const auto& t : r.trajectory.transitions()) {
-              if (t.cause() != v1::CAUSE_AUTOMATIC && t.cause() != v1::CAUSE_FINISH) {
+              // A rollback is the controller's own guard (docs/PHASES.md)...
+              if (t.cause() != v1::CAUSE_AUTOMATIC && t.cause() != v1::CAUSE_FINISH &&
+                  t.cause() != v1::CAUSE_ROLLBACK) {
                 fail(who + ": a transition not caused by the controller");
               }
             }
+            // ... and then the trainer must have put its snapshot back at it.
+            if (r.restores != rollbacks || r.missed_restores > 0) {
+              fail(absl::StrFormat("%s: %d rollbacks took effect, %d snapshots restored, %d missed",
+                                   who, rollbacks, r.restores, r.missed_restores));
+            }
             if (late > 0) fail(absl::StrFormat("%s: %d directives late", who, late));
-            if (r.hit < 0) fail(who + ": target not reached");
+            // Only the exact arm must reach the target: K-FAC's estimate
+            // reaches it on some seeds only (docs/EXPERIMENTS.md), and this
+            // checks the closed loop, not how well the estimate does.
+            if (arm == "three_phase" && r.hit < 0) fail(who + ": target not reached");
           }
         }
         results << arm << "," << r.lr << "," << r.seed << "," << r.hit << "," << r.final_loss << ","
                 << r.steps_run << "," << r.stopped << "," << step_of(v1::PHASE_REFINEMENT) << ","
                 << step_of(v1::PHASE_POLISH) << "," << step_of(v1::PHASE_DONE) << "," << late << ","
-                << Csv(r.error) << "\n";
+                << r.restores << "," << Csv(r.error) << "\n";
       }
     }
   }
@@ -169,8 +187,8 @@ int WriteReport(const std::filesystem::path& out, const std::vector<std::string>
   const std::vector<double> constant =
       runs.count("constant") ? SortedSteps(runs.at("constant")) : std::vector<double>{};
   auto label = [&](const std::string& arm) {
-    return arm == "three_phase" && options.three_phase_warmup > 0
-               ? absl::StrFormat("three_phase (warmup_fraction %g)", options.three_phase_warmup)
+    return IsThreePhase(arm) && options.three_phase_warmup > 0
+               ? absl::StrFormat("%s (warmup_fraction %g)", arm, options.three_phase_warmup)
                : arm;
   };
   md << "| arm | paper: steps | paper vs constant | ours: median steps | IQR | reached | "
@@ -193,13 +211,17 @@ int WriteReport(const std::filesystem::path& out, const std::vector<std::string>
         std::isfinite(Quantile(constant, 0.5))) {
       rel = absl::StrFormat("%+.0f%%", 100.0 * (med / Quantile(constant, 0.5) - 1.0));
     }
-    const int paper = kPaper.at(arm);
-    md << absl::StrFormat(
-        "| %s | %d | %s | %s | %s - %s | %d/%d | %s | %g | %.2g | %.0f |\n", label(arm), paper,
-        arm == "constant" ? "-" : absl::StrFormat("%+.0f%%", 100.0 * (paper / 4800.0 - 1)),
-        StepsText(med, options.steps), StepsText(Quantile(s, 0.25), options.steps),
-        StepsText(Quantile(s, 0.75), options.steps), reached, s.size(), rel, chosen.at(arm),
-        Quantile(final_loss, 0.5), Quantile(steps_run, 0.5));
+    // The paper has no estimated-Fisher arms.
+    const auto paper = kPaper.find(arm);
+    md << absl::StrFormat("| %s | %s | %s | %s | %s - %s | %d/%d | %s | %g | %.2g | %.0f |\n",
+                          label(arm), paper == kPaper.end() ? "-" : absl::StrCat(paper->second),
+                          paper == kPaper.end() || arm == "constant"
+                              ? "-"
+                              : absl::StrFormat("%+.0f%%", 100.0 * (paper->second / 4800.0 - 1)),
+                          StepsText(med, options.steps),
+                          StepsText(Quantile(s, 0.25), options.steps),
+                          StepsText(Quantile(s, 0.75), options.steps), reached, s.size(), rel,
+                          chosen.at(arm), Quantile(final_loss, 0.5), Quantile(steps_run, 0.5));
   }
   std::vector<std::string> tuned, given;
   for (const std::string& arm : arms) (fixed.count(arm) ? given : tuned).push_back(arm);
@@ -213,10 +235,14 @@ int WriteReport(const std::filesystem::path& out, const std::vector<std::string>
   }
   if (!given.empty()) md << " LR of " << absl::StrJoin(given, ", ") << " given (--lr).";
   md << absl::StrFormat(" Wall time %.0f s.\n", absl::ToDoubleSeconds(wall));
-  if (runs.count("three_phase")) {
+  for (const std::string& arm : arms) {
+    if (!IsThreePhase(arm)) continue;
     std::vector<double> ref, pol, done, margin;
-    for (const RunResult& r : runs.at("three_phase")) {
+    int rollbacks = 0, restores = 0;
+    for (const RunResult& r : runs.at(arm)) {
+      restores += r.restores;
       for (const v1::PhaseTransition& t : r.trajectory.transitions()) {
+        rollbacks += t.cause() == v1::CAUSE_ROLLBACK && t.step() < r.steps_run;
         if (t.cause() == v1::CAUSE_AUTOMATIC && t.evidence().count("step")) {
           margin.push_back(static_cast<double>(t.step()) - t.evidence().at("step"));
         }
@@ -227,14 +253,15 @@ int WriteReport(const std::filesystem::path& out, const std::vector<std::string>
     }
     for (auto* v : {&ref, &pol, &done, &margin}) std::sort(v->begin(), v->end());
     md << absl::StrFormat(
-        "three_phase: median effective step of REFINEMENT %.0f (%d/%d runs), POLISH %.0f "
+        "%s: median effective step of REFINEMENT %.0f (%d/%d runs), POLISH %.0f "
         "(%d), DONE %.0f (%d); median %.0f steps from the evaluation that decided a "
         "transition to its effective step (delivery margin %g s at %d us/step, plus the "
         "server's lag); %d directives took effect during the evaluation runs, %d of them "
-        "reached the trainer after their effective step.\n",
-        Quantile(ref, 0.5), ref.size(), runs.at("three_phase").size(), Quantile(pol, 0.5),
-        pol.size(), Quantile(done, 0.5), done.size(), Quantile(margin, 0.5),
-        options.delivery_budget, options.step_us, total_directives, total_late);
+        "reached the trainer after their effective step; %d switches rolled back, %d "
+        "snapshots restored by the trainer.\n",
+        arm, Quantile(ref, 0.5), ref.size(), runs.at(arm).size(), Quantile(pol, 0.5), pol.size(),
+        Quantile(done, 0.5), done.size(), Quantile(margin, 0.5), options.delivery_budget,
+        options.step_us, total_directives[arm], total_late[arm], rollbacks, restores);
   }
   {
     std::ofstream f(out / "summary.md");

@@ -21,7 +21,7 @@ struct CurvePoint {
   double loss, r90, pr;
 };
 
-// What a three_phase trainer saw of one directive.
+// What a three-phase trainer saw of one directive.
 struct DirectiveLog {
   uint64_t version = 0;
   uint64_t effective_step = 0;
@@ -39,9 +39,14 @@ struct RunResult {
   bool stopped = false;  // by a STOP directive
   std::vector<CurvePoint> curve;
   std::map<uint64_t, DirectiveLog> directives;
+  int restores = 0;         // snapshots put back at a rollback (spotter::SwitchGuard)
+  int missed_restores = 0;  // rollbacks that found no snapshot
   v1::GetTrajectoryResponse trajectory;
   std::string error;
 };
+
+// three_phase and three_phase_estimated: the arms a spotterd run drives.
+bool IsThreePhase(const std::string& arm);
 
 // Steps to target as a sortable number: not reached is +inf.
 double Steps(const RunResult& r);
@@ -72,7 +77,8 @@ struct ReportOptions {
 };
 
 // Writes results.csv, curves.csv, spotter_points.csv, transitions.csv,
-// directives.csv and summary.md into `out` and prints the table. `runs` maps
+// directives.csv (the last three: runs of the three-phase arms) and
+// summary.md into `out` and prints the table. `runs` maps
 // an arm to its evaluation runs sorted by seed; `chosen` gives every arm's
 // LR, `fixed` the arms whose LR was given rather than tuned. Returns the
 // number of failed checks (0 unless options.check).
