@@ -20,7 +20,8 @@
 //
 // Each arm's (peak) LR is tuned on a grid with separate tuning seeds, by the
 // median steps to target; the chosen LR then runs on the evaluation seeds.
-// Writes CSV files and a summary table into --out; --check turns it into a
+// Writes CSV files, a summary table (summary.md) and its numbers with the
+// commit and command (summary.json) into --out; --check turns it into a
 // test of the closed loop (CI).
 #include <algorithm>
 #include <atomic>
@@ -46,6 +47,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "client/cpp/paging.h"
@@ -90,6 +92,9 @@ ABSL_FLAG(uint32_t, parallel, 2, "runs in flight at once");
 ABSL_FLAG(uint32_t, curve_every, 10, "steps between recorded curve points");
 ABSL_FLAG(std::string, out, "quadratic_bowl_out", "output directory");
 ABSL_FLAG(std::string, run_prefix, "", "prefix of spotterd run names (default: a timestamp)");
+ABSL_FLAG(std::string, commit, "",
+          "the commit the results record (default: git rev-parse --short HEAD here, "
+          "with -dirty if tracked files changed; unknown outside a checkout)");
 ABSL_FLAG(bool, check, false,
           "exit 1 unless every run of a three-phase arm passed through acquisition, refinement "
           "and polish on the controller's triggers (rollbacks included), got every directive "
@@ -407,6 +412,28 @@ RunResult RunOne(const std::string& arm, const Options& o, const SpotterSetup* s
   return r;
 }
 
+// The first line of `command`'s output, "" if it fails.
+std::string FirstLine(const char* command) {
+  std::string line;
+  if (FILE* p = popen(command, "r")) {
+    char buf[256];
+    if (std::fgets(buf, sizeof buf, p)) line = buf;
+    if (pclose(p) != 0) line.clear();
+  }
+  while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.pop_back();
+  return line;
+}
+
+// The checkout's commit as every result file records it: the short hash,
+// "-dirty" when tracked files differ from it.
+std::string GitCommit() {
+  const std::string head = FirstLine("git rev-parse --short HEAD 2>/dev/null");
+  if (head.empty()) return "unknown";
+  const bool dirty =
+      !FirstLine("git status --porcelain --untracked-files=no 2>/dev/null | head -1").empty();
+  return dirty ? head + "-dirty" : head;
+}
+
 // Runs `jobs` on `threads` threads.
 void RunAll(std::vector<std::function<void()>>& jobs, uint32_t threads) {
   std::atomic<size_t> next{0};
@@ -425,6 +452,7 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "the seed paper's quadratic bowl (section 5.1), four arms, the three-phase one driven "
       "by spotterd.\nUsage: quadratic_bowl --server=127.0.0.1:50051 --out=DIR");
+  std::vector<std::string> command(argv, argv + argc);
   absl::ParseCommandLine(argc, argv);
   Options o;
   o.steps = absl::GetFlag(FLAGS_steps);
@@ -562,6 +590,8 @@ int main(int argc, char** argv) {
   ro.delivery_budget = absl::GetFlag(FLAGS_delivery_budget);
   ro.step_us = absl::GetFlag(FLAGS_step_us);
   ro.check = absl::GetFlag(FLAGS_check);
+  ro.commit = absl::GetFlag(FLAGS_commit).empty() ? GitCommit() : absl::GetFlag(FLAGS_commit);
+  ro.command = absl::StrJoin(command, " ");
   std::set<std::string> given;
   for (const auto& [arm, lr] : fixed) given.insert(arm);
   const int failures = WriteReport(out, arms, runs, chosen, given, ro, absl::Now() - start);

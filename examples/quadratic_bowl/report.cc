@@ -1,12 +1,14 @@
 #include "examples/quadratic_bowl/report.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
 #include <limits>
 #include <sstream>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -26,6 +28,50 @@ const v1::PhaseTransition* FindTransition(const v1::GetTrajectoryResponse& t, v1
   }
   return nullptr;
 }
+
+// A JSON object whose keys keep the order they were set in (a stable file
+// to diff); values are JSON text.
+class JsonObject {
+ public:
+  std::string& operator[](const std::string& key) {
+    for (auto& [k, v] : fields_) {
+      if (k == key) return v;
+    }
+    return fields_.emplace_back(key, "null").second;
+  }
+  std::string Text(const std::string& indent) const {
+    std::vector<std::string> lines;
+    for (const auto& [k, v] : fields_) lines.push_back(indent + "  " + Quoted(k) + ": " + v);
+    return "{\n" + absl::StrJoin(lines, ",\n") + "\n" + indent + "}";
+  }
+  static std::string Quoted(const std::string& v) {
+    std::string out = "\"";
+    for (char c : v) {
+      if (c == '"' || c == '\\') {
+        out += '\\';
+        out += c;
+      } else if (static_cast<unsigned char>(c) < 0x20) {
+        out += absl::StrFormat("\\u%04x", c);
+      } else {
+        out += c;
+      }
+    }
+    return out + "\"";
+  }
+
+ private:
+  std::vector<std::pair<std::string, std::string>> fields_;
+};
+
+// A JSON number; null for a step count or rate that is not finite (a
+// target not reached).
+std::string Number(double v) {
+  if (!std::isfinite(v)) return "null";
+  char buf[32];  // the shortest text that reads back as v
+  return std::string(buf, std::to_chars(buf, buf + sizeof buf, v).ptr);
+}
+
+std::string Text(const std::string& v) { return JsonObject::Quoted(v); }
 
 }  // namespace
 
@@ -184,6 +230,19 @@ int WriteReport(const std::filesystem::path& out, const std::vector<std::string>
   }
   // The table.
   std::ostringstream md;
+  md << absl::StrFormat("Commit %s: `%s`\n\n", options.commit, options.command);
+  // summary.json: the same numbers, per arm in `rows` (null: not reached).
+  JsonObject top;
+  top["commit"] = Text(options.commit);
+  top["command"] = Text(options.command);
+  top["steps"] = Number(static_cast<double>(options.steps));
+  top["target"] = Number(options.target);
+  top["seeds"] = Number(options.seeds);
+  top["tune_seeds"] = Number(options.tune_seeds);
+  top["lr_grid"] = Text(options.lr_grid);
+  top["three_phase_warmup"] = Number(options.three_phase_warmup);
+  top["wall_seconds"] = Number(std::round(absl::ToDoubleSeconds(wall)));
+  std::map<std::string, JsonObject> rows;
   const std::vector<double> constant =
       runs.count("constant") ? SortedSteps(runs.at("constant")) : std::vector<double>{};
   auto label = [&](const std::string& arm) {
@@ -207,12 +266,30 @@ int WriteReport(const std::filesystem::path& out, const std::vector<std::string>
     std::sort(final_loss.begin(), final_loss.end());
     std::sort(steps_run.begin(), steps_run.end());
     std::string rel = "-";
+    double vs_constant = NAN;  // null in the JSON: no ratio to a run not reached
     if (!constant.empty() && arm != "constant" && std::isfinite(med) &&
         std::isfinite(Quantile(constant, 0.5))) {
-      rel = absl::StrFormat("%+.0f%%", 100.0 * (med / Quantile(constant, 0.5) - 1.0));
+      vs_constant = med / Quantile(constant, 0.5) - 1.0;
+      rel = absl::StrFormat("%+.0f%%", 100.0 * vs_constant);
     }
     // The paper has no estimated-Fisher arms.
     const auto paper = kPaper.find(arm);
+    JsonObject& row = rows[arm];
+    row["arm"] = Text(arm);
+    row["label"] = Text(label(arm));
+    row["paper_steps"] = Number(paper == kPaper.end() ? NAN : paper->second);
+    row["paper_vs_constant"] =
+        Number(paper == kPaper.end() || arm == "constant" ? NAN : paper->second / 4800.0 - 1);
+    row["median_steps"] = Number(med);
+    row["steps_q25"] = Number(Quantile(s, 0.25));
+    row["steps_q75"] = Number(Quantile(s, 0.75));
+    row["reached"] = Number(reached);
+    row["runs"] = Number(static_cast<double>(s.size()));
+    row["vs_constant"] = Number(vs_constant);
+    row["lr"] = Number(chosen.at(arm));
+    row["lr_tuned"] = fixed.count(arm) ? "false" : "true";
+    row["final_excess_loss_median"] = Number(Quantile(final_loss, 0.5));
+    row["steps_run_median"] = Number(Quantile(steps_run, 0.5));
     md << absl::StrFormat("| %s | %s | %s | %s | %s - %s | %d/%d | %s | %g | %.2g | %.0f |\n",
                           label(arm), paper == kPaper.end() ? "-" : absl::StrCat(paper->second),
                           paper == kPaper.end() || arm == "constant"
@@ -262,10 +339,26 @@ int WriteReport(const std::filesystem::path& out, const std::vector<std::string>
         arm, Quantile(ref, 0.5), ref.size(), runs.at(arm).size(), Quantile(pol, 0.5), pol.size(),
         Quantile(done, 0.5), done.size(), Quantile(margin, 0.5), options.delivery_budget,
         options.step_us, total_directives[arm], total_late[arm], rollbacks, restores);
+    JsonObject& row = rows[arm];
+    row["refinement_step_median"] = Number(Quantile(ref, 0.5));
+    row["polish_step_median"] = Number(Quantile(pol, 0.5));
+    row["done_step_median"] = Number(Quantile(done, 0.5));
+    row["decision_to_effective_steps_median"] = Number(Quantile(margin, 0.5));
+    row["directives"] = Number(total_directives[arm]);
+    row["late_directives"] = Number(total_late[arm]);
+    row["rollbacks"] = Number(rollbacks);
+    row["restores"] = Number(restores);
   }
   {
     std::ofstream f(out / "summary.md");
     f << md.str();
+  }
+  {
+    std::vector<std::string> list;
+    for (const std::string& arm : arms) list.push_back("    " + rows[arm].Text("    "));
+    top["arms"] = "[\n" + absl::StrJoin(list, ",\n") + "\n  ]";
+    std::ofstream f(out / "summary.json");
+    f << top.Text("") << "\n";
   }
   std::cout << md.str();
   return failures;

@@ -74,11 +74,15 @@ struct ReportOptions {
   double delivery_budget = 0.5;   // three-phase: seconds a directive may take to arrive
   uint32_t step_us = 4000;        // three-phase: wall time per step
   bool check = false;             // check the three-phase runs (--check)
+  std::string commit;             // git rev-parse --short HEAD, "-dirty" if changed
+  std::string command;            // the command line that produced it
 };
 
 // Writes results.csv, curves.csv, spotter_points.csv, transitions.csv,
-// directives.csv (the last three: runs of the three-phase arms) and
-// summary.md into `out` and prints the table. `runs` maps
+// directives.csv (the last three: runs of the three-phase arms),
+// summary.md (the table, its first line naming the commit and command) and
+// summary.json (the commit, the command and the table's numbers, per arm)
+// into `out` and prints the table. `runs` maps
 // an arm to its evaluation runs sorted by seed; `chosen` gives every arm's
 // LR, `fixed` the arms whose LR was given rather than tuned. Returns the
 // number of failed checks (0 unless options.check).
