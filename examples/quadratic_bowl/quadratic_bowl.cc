@@ -412,28 +412,6 @@ RunResult RunOne(const std::string& arm, const Options& o, const SpotterSetup* s
   return r;
 }
 
-// The first line of `command`'s output, "" if it fails.
-std::string FirstLine(const char* command) {
-  std::string line;
-  if (FILE* p = popen(command, "r")) {
-    char buf[256];
-    if (std::fgets(buf, sizeof buf, p)) line = buf;
-    if (pclose(p) != 0) line.clear();
-  }
-  while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.pop_back();
-  return line;
-}
-
-// The checkout's commit as every result file records it: the short hash,
-// "-dirty" when tracked files differ from it.
-std::string GitCommit() {
-  const std::string head = FirstLine("git rev-parse --short HEAD 2>/dev/null");
-  if (head.empty()) return "unknown";
-  const bool dirty =
-      !FirstLine("git status --porcelain --untracked-files=no 2>/dev/null | head -1").empty();
-  return dirty ? head + "-dirty" : head;
-}
-
 // Runs `jobs` on `threads` threads.
 void RunAll(std::vector<std::function<void()>>& jobs, uint32_t threads) {
   std::atomic<size_t> next{0};
@@ -590,7 +568,8 @@ int main(int argc, char** argv) {
   ro.delivery_budget = absl::GetFlag(FLAGS_delivery_budget);
   ro.step_us = absl::GetFlag(FLAGS_step_us);
   ro.check = absl::GetFlag(FLAGS_check);
-  ro.commit = absl::GetFlag(FLAGS_commit).empty() ? GitCommit() : absl::GetFlag(FLAGS_commit);
+  ro.commit = absl::GetFlag(FLAGS_commit).empty() ? spotter::examples::GitCommit()
+                                                  : absl::GetFlag(FLAGS_commit);
   ro.command = absl::StrJoin(command, " ");
   std::set<std::string> given;
   for (const auto& [arm, lr] : fixed) given.insert(arm);

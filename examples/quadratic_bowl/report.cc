@@ -73,7 +73,27 @@ std::string Number(double v) {
 
 std::string Text(const std::string& v) { return JsonObject::Quoted(v); }
 
+// The first line of `command`'s output, "" if it fails.
+std::string FirstLine(const char* command) {
+  std::string line;
+  if (FILE* p = popen(command, "r")) {
+    char buf[256];
+    if (std::fgets(buf, sizeof buf, p)) line = buf;
+    if (pclose(p) != 0) line.clear();
+  }
+  while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.pop_back();
+  return line;
+}
+
 }  // namespace
+
+std::string GitCommit() {
+  const std::string head = FirstLine("git rev-parse --short HEAD 2>/dev/null");
+  if (head.empty()) return "unknown";
+  const bool dirty =
+      !FirstLine("git status --porcelain --untracked-files=no 2>/dev/null | head -1").empty();
+  return dirty ? head + "-dirty" : head;
+}
 
 double Steps(const RunResult& r) {
   return r.hit >= 0 ? static_cast<double>(r.hit) : std::numeric_limits<double>::infinity();

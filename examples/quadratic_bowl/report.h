@@ -63,6 +63,11 @@ std::vector<double> SortedSteps(const std::vector<RunResult>& runs);
 // s in double quotes, its own double quotes turned into single ones (a CSV field).
 std::string Csv(std::string s);
 
+// The commit of the checkout in the working directory as every result file
+// records it: git rev-parse --short HEAD, with "-dirty" when tracked files
+// differ from it; "unknown" outside a checkout.
+std::string GitCommit();
+
 // How the report was produced, for its text and checks.
 struct ReportOptions {
   uint64_t steps = 5000;          // the budget of every run
