@@ -1,12 +1,11 @@
 #include "examples/quadratic_bowl/bowl.h"
 
+#include <Eigen/Eigenvalues>
+#include <Eigen/QR>
 #include <algorithm>
 #include <cmath>
 #include <functional>
 #include <vector>
-
-#include <Eigen/Eigenvalues>
-#include <Eigen/QR>
 
 namespace spotter::examples {
 namespace {
@@ -60,13 +59,14 @@ QuadraticBowl::QuadraticBowl(const BowlOptions& options, uint64_t seed) : o_(opt
   val_y_ = val_x_ * theta_star_ + o_.label_noise * Normal(o_.val_examples, 1, rng).col(0);
 }
 
-void QuadraticBowl::Sample(const Eigen::Ref<const Eigen::VectorXd>& theta,
-                           std::mt19937_64& rng, Minibatch* out) const {
+void QuadraticBowl::Sample(const Eigen::Ref<const Eigen::VectorXd>& theta, std::mt19937_64& rng,
+                           Minibatch* out) const {
   const int b = o_.batch;
-  const Eigen::MatrixXd x =
-      Normal(b, o_.signal_dim, rng) * lambda_.cwiseSqrt().asDiagonal() * q_.transpose();
+  Eigen::MatrixXd& x = out->inputs;
+  x = Normal(b, o_.signal_dim, rng) * lambda_.cwiseSqrt().asDiagonal() * q_.transpose();
   std::normal_distribution<double> n(0.0, 1.0);
-  Eigen::VectorXd r = x * (theta - theta_star_);
+  Eigen::VectorXd& r = out->residuals;
+  r = x * (theta - theta_star_);
   for (int i = 0; i < b; ++i) r(i) -= o_.label_noise * n(rng);
   const Eigen::MatrixXd g = r.asDiagonal() * x;  // row i: r_i x_i
   out->per_example = g.cast<float>();
@@ -101,16 +101,32 @@ SpectrumShape QuadraticBowl::GradientCovarianceShape(
   return ShapeOf(es.eigenvalues());
 }
 
-void MomentumSgd::Step(const QuadraticBowl& bowl, const StepPlan& plan,
-                       const Eigen::Ref<const Eigen::VectorXd>& gradient,
+void MomentumSgd::Step(const QuadraticBowl& bowl, const StepPlan& plan, const Minibatch& batch,
                        std::mt19937_64& rng, Eigen::VectorXd* theta) {
-  Eigen::VectorXd g = gradient;
+  Eigen::VectorXd g = batch.gradient;
+  // (The Monitor adds its noise after preconditioning; spotterd sends noise
+  // only with first-order plans, so the order does not matter here.)
   if (plan.noise_std > 0.0) {
     const double rms = std::sqrt(g.squaredNorm() / static_cast<double>(g.size()));
     std::normal_distribution<double> n(0.0, plan.noise_std * rms);
     for (Eigen::Index i = 0; i < g.size(); ++i) g(i) += n(rng);
   }
-  const Eigen::VectorXd d = plan.natural_gradient ? bowl.NaturalGradient(g, plan.damping) : g;
+  Eigen::VectorXd d;
+  if (plan.natural_gradient && plan.kfac) {
+    if (!kfac_) {
+      kfac_.emplace(kfac_options_);
+      kfac_since_ = 0;
+    }
+    kfac_->Configure(plan.damping, plan.factor_update_interval, plan.inverse_update_interval);
+    // The KL bound sees the steady-state step of heavy-ball momentum, as the
+    // Monitor passes it.
+    const double lr = momentum_ >= 0 && momentum_ < 1 ? plan.lr / (1.0 - momentum_) : plan.lr;
+    // The layer's gradient matrix is 1 x P (one output).
+    d = kfac_->Step(kfac_since_++, batch.inputs, batch.residuals, g.transpose(), lr).transpose();
+  } else {
+    kfac_.reset();
+    d = plan.natural_gradient ? bowl.NaturalGradient(g, plan.damping) : g;
+  }
   v_ = momentum_ * v_ + d;
   *theta -= plan.lr * v_;
 }

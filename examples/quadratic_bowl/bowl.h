@@ -18,17 +18,20 @@
 // a noise floor that a constant learning rate cannot get under.
 //
 // The metric of the experiment is the excess loss L(theta). The Fisher of
-// the Gaussian likelihood of this model is H / s^2 ~ H: the natural-gradient
-// arms precondition with the exact (H + damping I)^-1.
+// the Gaussian likelihood of this model is H / s^2 ~ H: the exact
+// natural-gradient arms precondition with (H + damping I)^-1, the estimated
+// ones with K-FAC's estimate from the minibatches (kfac.h): the model is one
+// linear layer without bias, inputs x, one output x^T theta.
 #ifndef SPOTTER_EXAMPLES_QUADRATIC_BOWL_BOWL_H_
 #define SPOTTER_EXAMPLES_QUADRATIC_BOWL_BOWL_H_
 
+#include <Eigen/Core>
 #include <cstdint>
+#include <optional>
 #include <random>
 
-#include <Eigen/Core>
-
 #include "core/types.h"
+#include "examples/quadratic_bowl/kfac.h"
 
 namespace spotter::examples {
 
@@ -44,9 +47,14 @@ struct BowlOptions {
 
 // A minibatch at theta: per-example gradients, their mean, and the loss.
 struct Minibatch {
-  RowMatrixXf per_example;  // B x P, float (what the trainer sketches)
+  RowMatrixXf per_example;   // B x P, float (what the trainer sketches)
   Eigen::VectorXd gradient;  // mean of the per-example gradients (double)
   double loss = 0.0;         // mean of (x^T theta - y)^2 / 2 over the batch
+  // What K-FAC sees of the one layer: its inputs (row i: x_i) and the
+  // per-example output gradients r_i = x_i^T theta - y_i (row i of
+  // per_example is r_i x_i).
+  Eigen::MatrixXd inputs;     // B x P
+  Eigen::VectorXd residuals;  // B
 };
 
 // The r90 and participation ratio of a spectrum.
@@ -75,8 +83,7 @@ class QuadraticBowl {
 
   // The damped natural-gradient direction (H + damping I)^-1 g, exact.
   // Precondition: damping > 0.
-  Eigen::VectorXd NaturalGradient(const Eigen::Ref<const Eigen::VectorXd>& g,
-                                  double damping) const;
+  Eigen::VectorXd NaturalGradient(const Eigen::Ref<const Eigen::VectorXd>& g, double damping) const;
 
   // The exact covariance of one example's gradient at theta,
   // (2 L + s^2) H + H e e^T H, summarised: what spotterd estimates from the
@@ -92,38 +99,56 @@ class QuadraticBowl {
 
  private:
   BowlOptions o_;
-  Eigen::MatrixXd q_;          // P x d, orthonormal columns
-  Eigen::VectorXd lambda_;     // d
+  Eigen::MatrixXd q_;           // P x d, orthonormal columns
+  Eigen::VectorXd lambda_;      // d
   Eigen::VectorXd theta_star_;  // P
   Eigen::VectorXd theta0_;      // P
-  Eigen::MatrixXd val_x_;      // n x P
-  Eigen::VectorXd val_y_;      // n
+  Eigen::MatrixXd val_x_;       // n x P
+  Eigen::VectorXd val_y_;       // n
 };
 
 // What an optimizer step does at one step of training.
 struct StepPlan {
   double lr = 0.0;
-  bool natural_gradient = false;  // precondition with (H + damping I)^-1
+  bool natural_gradient = false;  // precondition with (H + damping I)^-1 ...
+  bool kfac = false;              // ... or, with natural_gradient, K-FAC's estimate of it
   double damping = 1e-3;          // natural gradient only (> 0)
-  double noise_std = 0.0;         // injected N(0, (noise_std x RMS(g))^2) per coordinate
+  // K-FAC only: steps between factor captures and between eigendecompositions
+  // (0: keep the current value; 10 and 100 to begin with, KfacOptions).
+  uint32_t factor_update_interval = 0;
+  uint32_t inverse_update_interval = 0;
+  double noise_std = 0.0;  // injected N(0, (noise_std x RMS(g))^2) per coordinate
 };
 
 // SGD with heavy-ball momentum, PyTorch's convention:
 //   v <- momentum v + d;  theta <- theta - lr v,
 // with d the gradient or its natural-gradient direction. The buffer carries
-// over when the plan switches optimizer. Not thread-safe.
+// over when the plan switches optimizer. Under K-FAC plans it keeps the K-FAC
+// state as the Python Monitor does: created at the first K-FAC step (factors
+// captured from that step on), kept while the plans ask for K-FAC, dropped
+// at the first plan that does not (a later switch starts from fresh factors,
+// like the Monitor's retry after a rollback). Not thread-safe.
 class MomentumSgd {
  public:
-  MomentumSgd(int dim, double momentum) : v_(Eigen::VectorXd::Zero(dim)), momentum_(momentum) {}
+  // `kfac`: the K-FAC settings a K-FAC stint starts from; its plans'
+  // damping and intervals then apply on top (Kfac::Configure).
+  MomentumSgd(int dim, double momentum, const KfacOptions& kfac = KfacOptions())
+      : v_(Eigen::VectorXd::Zero(dim)), momentum_(momentum), kfac_options_(kfac) {}
 
-  // One update of *theta with `gradient` under `plan`.
-  void Step(const QuadraticBowl& bowl, const StepPlan& plan,
-            const Eigen::Ref<const Eigen::VectorXd>& gradient, std::mt19937_64& rng,
-            Eigen::VectorXd* theta);
+  // One update of *theta with the minibatch's gradient under `plan`. Only
+  // K-FAC plans read more of `batch` than its gradient.
+  void Step(const QuadraticBowl& bowl, const StepPlan& plan, const Minibatch& batch,
+            std::mt19937_64& rng, Eigen::VectorXd* theta);
+
+  // The K-FAC state of the current stint; nullptr outside one.
+  const Kfac* kfac() const { return kfac_ ? &*kfac_ : nullptr; }
 
  private:
   Eigen::VectorXd v_;
   double momentum_;
+  KfacOptions kfac_options_;
+  std::optional<Kfac> kfac_;
+  uint64_t kfac_since_ = 0;  // K-FAC steps so far in this stint
 };
 
 // r90 and PR of `eigenvalues` (any order, negatives clipped to 0).

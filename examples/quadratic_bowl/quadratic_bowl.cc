@@ -1,19 +1,27 @@
 // The closed-loop reproduction of the seed paper's table 5.1 (appendix B.1):
 // the overparameterized quadratic bowl (bowl.h) trained by SGD with momentum
-// under four arms, steps to an excess loss below 1e-6:
+// under the paper's four arms and two with an estimated Fisher, steps to an
+// excess loss below 1e-6:
 //
-//   constant          constant LR
-//   two_step          LR x 0.1 at 50% and again at 75% of the planned steps
-//   natural_gradient  the exact damped natural gradient from step 0, constant LR
-//   three_phase       whatever a real spotterd directs, over gRPC: this
-//                     trainer sketches its per-example gradients with the
-//                     run's CountSketch, uploads them with its loss and a
-//                     validation loss, and applies the directive in force
-//                     at every step (LR schedule, optimizer, stop)
+//   constant               constant LR
+//   two_step               LR x 0.1 at 50% and again at 75% of the planned steps
+//   natural_gradient       the exact damped natural gradient from step 0, constant LR
+//   ng_estimated           natural gradient from step 0 with K-FAC's estimate of
+//                          the Fisher (kfac.h, the Python client's), constant LR,
+//                          at the settings of spotterd's default directive
+//   three_phase            whatever a real spotterd directs, over gRPC: this
+//                          trainer sketches its per-example gradients with the
+//                          run's CountSketch, uploads them with its loss and a
+//                          validation loss, and applies the directive in force
+//                          at every step (LR schedule, optimizer, stop); its
+//                          natural gradient is the exact one
+//   three_phase_estimated  the same, its natural gradient K-FAC's estimate with
+//                          the directive's damping and intervals
 //
 // Each arm's (peak) LR is tuned on a grid with separate tuning seeds, by the
 // median steps to target; the chosen LR then runs on the evaluation seeds.
-// Writes CSV files and a summary table into --out; --check turns it into a
+// Writes CSV files, a summary table (summary.md) and its numbers with the
+// commit and command (summary.json) into --out; --check turns it into a
 // test of the closed loop (CI).
 #include <algorithm>
 #include <atomic>
@@ -28,10 +36,11 @@
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <sstream>
+#include <set>
 #include <string>
 #include <thread>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -43,14 +52,18 @@
 #include "absl/time/clock.h"
 #include "client/cpp/paging.h"
 #include "client/cpp/run_session.h"
+#include "core/phase/controller.h"
+#include "core/phase/switch_guard.h"
 #include "core/projection/projection.h"
 #include "examples/quadratic_bowl/bowl.h"
+#include "examples/quadratic_bowl/report.h"
 #include "grpcpp/grpcpp.h"
-#include "proto/convert/directive.h"
 #include "spotter/v1/spotter.grpc.pb.h"
 
-ABSL_FLAG(std::string, server, "", "spotterd address host:port (needed by the three_phase arm)");
-ABSL_FLAG(std::string, arms, "constant,two_step,natural_gradient,three_phase", "arms to run");
+ABSL_FLAG(std::string, server, "", "spotterd address host:port (needed by the three-phase arms)");
+ABSL_FLAG(std::string, arms,
+          "constant,two_step,natural_gradient,ng_estimated,three_phase,three_phase_estimated",
+          "arms to run");
 ABSL_FLAG(uint32_t, seeds, 10, "evaluation seeds per arm (seeds 1..N)");
 ABSL_FLAG(uint32_t, tune_seeds, 3, "tuning seeds per grid point (seeds 1001..)");
 ABSL_FLAG(std::string, lr_grid, "0.001,0.002,0.005,0.01,0.02,0.05,0.1,0.2,0.3",
@@ -59,41 +72,53 @@ ABSL_FLAG(std::string, lr, "", "fixed LRs that skip tuning, e.g. three_phase=0.0
 ABSL_FLAG(uint64_t, steps, 5000, "planned optimizer steps (the budget of every run)");
 ABSL_FLAG(double, target, 1e-6, "excess-loss target");
 ABSL_FLAG(double, momentum, 0.9, "heavy-ball momentum of every arm");
-ABSL_FLAG(double, damping, 1e-3, "natural-gradient damping (both natural-gradient arms)");
+ABSL_FLAG(double, damping, 1e-3,
+          "natural-gradient damping (every natural-gradient arm; the three-phase runs' "
+          "kfac_damping)");
 ABSL_FLAG(double, condition, 1000.0, "condition number of the 20-D quadratic");
 ABSL_FLAG(double, label_noise, 0.01, "label-noise std s (the gradient-noise floor)");
 ABSL_FLAG(uint32_t, batch, 16, "examples per step (= sketch rows per upload)");
-ABSL_FLAG(uint32_t, sketch_dim, 128, "three_phase: sketch dimension k");
-ABSL_FLAG(uint32_t, sketch_rows, 64, "three_phase: Frequent Directions rows l");
-ABSL_FLAG(uint32_t, eval_every, 10, "three_phase: spotterd evaluation interval, steps");
-ABSL_FLAG(uint32_t, val_every, 50, "three_phase: steps between validation reports");
-ABSL_FLAG(double, val_min_delta, 1e-7, "three_phase: POLISH stop, least validation improvement");
-ABSL_FLAG(double, delivery_budget, 0.5, "three_phase: seconds a directive may take to arrive");
+ABSL_FLAG(uint32_t, sketch_dim, 128, "three-phase arms: sketch dimension k");
+ABSL_FLAG(uint32_t, sketch_rows, 64, "three-phase arms: Frequent Directions rows l");
+ABSL_FLAG(uint32_t, eval_every, 10, "three-phase arms: spotterd evaluation interval, steps");
+ABSL_FLAG(uint32_t, val_every, 50, "three-phase arms: steps between validation reports");
+ABSL_FLAG(double, val_min_delta, 1e-7,
+          "three-phase arms: POLISH stop, least validation improvement");
+ABSL_FLAG(double, delivery_budget, 0.5, "three-phase arms: seconds a directive may take to arrive");
 ABSL_FLAG(double, three_phase_warmup, 0.0,
-          "three_phase: the run's phase.warmup_fraction (0: the server default, 0.15)");
-ABSL_FLAG(uint32_t, step_us, 4000, "three_phase: wall time per step, microseconds (pacing)");
+          "three-phase arms: the run's phase.warmup_fraction (0: the server default, 0.15)");
+ABSL_FLAG(uint32_t, step_us, 4000, "three-phase arms: wall time per step, microseconds (pacing)");
 ABSL_FLAG(uint32_t, parallel, 2, "runs in flight at once");
 ABSL_FLAG(uint32_t, curve_every, 10, "steps between recorded curve points");
 ABSL_FLAG(std::string, out, "quadratic_bowl_out", "output directory");
 ABSL_FLAG(std::string, run_prefix, "", "prefix of spotterd run names (default: a timestamp)");
+ABSL_FLAG(std::string, commit, "",
+          "the commit the results record (default: git rev-parse --short HEAD here, "
+          "with -dirty if tracked files changed; unknown outside a checkout)");
 ABSL_FLAG(bool, check, false,
-          "exit 1 unless every three_phase run passed through acquisition, refinement "
-          "and polish, got every directive before its effective step, switched exactly "
-          "at it, and reached the target");
+          "exit 1 unless every run of a three-phase arm passed through acquisition, refinement "
+          "and polish on the controller's triggers (rollbacks included), got every directive "
+          "before its effective step, switched exactly at it, restored its snapshot at every "
+          "rollback, and (three_phase only) reached the target");
 
 namespace v1 = spotter::v1;
 using spotter::examples::BowlOptions;
+using spotter::examples::Csv;
+using spotter::examples::DirectiveLog;
 using spotter::examples::Minibatch;
 using spotter::examples::MomentumSgd;
 using spotter::examples::QuadraticBowl;
+using spotter::examples::Quantile;
+using spotter::examples::RunResult;
+using spotter::examples::SortedSteps;
 using spotter::examples::StepPlan;
+using spotter::examples::Steps;
+using spotter::examples::StepsText;
 
 namespace {
 
-constexpr const char* kArms[] = {"constant", "two_step", "natural_gradient", "three_phase"};
-// The seed paper's section 5.1: steps to loss < 1e-6 out of 5000.
-const std::map<std::string, int> kPaper = {
-    {"constant", 4800}, {"two_step", 3900}, {"natural_gradient", 3500}, {"three_phase", 3100}};
+constexpr const char* kArms[] = {"constant",     "two_step",    "natural_gradient",
+                                 "ng_estimated", "three_phase", "three_phase_estimated"};
 
 struct Options {
   BowlOptions bowl;
@@ -104,39 +129,16 @@ struct Options {
   uint32_t curve_every = 10;
 };
 
-struct CurvePoint {
-  uint64_t step;
-  double loss, r90, pr;
-};
-
-// What a three_phase trainer saw of one directive.
-struct DirectiveLog {
-  uint64_t version = 0;
-  uint64_t effective_step = 0;
-  int64_t seen_at = -1;        // trainer step at which it was first in the mailbox
-  int64_t first_applied = -1;  // first step trained under it
-};
-
-struct RunResult {
-  std::string arm;
-  uint64_t seed = 0;
-  double lr = 0;
-  int64_t hit = -1;  // steps to target; -1: not within the budget
-  uint64_t steps_run = 0;
-  double final_loss = 0;
-  bool stopped = false;  // by a STOP directive
-  std::vector<CurvePoint> curve;
-  std::map<uint64_t, DirectiveLog> directives;
-  v1::GetTrajectoryResponse trajectory;
-  std::string error;
-};
-
 // What the trainer applies at each step, and what it reports.
 class Policy {
  public:
   virtual ~Policy() = default;
   // The plan for `step`; nullopt stops training before it.
   virtual std::optional<StepPlan> Before(uint64_t step) = 0;
+  // After Before(step): the trainer's side of the guarded switch, which may
+  // snapshot *theta and *sgd or put a snapshot back. True when it restored
+  // one: no update at this step (its gradient would be the diverged weights').
+  virtual bool Guard(uint64_t step, Eigen::VectorXd* theta, MomentumSgd* sgd) { return false; }
   // The batch drawn at `step` under `lr`, and the parameters it was drawn at.
   virtual void After(uint64_t step, const Minibatch& batch, double lr,
                      const Eigen::VectorXd& theta) {}
@@ -152,19 +154,32 @@ class SchedulePolicy : public Policy {
 };
 
 // Follows spotterd: the directive in force at every step, uploads of the
-// sketched per-example gradients, validation reports, pacing.
+// sketched per-example gradients, validation reports, pacing, and the
+// guarded switch as the Python Monitor runs it (spotter::SwitchGuard): the
+// parameters and the optimizer (momentum buffer, K-FAC state) are kept at a
+// guarded switch to natural gradient and put back at a rollback.
 class SpotterPolicy : public Policy {
  public:
+  // kfac: estimate the natural gradient by K-FAC instead of the exact one.
   SpotterPolicy(spotter::RunSession* session, const spotter::Projection* projection,
-                const QuadraticBowl* bowl, uint32_t val_every, absl::Duration pace,
+                const QuadraticBowl* bowl, uint32_t val_every, absl::Duration pace, bool kfac,
                 RunResult* result)
       : session_(session),
         projection_(projection),
         bowl_(bowl),
         val_every_(val_every),
         pace_(pace),
+        kfac_(kfac),
         result_(result),
-        next_(absl::Now()) {}
+        next_(absl::Now()),
+        guard_({.snapshot = [this](uint64_t) { snapshot_.emplace(*theta_, *sgd_); },
+                .restore =
+                    [this](uint64_t, uint64_t, const spotter::Directive&) {
+                      *theta_ = snapshot_->first;
+                      *sgd_ = snapshot_->second;
+                      snapshot_.reset();
+                    },
+                .release = [this](uint64_t) { snapshot_.reset(); }}) {}
 
   std::optional<StepPlan> Before(uint64_t step) override {
     if (auto latest = session_->LatestDirective(); latest && latest->version > seen_) {
@@ -179,7 +194,8 @@ class SpotterPolicy : public Policy {
       result_->stopped = true;
       return std::nullopt;
     }
-    const std::optional<spotter::Directive> d = session_->DirectiveAt(step);
+    in_force_ = session_->DirectiveAt(step);
+    const std::optional<spotter::Directive>& d = in_force_;
     if (!d) {
       result_->error = absl::StrFormat("no directive in force at step %d", step);
       return std::nullopt;
@@ -192,9 +208,23 @@ class SpotterPolicy : public Policy {
     plan.lr = d->plan.lr.At(step);
     plan.natural_gradient =
         d->plan.optimizer.kind == spotter::OptimizerInstruction::Kind::kNaturalGradient;
-    if (plan.natural_gradient) plan.damping = d->plan.optimizer.damping;
+    if (plan.natural_gradient) {
+      plan.damping = d->plan.optimizer.damping;
+      plan.kfac = kfac_;
+      plan.factor_update_interval = d->plan.optimizer.factor_update_interval;
+      plan.inverse_update_interval = d->plan.optimizer.inverse_update_interval;
+    }
     plan.noise_std = d->plan.noise_std;
     return plan;
+  }
+
+  bool Guard(uint64_t step, Eigen::VectorXd* theta, MomentumSgd* sgd) override {
+    theta_ = theta;
+    sgd_ = sgd;
+    const bool restored = guard_.OnStep(step, in_force_);
+    result_->restores = guard_.restores();
+    result_->missed_restores = guard_.missed_restores();
+    return restored;
   }
 
   void After(uint64_t step, const Minibatch& batch, double lr,
@@ -221,10 +251,16 @@ class SpotterPolicy : public Policy {
   const QuadraticBowl* bowl_;
   uint32_t val_every_;
   absl::Duration pace_;
+  bool kfac_;
   RunResult* result_;
   absl::Time next_;
   uint64_t seen_ = 0;
   spotter::RowMatrixXf sketch_;
+  std::optional<spotter::Directive> in_force_;  // at the step Before() last saw
+  Eigen::VectorXd* theta_ = nullptr;            // the trainer's, during Guard()
+  MomentumSgd* sgd_ = nullptr;
+  std::optional<std::pair<Eigen::VectorXd, MomentumSgd>> snapshot_;
+  spotter::SwitchGuard guard_;
 };
 
 // Trains one run. With stop_at_target the run ends at the first step whose
@@ -251,9 +287,12 @@ void Train(const QuadraticBowl& bowl, const Options& o, uint64_t seed, bool stop
     }
     const std::optional<StepPlan> plan = policy.Before(step);
     if (!plan) break;
+    // A restored snapshot: no update, no upload at this step (the Monitor's
+    // rollback step).
+    if (policy.Guard(step, &theta, &sgd)) continue;
     bowl.Sample(theta, rng, &batch);
     policy.After(step, batch, plan->lr, theta);
-    sgd.Step(bowl, *plan, batch.gradient, rng, &theta);
+    sgd.Step(bowl, *plan, batch, rng, &theta);
   }
   r->steps_run = step;
   r->final_loss = bowl.ExcessLoss(theta);
@@ -270,18 +309,26 @@ StepPlan LocalPlan(const std::string& arm, double lr, const Options& o, uint64_t
     if (step >= o.steps * 3 / 4) p.lr *= 0.1;
   } else if (arm == "natural_gradient") {
     p.natural_gradient = true;
+  } else if (arm == "ng_estimated") {
+    // What spotterd's REFINEMENT directive would send by default.
+    const spotter::ControllerConfig defaults;
+    p.natural_gradient = true;
+    p.kfac = true;
+    p.factor_update_interval = defaults.kfac_factor_interval;
+    p.inverse_update_interval = defaults.kfac_inverse_interval;
   }
   return p;
 }
 
-// Everything a three_phase run needs from the command line.
+// Everything a three-phase run needs from the command line.
 struct SpotterSetup {
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<v1::SpotterService::Stub> stub;
   std::string prefix;
 };
 
-v1::RunConfig ThreePhaseConfig(const Options& o, double peak_lr, uint64_t seed) {
+v1::RunConfig ThreePhaseConfig(const Options& o, const std::string& arm, double peak_lr,
+                               uint64_t seed) {
   v1::RunConfig c;
   c.set_sketch_dim(absl::GetFlag(FLAGS_sketch_dim));
   c.set_sketch_rows(absl::GetFlag(FLAGS_sketch_rows));
@@ -301,18 +348,21 @@ v1::RunConfig ThreePhaseConfig(const Options& o, double peak_lr, uint64_t seed) 
     p->set_warmup_fraction(absl::GetFlag(FLAGS_three_phase_warmup));
   }
   (*c.mutable_labels())["experiment"] = "quadratic_bowl";
-  (*c.mutable_labels())["arm"] = "three_phase";
+  (*c.mutable_labels())["arm"] = arm;
   return c;
 }
 
 void RunThreePhase(const QuadraticBowl& bowl, const Options& o, const SpotterSetup& s,
-                   uint64_t seed, double lr, bool stop_at_target, RunResult* r) {
-  const std::string name =
-      absl::StrFormat("%s-3ph-lr%g-s%d%s", s.prefix, lr, seed, stop_at_target ? "-tune" : "");
+                   const std::string& arm, uint64_t seed, double lr, bool stop_at_target,
+                   RunResult* r) {
+  const bool kfac = arm == "three_phase_estimated";
+  // 3ph / 3phk: scripts/quadratic_bowl.sh picks seed 1's run of the exact arm by name.
+  const std::string name = absl::StrFormat("%s-%s-lr%g-s%d%s", s.prefix, kfac ? "3phk" : "3ph", lr,
+                                           seed, stop_at_target ? "-tune" : "");
   spotter::SessionOptions so;
   so.channel = s.channel;
   so.run = name;
-  so.config = ThreePhaseConfig(o, lr, seed);
+  so.config = ThreePhaseConfig(o, arm, lr, seed);
   so.queue_size = 8192;
   auto session = spotter::RunSession::Start(so);
   if (!session.ok()) {
@@ -326,7 +376,7 @@ void RunThreePhase(const QuadraticBowl& bowl, const Options& o, const SpotterSet
     return;
   }
   SpotterPolicy policy(session->get(), projection->get(), &bowl, absl::GetFlag(FLAGS_val_every),
-                       absl::Microseconds(absl::GetFlag(FLAGS_step_us)), r);
+                       absl::Microseconds(absl::GetFlag(FLAGS_step_us)), kfac, r);
   Train(bowl, o, seed, stop_at_target, policy, r);
   (*session)->Flush(absl::Seconds(30));
   {
@@ -353,8 +403,8 @@ RunResult RunOne(const std::string& arm, const Options& o, const SpotterSetup* s
   r.seed = seed;
   r.lr = lr;
   const QuadraticBowl bowl(o.bowl, seed);
-  if (arm == "three_phase") {
-    RunThreePhase(bowl, o, *s, seed, lr, tuning, &r);
+  if (spotter::examples::IsThreePhase(arm)) {
+    RunThreePhase(bowl, o, *s, arm, seed, lr, tuning, &r);
   } else {
     SchedulePolicy policy([&](uint64_t step) { return LocalPlan(arm, lr, o, step); });
     Train(bowl, o, seed, tuning, policy, &r);
@@ -374,52 +424,13 @@ void RunAll(std::vector<std::function<void()>>& jobs, uint32_t threads) {
   for (auto& t : pool) t.join();
 }
 
-// Steps to target as a sortable number: not reached is +inf.
-double Steps(const RunResult& r) {
-  return r.hit >= 0 ? static_cast<double>(r.hit) : std::numeric_limits<double>::infinity();
-}
-
-// The q-quantile (linear interpolation) of sorted values; inf propagates.
-double Quantile(const std::vector<double>& sorted, double q) {
-  if (sorted.empty()) return std::numeric_limits<double>::quiet_NaN();
-  const double pos = q * static_cast<double>(sorted.size() - 1);
-  const size_t lo = static_cast<size_t>(std::floor(pos));
-  const size_t hi = std::min(lo + 1, sorted.size() - 1);
-  const double f = pos - static_cast<double>(lo);
-  if (f == 0.0) return sorted[lo];
-  if (std::isinf(sorted[hi])) return sorted[hi];
-  return sorted[lo] + f * (sorted[hi] - sorted[lo]);
-}
-
-std::string StepsText(double v, uint64_t budget) {
-  return std::isinf(v) ? absl::StrFormat("> %d", budget) : absl::StrFormat("%.0f", v);
-}
-
-std::vector<double> SortedSteps(const std::vector<RunResult>& runs) {
-  std::vector<double> v;
-  for (const RunResult& r : runs) v.push_back(Steps(r));
-  std::sort(v.begin(), v.end());
-  return v;
-}
-
-std::string Csv(std::string s) {
-  std::replace(s.begin(), s.end(), '"', '\'');
-  return "\"" + s + "\"";
-}
-
-const v1::PhaseTransition* FindTransition(const v1::GetTrajectoryResponse& t, v1::Phase to) {
-  for (const auto& x : t.transitions()) {
-    if (x.to_phase() == to) return &x;
-  }
-  return nullptr;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "the seed paper's quadratic bowl (section 5.1), four arms, the three-phase one driven "
       "by spotterd.\nUsage: quadratic_bowl --server=127.0.0.1:50051 --out=DIR");
+  std::vector<std::string> command(argv, argv + argc);
   absl::ParseCommandLine(argc, argv);
   Options o;
   o.steps = absl::GetFlag(FLAGS_steps);
@@ -448,9 +459,9 @@ int main(int argc, char** argv) {
     fixed[p.first] = std::stod(p.second);
   }
   SpotterSetup setup;
-  if (std::find(arms.begin(), arms.end(), "three_phase") != arms.end()) {
+  if (std::any_of(arms.begin(), arms.end(), spotter::examples::IsThreePhase)) {
     if (absl::GetFlag(FLAGS_server).empty()) {
-      std::cerr << "the three_phase arm needs --server (a running spotterd)\n";
+      std::cerr << "the three-phase arms need --server (a running spotterd)\n";
       return 64;
     }
     setup.channel =
@@ -547,187 +558,23 @@ int main(int argc, char** argv) {
   }
 
   // 3. Outputs.
-  int failures = 0, total_late = 0, total_directives = 0;
-  auto fail = [&](const std::string& why) {
-    ++failures;
-    std::fprintf(stderr, "CHECK FAILED: %s\n", why.c_str());
-  };
-  {
-    std::ofstream results(out / "results.csv"), curves(out / "curves.csv"),
-        points(out / "spotter_points.csv"), transitions(out / "transitions.csv"),
-        directives(out / "directives.csv");
-    results << "arm,lr,seed,steps_to_target,final_loss,steps_run,stopped,refinement_step,"
-               "polish_step,done_step,late_directives,error\n";
-    curves << "arm,seed,step,loss,r90,pr\n";
-    points << "seed,step,phase,loss,lr,r90,r90_lower,r90_upper,r90_censored,rank_fraction,pr,"
-              "pr_lower,pr_upper\n";
-    transitions << "seed,effective_step,from,to,cause,directive_version,reason,evidence\n";
-    directives << "seed,version,phase,effective_step,seen_at_step,first_applied_step,in_time,"
-                  "lr_at_effective_step,optimizer\n";
-    for (const std::string& arm : arms) {
-      for (const RunResult& r : runs[arm]) {
-        int late = 0;
-        auto step_of = [&](v1::Phase p) -> std::string {
-          const v1::PhaseTransition* t = FindTransition(r.trajectory, p);
-          return t ? std::to_string(t->step()) : "";
-        };
-        for (const CurvePoint& c : r.curve) {
-          curves << arm << "," << r.seed << "," << c.step << "," << c.loss << "," << c.r90 << ","
-                 << c.pr << "\n";
-        }
-        if (arm == "three_phase") {
-          for (const v1::TrajectoryPoint& p : r.trajectory.points()) {
-            const auto& cv = p.covariance();
-            points << r.seed << "," << p.step() << ","
-                   << spotter::PhaseName(spotter::FromProto(p.phase())) << "," << p.loss() << ","
-                   << p.lr() << "," << cv.effective_rank().value() << ","
-                   << cv.effective_rank().lower() << "," << cv.effective_rank().upper() << ","
-                   << cv.effective_rank().censored() << "," << cv.rank_fraction().value() << ","
-                   << cv.participation_ratio().value() << "," << cv.participation_ratio().lower()
-                   << "," << cv.participation_ratio().upper() << "\n";
-          }
-          for (const v1::PhaseTransition& t : r.trajectory.transitions()) {
-            std::vector<std::string> ev;
-            std::map<std::string, double> sorted(t.evidence().begin(), t.evidence().end());
-            for (const auto& [k, v] : sorted) ev.push_back(absl::StrFormat("%s=%g", k, v));
-            transitions << r.seed << "," << t.step() << ","
-                        << spotter::PhaseName(spotter::FromProto(t.from_phase())) << ","
-                        << spotter::PhaseName(spotter::FromProto(t.to_phase())) << ","
-                        << v1::Cause_Name(t.cause()) << "," << t.directive_version() << ","
-                        << Csv(t.reason()) << "," << Csv(absl::StrJoin(ev, ";")) << "\n";
-          }
-          for (const v1::Directive& d : r.trajectory.directives()) {
-            auto it = r.directives.find(d.version());
-            const DirectiveLog log = it == r.directives.end() ? DirectiveLog{} : it->second;
-            const int64_t eff = static_cast<int64_t>(d.effective_step());
-            // In time: in the mailbox no later than the step it takes effect
-            // at (the opening directive is waited for before step 0).
-            const bool in_time = log.seen_at >= 0 && log.seen_at <= eff;
-            const bool reached = d.effective_step() < r.steps_run ||
-                                 (d.stop() && r.stopped && d.effective_step() == r.steps_run);
-            bool superseded = false;
-            for (const v1::Directive& e : r.trajectory.directives()) {
-              superseded |= e.version() > d.version() && e.effective_step() <= d.effective_step();
-            }
-            bool ok = true;
-            if (reached && !superseded) {
-              ok = d.stop() ? in_time && r.stopped : in_time && log.first_applied == eff;
-            }
-            if (!ok) ++late;
-            const absl::StatusOr<spotter::Directive> core = spotter::DirectiveFromProto(d);
-            directives << r.seed << "," << d.version() << ","
-                       << spotter::PhaseName(spotter::FromProto(d.phase())) << "," << eff << ","
-                       << log.seen_at << "," << log.first_applied << ","
-                       << (!reached     ? "not reached"
-                           : superseded ? "superseded"
-                           : ok         ? "yes"
-                                        : "no")
-                       << "," << (core.ok() ? core->plan.lr.At(d.effective_step()) : NAN) << ","
-                       << v1::OptimizerInstruction::Kind_Name(d.optimizer().kind()) << "\n";
-            total_late += !ok;
-            total_directives += reached && !superseded;
-          }
-          if (absl::GetFlag(FLAGS_check)) {
-            const std::string who = absl::StrFormat("three_phase seed %d", r.seed);
-            if (!r.error.empty()) fail(who + ": " + r.error);
-            if (!FindTransition(r.trajectory, v1::PHASE_REFINEMENT)) fail(who + ": never refined");
-            if (!FindTransition(r.trajectory, v1::PHASE_POLISH)) fail(who + ": never polished");
-            for (const auto& t : r.trajectory.transitions()) {
-              if (t.cause() != v1::CAUSE_AUTOMATIC && t.cause() != v1::CAUSE_FINISH) {
-                fail(who + ": a transition not caused by the controller");
-              }
-            }
-            if (late > 0) fail(absl::StrFormat("%s: %d directives late", who, late));
-            if (r.hit < 0) fail(who + ": target not reached");
-          }
-        }
-        results << arm << "," << r.lr << "," << r.seed << "," << r.hit << "," << r.final_loss << ","
-                << r.steps_run << "," << r.stopped << "," << step_of(v1::PHASE_REFINEMENT) << ","
-                << step_of(v1::PHASE_POLISH) << "," << step_of(v1::PHASE_DONE) << "," << late << ","
-                << Csv(r.error) << "\n";
-      }
-    }
-  }
-  // The table.
-  std::ostringstream md;
-  const std::vector<double> constant =
-      runs.count("constant") ? SortedSteps(runs["constant"]) : std::vector<double>{};
-  auto label = [](const std::string& arm) {
-    return arm == "three_phase" && absl::GetFlag(FLAGS_three_phase_warmup) > 0
-               ? absl::StrFormat("three_phase (warmup_fraction %g)",
-                                 absl::GetFlag(FLAGS_three_phase_warmup))
-               : arm;
-  };
-  md << "| arm | paper: steps | paper vs constant | ours: median steps | IQR | reached | "
-        "ours vs constant | (peak) LR | final excess loss (median) | steps run (median) |\n"
-        "|---|---|---|---|---|---|---|---|---|---|\n";
-  for (const std::string& arm : arms) {
-    const std::vector<double> s = SortedSteps(runs[arm]);
-    const double med = Quantile(s, 0.5);
-    int reached = 0;
-    for (double v : s) reached += std::isfinite(v);
-    std::vector<double> final_loss, steps_run;
-    for (const RunResult& r : runs[arm]) {
-      final_loss.push_back(r.final_loss);
-      steps_run.push_back(static_cast<double>(r.steps_run));
-    }
-    std::sort(final_loss.begin(), final_loss.end());
-    std::sort(steps_run.begin(), steps_run.end());
-    std::string rel = "-";
-    if (!constant.empty() && arm != "constant" && std::isfinite(med) &&
-        std::isfinite(Quantile(constant, 0.5))) {
-      rel = absl::StrFormat("%+.0f%%", 100.0 * (med / Quantile(constant, 0.5) - 1.0));
-    }
-    const int paper = kPaper.at(arm);
-    md << absl::StrFormat(
-        "| %s | %d | %s | %s | %s - %s | %d/%d | %s | %g | %.2g | %.0f |\n", label(arm), paper,
-        arm == "constant" ? "-" : absl::StrFormat("%+.0f%%", 100.0 * (paper / 4800.0 - 1)),
-        StepsText(med, o.steps), StepsText(Quantile(s, 0.25), o.steps),
-        StepsText(Quantile(s, 0.75), o.steps), reached, s.size(), rel, chosen[arm],
-        Quantile(final_loss, 0.5), Quantile(steps_run, 0.5));
-  }
-  std::vector<std::string> tuned, given;
-  for (const std::string& arm : arms) (fixed.count(arm) ? given : tuned).push_back(arm);
-  md << absl::StrFormat(
-      "\nSteps to an excess loss below %g within %d steps; %d evaluation "
-      "seeds per arm.",
-      o.target, o.steps, absl::GetFlag(FLAGS_seeds));
-  if (!tuned.empty()) {
-    md << absl::StrFormat(" LR of %s tuned on %d seeds over {%s}.", absl::StrJoin(tuned, ", "),
-                          absl::GetFlag(FLAGS_tune_seeds), absl::GetFlag(FLAGS_lr_grid));
-  }
-  if (!given.empty()) md << " LR of " << absl::StrJoin(given, ", ") << " given (--lr).";
-  md << absl::StrFormat(" Wall time %.0f s.\n", absl::ToDoubleSeconds(absl::Now() - start));
-  if (runs.count("three_phase")) {
-    std::vector<double> ref, pol, done, margin;
-    for (const RunResult& r : runs["three_phase"]) {
-      for (const v1::PhaseTransition& t : r.trajectory.transitions()) {
-        if (t.cause() == v1::CAUSE_AUTOMATIC && t.evidence().count("step")) {
-          margin.push_back(static_cast<double>(t.step()) - t.evidence().at("step"));
-        }
-      }
-      if (auto* t = FindTransition(r.trajectory, v1::PHASE_REFINEMENT)) ref.push_back(t->step());
-      if (auto* t = FindTransition(r.trajectory, v1::PHASE_POLISH)) pol.push_back(t->step());
-      if (auto* t = FindTransition(r.trajectory, v1::PHASE_DONE)) done.push_back(t->step());
-    }
-    for (auto* v : {&ref, &pol, &done, &margin}) std::sort(v->begin(), v->end());
-    md << absl::StrFormat(
-        "three_phase: median effective step of REFINEMENT %.0f (%d/%d runs), POLISH %.0f "
-        "(%d), DONE %.0f (%d); median %.0f steps from the evaluation that decided a "
-        "transition to its effective step (delivery margin %g s at %d us/step, plus the "
-        "server's lag); %d directives took effect during the evaluation runs, %d of them "
-        "reached the trainer after their effective step.\n",
-        Quantile(ref, 0.5), ref.size(), runs["three_phase"].size(), Quantile(pol, 0.5), pol.size(),
-        Quantile(done, 0.5), done.size(), Quantile(margin, 0.5),
-        absl::GetFlag(FLAGS_delivery_budget), absl::GetFlag(FLAGS_step_us), total_directives,
-        total_late);
-  }
-  {
-    std::ofstream f(out / "summary.md");
-    f << md.str();
-  }
-  std::cout << md.str();
-  if (absl::GetFlag(FLAGS_check) && failures > 0) {
+  spotter::examples::ReportOptions ro;
+  ro.steps = o.steps;
+  ro.target = o.target;
+  ro.seeds = absl::GetFlag(FLAGS_seeds);
+  ro.tune_seeds = absl::GetFlag(FLAGS_tune_seeds);
+  ro.lr_grid = absl::GetFlag(FLAGS_lr_grid);
+  ro.three_phase_warmup = absl::GetFlag(FLAGS_three_phase_warmup);
+  ro.delivery_budget = absl::GetFlag(FLAGS_delivery_budget);
+  ro.step_us = absl::GetFlag(FLAGS_step_us);
+  ro.check = absl::GetFlag(FLAGS_check);
+  ro.commit = absl::GetFlag(FLAGS_commit).empty() ? spotter::examples::GitCommit()
+                                                  : absl::GetFlag(FLAGS_commit);
+  ro.command = absl::StrJoin(command, " ");
+  std::set<std::string> given;
+  for (const auto& [arm, lr] : fixed) given.insert(arm);
+  const int failures = WriteReport(out, arms, runs, chosen, given, ro, absl::Now() - start);
+  if (ro.check && failures > 0) {
     std::fprintf(stderr, "%d checks failed\n", failures);
     return 1;
   }
