@@ -292,3 +292,52 @@ def test_grad_scaler_sketches_are_unscaled(spotterd):
     assert len(got["scaled"]) == len(got["unscaled"]) == 3
     for a, b in zip(got["scaled"], got["unscaled"]):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+class Arrives:
+    """The Monitor's session with directives that arrive when the test says
+    (everything else is the real session's)."""
+
+    def __init__(self, session):
+        self._s, self.extra = session, []
+
+    def __getattr__(self, name):
+        return getattr(self._s, name)
+
+    def directives(self):
+        return list(self._s.directives()) + self.extra
+
+
+def test_hooks_mode_late_directive_applies_from_the_first_step_whose_lr_is_unset(spotterd):
+    # A directive can arrive past its effective step (a loaded CI machine);
+    # in hooks mode DirectiveLR sets step t + 1's LR at sched.step(), before
+    # on_step_end(t), so a directive arriving during step t applies from
+    # t + 1, and the Monitor records that step (it once recorded t, the LR of
+    # step t being the old directive's).
+    model, opt, x, y = problem()
+    mon = Monitor(model, opt, run="late", server=spotterd.target, total_steps=200, peak_lr=0.1,
+                  sketch_every=5, sketch_dim=16, apply="hooks")
+    sched = DirectiveLR(opt, mon)
+    try:
+        assert mon.session.wait_for_directive(10)
+        v1 = mon.session.directive_at(0)
+        mon.session = Arrives(mon.session)
+        late = fixed(v1.version + 1, 5, LrSchedule("constant", start_lr=0.003))
+        lrs = []
+        for t in range(30):
+            if t == 20:
+                mon.session.extra.append(late)  # arrives during step 20
+            lrs.append(opt.param_groups[0]["lr"])
+            opt.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            sched.step()
+            assert mon.on_step_end(loss)
+        assert [(a.version, a.step, a.late) for a in mon.applied] == \
+            [(v1.version, 0, False), (late.version, 21, True)]
+        assert lrs[:21] == pytest.approx([v1.lr.at(t) for t in range(21)], rel=1e-12)
+        assert lrs[21:] == pytest.approx([0.003] * 9, rel=1e-12)
+        assert mon.applied[1].lr == pytest.approx(0.003, rel=1e-12)
+    finally:
+        mon.close()

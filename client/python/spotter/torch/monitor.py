@@ -224,6 +224,7 @@ class Monitor(Resumable):
         self._sync = GroupSync() if broadcast and server is not None else None
         self._synced = -1  # the last sync step
         self._adopt_lag = 1 if apply == "hooks" else 0
+        self._lr_set = -1  # hooks mode: the last step whose LR the trainer has set
         self._stepped = False
         self._wall = [0.0, 0.0]  # first step's start, last step's end (perf_counter)
 
@@ -273,8 +274,8 @@ class Monitor(Resumable):
     def directive_at(self, step: int) -> Optional[Directive]:
         """The directive in force at ``step`` among those adopted so far (what
         spotter.torch.DirectiveLR reads), or None. Never a collective."""
-        if self._sync is None and self.session is not None:
-            self._log.adopt(self.session.directives(), self._t)
+        self._adopt_own()  # hooks: DirectiveLR sets step t + 1's LR before on_step_end(t)
+        self._lr_set = max(self._lr_set, int(step)) if self._adopt_lag else self._lr_set
         return self._log.at(step)
 
     @property
@@ -441,13 +442,11 @@ class Monitor(Resumable):
         self._begin(t)
         d = self._log.at(t)
         self.lr = self._step_lr if self._step_lr is not None else self.optimizer.param_groups[0]["lr"]
-        if d is not None and self._note_switch(t, d, d.lr.at(t)):
-            if (d.optimizer.kind == "natural_gradient" or d.noise_std > 0) and not self._warned_hooks:
-                self._warned_hooks = True
-                log.warning("spotter: step %d: directive v%d asks for %s; hooks mode applies "
-                            "neither (Monitor.step() does)", t, d.version,
-                            "natural gradient" if d.optimizer.kind == "natural_gradient"
-                            else "gradient noise")
+        if d is not None and self._note_switch(t, d, d.lr.at(t)) and not self._warned_hooks \
+                and (d.optimizer.kind == "natural_gradient" or d.noise_std > 0):
+            self._warned_hooks = True
+            log.warning("spotter: step %d: directive v%d asks for natural gradient or gradient"
+                        " noise; hooks mode applies neither (Monitor.step() does)", t, d.version)
         scale = 1.0
         if self.grad_scaler is not None and self.grad_scaler.is_enabled():
             scale = self._step_scale if self._step_scale is not None else \
@@ -462,6 +461,7 @@ class Monitor(Resumable):
 
     def _note_step_start(self, module, inputs) -> None:
         if self._step_lr is None and torch.is_grad_enabled():
+            self._lr_set = max(self._lr_set, self._t)
             self._step_lr = self.optimizer.param_groups[0]["lr"]
             if self.grad_scaler is not None and self.taps.sketch and self.grad_scaler.is_enabled():
                 self._step_scale = float(self.grad_scaler.get_scale())
@@ -490,12 +490,10 @@ class Monitor(Resumable):
 
     def _adopt(self, t: int, lag: int = 0, record: bool = True) -> None:
         """Adopts new directives for step ``t``: rank 0's, through the group,
-        on sync steps ("broadcast"; adoption step t + lag: hooks mode adopts
-        one step later, the trainer's scheduler having set step t's LR), or
-        this rank's own at every step."""
+        on sync steps ("broadcast"; at t + lag: hooks mode one step later, the
+        scheduler having set step t's LR), or this rank's own (_adopt_own)."""
         if self._sync is None:
-            if self.session is not None:
-                self._log.adopt(self.session.directives(), self._t)
+            self._adopt_own()
             return
         if t % self.sync_every or self._synced == t:
             return
@@ -505,6 +503,11 @@ class Monitor(Resumable):
             new = [d for d in self.session.directives()
                    if not d.advisory and not self._log.known(d.key)]
         self._log.adopt(self._sync.exchange(new, record), t + lag)
+
+    def _adopt_own(self) -> None:
+        """The session's new directives, from the first step whose LR is unset."""
+        if self._sync is None and self.session is not None:
+            self._log.adopt(self.session.directives(), max(self._t, self._lr_set + 1))
 
     def _finish_step(self, t: int) -> None:
         self._t = t + 1
