@@ -344,6 +344,7 @@ def _run_job(job):
     r = run_one(method, seed, args, _DATA, server, phase, stem)
     logging.info("  %s -> test acc %.4f, steps %d, %.0fs", stem, r["test_accuracy"], r["steps"],
                  r["wall_seconds"])
+    r["commit"] = args.commit
     path = os.path.join(args.out, "runs", f"{stem}.json")
     with open(path + ".tmp", "w") as f:
         json.dump(r, f)
@@ -397,7 +398,7 @@ def calibrate(args, target, runs):
             cal = json.loads(p.stdout)
         except json.JSONDecodeError as e:
             raise RuntimeError(f"{shlex.join(cmd)}: not one JSON object ({e}): {p.stdout[:500]}")
-        cal["spotterctl_command"] = shlex.join(cmd)
+        cal["spotterctl_command"], cal["commit"] = shlex.join(cmd), args.commit
         with open(os.path.join(args.out, fname), "w") as f:
             json.dump(cal, f, indent=1)
         out[spectrum] = cal
@@ -512,6 +513,7 @@ def main():
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     from spotter.testing import Spotterd
     os.makedirs(os.path.join(args.out, "runs"), exist_ok=True)
+    args.commit = git_commit()  # before anything is written; every file records it
     t_start, load_start = time.time(), os.getloadavg()
     timing = {}
     pool = None
@@ -561,7 +563,9 @@ def main():
         server.stop()
     summary = stats.summarize(results, args.steps)
     summary.update(
-        commit=git_commit(),
+        commit=args.commit,
+        # Reused run files keep the commit they were made at.
+        run_commits=sorted({r.get("commit", "unknown") for r in [*results, *tuning.values()]}),
         command=" ".join(["examples/torch_transformer.py"] + [shlex.quote(a) for a in sys.argv[1:]]),
         seeds=args.seeds, tuning_seeds=args.tuning_seeds, jobs=args.jobs, threads=args.threads,
         calibration=dict(file="calibration.json", spotterctl_command=calibration.get("spotterctl_command"),

@@ -44,6 +44,11 @@ for name, spectrum in (("calibration.json", "covariance"),
 res = json.load(open(os.path.join(out, "results.json")))
 assert isinstance(res["commit"], str) and res["commit"], res  # "unknown" outside git
 assert "--tuning_seeds" in res["command"], res["command"]
+# Every result file names the commit that made it (all made by this one run).
+assert res["run_commits"] == [res["commit"]], res["run_commits"]
+for f in ["calibration.json", "calibration_second_moment.json"] + \
+         [os.path.join("runs", f) for f in os.listdir(os.path.join(out, "runs"))]:
+    assert json.load(open(os.path.join(out, f)))["commit"] == res["commit"], f
 cal = json.load(open(os.path.join(out, "calibration.json")))
 for k, v in cal["proposed"].items():
     assert res["phase_config"][k] == v, (k, res["phase_config"][k], v)
