@@ -36,6 +36,10 @@ SPOTTER_SCENARIOS=full SPOTTER_SCENARIOS_SEEDS="${SEEDS:-5}" \
   SPOTTER_SCENARIOS_JSON="$out/phase_scenarios.json" SPOTTER_SCENARIOS_MD="$out/phase_scenarios.md" \
   "$build/tests/phase_scenarios_test" --gtest_filter='Scenarios/*' >"$build/phase_scenarios.log" 2>&1 ||
   status=$?
+# The table names the commit and command that made it, like the JSON.
+{ printf 'Commit %s: `SEEDS=%s scripts/phase_scenarios.sh %s`\n\n' "$commit" "${SEEDS:-5}" "$*"
+  cat "$out/phase_scenarios.md"; } >"$out/phase_scenarios.md.tmp"
+mv "$out/phase_scenarios.md.tmp" "$out/phase_scenarios.md"
 cat "$out/phase_scenarios.md"
 grep -E '^\[  (PASSED|FAILED) ' "$build/phase_scenarios.log" | grep -v ', where' || true
 echo "phase scenarios: $(( $(date +%s) - start )) s at $commit; see $out/phase_scenarios.json"
