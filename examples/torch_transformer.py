@@ -41,7 +41,7 @@ it exists; without it the tuning runs are run again (a fresh spotterd no
 longer holds them, and calibrate reads them from the server).
 
   PYTHONPATH=build/client/python/site /usr/bin/python3 examples/torch_transformer.py \
-      --spotterd build/server/spotterd --steps 1500 --seeds 0 1 2 3 4 --jobs 2 \
+      --spotterd build/server/spotterd --steps 1000 --seeds 0 1 2 3 4 --jobs 2 \
       --out docs/experiments/torch_transformer
 
 writes calibration*.json, results.json, runs/*.json and the PNG plots into
@@ -472,7 +472,7 @@ def main():
     ap.add_argument("--spotterd", help="the spotterd binary (required unless --table)")
     ap.add_argument("--spotterctl", help="the spotterctl binary [next to --spotterd in a build "
                     "tree: <build>/client/cpp/spotterctl]")
-    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--tuning_seeds", type=int, nargs="+", default=[100, 101, 102],
                     help="seeds of the constant runs the thresholds are calibrated on")

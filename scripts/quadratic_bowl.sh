@@ -12,7 +12,8 @@
 #                                                      object per table row),
 #                                                      "ablation" (its own)
 #   docs/experiments/quadratic_bowl/{loss,rank_pr,steps}.png
-#   docs/experiments/quadratic_bowl/show_seed1.txt      spotterctl show of one run
+#   docs/experiments/quadratic_bowl/show_seed1.txt      spotterctl show of seed 1's
+#   docs/experiments/quadratic_bowl/show_estimated_seed1.txt  three-phase runs
 #   BUILD/quadratic_bowl_out/*.csv                     every run, point, transition
 # Usage: scripts/quadratic_bowl.sh [BUILD_DIR] [extra quadratic_bowl flags...]
 set -euo pipefail
@@ -73,10 +74,19 @@ with open(out, "w") as f:
     json.dump(result, f, indent=2)
     f.write("\n")
 PY
-# The phase history of seed 1's three-phase run, as an operator sees it.
-run=$("$build/client/cpp/spotterctl" --server "127.0.0.1:$grpc" runs |
-  awk '$1 ~ /^bowl-3ph-.*-s1$/ && !found {print $1; found = 1}')
-if [ -n "$run" ]; then
-  "$build/client/cpp/spotterctl" --server "127.0.0.1:$grpc" show "$run" > "$docs/show_seed1.txt"
-fi
+# The phase history of seed 1's three-phase runs, as an operator sees them:
+# the oracle preconditioner and the estimated one (which rolls back).
+show() {  # show RUN_PATTERN FILE
+  local run
+  run=$("$build/client/cpp/spotterctl" --server "127.0.0.1:$grpc" runs |
+    awk -v pat="$1" '$1 ~ pat && !found {print $1; found = 1}')
+  [ -n "$run" ] || return 0
+  {
+    echo "Commit $commit: \`$command\` (spotterctl show $run)"
+    echo
+    "$build/client/cpp/spotterctl" --server "127.0.0.1:$grpc" show "$run"
+  } > "$2"
+}
+show '^bowl-3ph-.*-s1$' "$docs/show_seed1.txt"
+show '^bowl-3phk-.*-s1$' "$docs/show_estimated_seed1.txt"
 echo "quadratic bowl: $(( $(date +%s) - start )) s (experiment and plots); see $docs/"
