@@ -67,9 +67,10 @@ for step in "${steps[@]}"; do
       # property of code that SummaryTest and CoverageTest's other case run
       # under the sanitizers too. load.memory_per_run measures spotterd's RSS
       # per trajectory point, which under ASan is its quarantine and shadow
-      # memory, and needs 8,000 evaluations in 20 s.
+      # memory, and needs 8,000 evaluations in 20 s. AllocatorTest measures
+      # glibc's heap, which the sanitizer's allocator replaces.
       (cd "$dir" && ctest --output-on-failure -j"$jobs" -L '^(unit|integration|fuzz|crash|load)$' \
-        -E 'FourRanksAtDifferentSpeedsSwitchAtTheSameStep|NinetyPercentIntervalsHoldThePopulation|load\.memory_per_run' \
+        -E 'FourRanksAtDifferentSpeedsSwitchAtTheSameStep|NinetyPercentIntervalsHoldThePopulation|load\.memory_per_run|AllocatorTest' \
         --timeout 900 2>&1 | tee ctest.log)
       # No test may be skipped (as in `make test`).
       if grep -F '***Skipped' "$dir/ctest.log"; then echo "FAIL: skipped tests" >&2; exit 1; fi

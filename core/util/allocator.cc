@@ -1,5 +1,10 @@
 #include "core/util/allocator.h"
 
+// Any C library header defines __GLIBC__ on glibc; without one before the
+// test below, every glibc branch of this file compiled to nothing (so
+// TuneAllocator was a no-op from its first commit until AllocatorTest).
+#include <cstdlib>
+
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
@@ -18,6 +23,17 @@ bool TuneAllocator(int trim_threshold_mb) {
   (void)trim_threshold_mb;
   return true;
 #endif
+}
+
+HeapUsage ReadHeapUsage() {
+  HeapUsage u;
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
+  const struct mallinfo2 m = mallinfo2();
+  u.in_use = m.uordblks + m.hblkhd;
+  u.mmapped = m.hblkhd;
+  u.free = m.fordblks;
+#endif
+  return u;
 }
 
 }  // namespace spotter

@@ -18,6 +18,19 @@ namespace spotter {
 // elsewhere). Returns false if the C library refused.
 bool TuneAllocator(int trim_threshold_mb = 256);
 
+// What the allocator holds, in bytes (glibc mallinfo2; zeros elsewhere).
+// `in_use` is allocated and not yet freed (heap and mmapped blocks);
+// `mmapped` is the part of it served by mmap; `free` is freed but kept in
+// the arenas: resident once touched, reused by later allocations, not a
+// leak. Under the sketch math's churn, fragmentation keeps `free` near the
+// peak of `in_use` (docs/RELIABILITY.md, "Where spotterd's memory is").
+struct HeapUsage {
+  unsigned long long in_use = 0;
+  unsigned long long mmapped = 0;
+  unsigned long long free = 0;
+};
+HeapUsage ReadHeapUsage();
+
 }  // namespace spotter
 
 #endif  // SPOTTER_CORE_UTIL_ALLOCATOR_H_

@@ -344,8 +344,21 @@ ServerMetrics::ServerMetrics(prometheus::Registry& registry, const RunSeriesOpti
                                .Help("Unix time of the last successful backup; 0 before one.")
                                .Register(registry)
                                .Add({})),
+      heap_(BuildGauge()
+                .Name("spotter_heap_bytes")
+                .Help("The allocator's heap by state: in_use (allocated, not freed) and free "
+                      "(freed, kept by the allocator for reuse: resident, not a leak). Sampled "
+                      "every --heap_sample_interval.")
+                .Register(registry)),
+      heap_in_use_(heap_.Add({{"state", "in_use"}})),
+      heap_free_(heap_.Add({{"state", "free"}})),
       runs_(std::make_unique<RunMetricsExporter>(registry, run_series)) {
   build_info.Set(1);
+}
+
+void ServerMetrics::SetHeap(double in_use, double free) {
+  heap_in_use_.Set(in_use);
+  heap_free_.Set(free);
 }
 
 void ServerMetrics::ObserveBackup(bool ok, uint64_t bytes, double seconds) {

@@ -166,6 +166,9 @@ class ServerMetrics {
   // file) and ended: `ok` when the client got the whole file, then its size
   // and the seconds from start to the last byte sent.
   void ObserveBackup(bool ok, uint64_t bytes, double seconds);
+  // The allocator's heap (core/util/allocator.h HeapUsage), bytes: sampled
+  // by spotterd every --heap_sample_interval.
+  void SetHeap(double in_use, double free);
 
   prometheus::Gauge& build_info;        // 1, {version}
   prometheus::Counter& uploads;          // sketch batches applied
@@ -198,6 +201,9 @@ class ServerMetrics {
   prometheus::Counter& backup_bytes_;
   prometheus::Histogram& backup_duration_;
   prometheus::Gauge& backup_last_success_;
+  prometheus::Family<prometheus::Gauge>& heap_;
+  prometheus::Gauge& heap_in_use_;
+  prometheus::Gauge& heap_free_;
   std::unique_ptr<RunMetricsExporter> runs_;
 };
 

@@ -16,6 +16,7 @@
 
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
+#include "core/util/allocator.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -301,6 +302,11 @@ void Server::FlushState() { impl_->committer->Flush(); }
 
 int Server::SweepIdleStreams() { return impl_->service->SweepIdleStreams(); }
 int Server::ExpireFinishedRuns() { return impl_->service->ExpireFinishedRuns(); }
+
+void Server::SampleHeap() {
+  const HeapUsage heap = ReadHeapUsage();
+  impl_->metrics->SetHeap(static_cast<double>(heap.in_use), static_cast<double>(heap.free));
+}
 
 std::string Server::DescribeState() const {
   return absl::StrFormat("state %s; %d runs restored in %s", impl_->store->Describe(),

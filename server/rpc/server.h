@@ -133,6 +133,9 @@ class Server {
   // Deletes the runs that finished longer than finished_run_ttl ago; returns
   // how many (tests advance a fake clock, then call it).
   int ExpireFinishedRuns();
+  // Samples the allocator's heap (core/util/allocator.h) into
+  // spotter_heap_bytes; spotterd calls it every --heap_sample_interval.
+  void SampleHeap();
 
   // One line each for the logs: where state lives and what was restored, and
   // how the server is secured.

@@ -1,6 +1,7 @@
 // spotterd: parses flags into ServerOptions, starts the server, and shuts it
 // down gracefully on SIGINT or SIGTERM.
 #include <algorithm>
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <fstream>
@@ -10,6 +11,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_format.h"
+#include "absl/time/time.h"
 #include "core/util/allocator.h"
 #include "server/rpc/server.h"
 
@@ -30,6 +32,9 @@ ABSL_FLAG(int32_t, malloc_trim_threshold_mb, 256,
           "keep up to this much freed heap per malloc arena instead of returning it to the "
           "kernel, and serve blocks up to 32 MiB from the heap (the sketch math allocates and "
           "frees such blocks per message); 0: the C library's defaults");
+ABSL_FLAG(absl::Duration, heap_sample_interval, absl::Seconds(15),
+          "sample the allocator's heap (in use, free) into spotter_heap_bytes this often; "
+          "0: never");
 ABSL_FLAG(absl::Duration, metrics_run_ttl, absl::Minutes(30),
           "remove a run's per-run metric series after this long without an update (0: only "
           "when the run ends)");
@@ -183,8 +188,18 @@ int main(int argc, char** argv) {
     std::rename(tmp.c_str(), path.c_str());
   }
 
+  // Wait for a shutdown signal, sampling the heap meanwhile.
+  const absl::Duration sample_every = absl::GetFlag(FLAGS_heap_sample_interval);
   int sig = 0;
-  sigwait(&signals, &sig);
+  if (sample_every <= absl::ZeroDuration()) {
+    sigwait(&signals, &sig);
+  } else {
+    (*server)->SampleHeap();
+    const timespec timeout = absl::ToTimespec(sample_every);
+    while ((sig = sigtimedwait(&signals, nullptr, &timeout)) < 0) {
+      if (errno == EAGAIN) (*server)->SampleHeap();  // else EINTR: wait again
+    }
+  }
   std::cerr << "spotterd: " << (sig == SIGINT ? "SIGINT" : "SIGTERM") << ", shutting down"
             << std::endl;
   (*server)->Shutdown(absl::Seconds(absl::GetFlag(FLAGS_shutdown_grace_seconds)));

@@ -2,7 +2,8 @@
 # A real Prometheus (Debian's binary) scrapes a running spotterd while the
 # synthetic trainer streams to it:
 #   - the target comes up, the Spotter alert rules load and are healthy;
-#   - `promtool check metrics` on a live scrape is clean;
+#   - `promtool check metrics` on a live scrape is clean, and it has the heap
+#     in use (sampled every --heap_sample_interval, here 1 s);
 #   - every panel query of deploy/grafana/dashboards/*.json, with the run
 #     variable substituted, returns at least one series
 #     (prometheus_dashboard.py), and the directive annotations find events;
@@ -32,6 +33,7 @@ run=e2e-prom
 ttl=15
 "$build/server/spotterd" --listen 127.0.0.1:0 --metrics_listen 127.0.0.1:0 \
   --port_file "$tmp/ports" --metrics_run_ttl ${ttl}s --metrics_max_runs 1 \
+  --heap_sample_interval 1s \
   2> "$tmp/spotterd.log" &
 pids+=($!)
 for _ in $(seq 200); do [ -s "$tmp/ports" ] && break; sleep 0.05; done
@@ -123,6 +125,10 @@ PY
 curl -sf "http://127.0.0.1:$metrics/metrics" > "$tmp/scrape.txt"
 grep -q "^spotter_run_phase{.*run=\"$run\"" "$tmp/scrape.txt" || fail "scrape lacks the run"
 grep -q '^spotter_rpc_duration_seconds_bucket' "$tmp/scrape.txt" || fail "scrape lacks RPC latency"
+# The heap, sampled at every release (--heap_sample_interval 1s): a
+# running server has some of it in use.
+awk '$1 == "spotter_heap_bytes{state=\"in_use\"}" && $2 > 1e6 {ok = 1} END {exit !ok}' \
+  "$tmp/scrape.txt" || fail "scrape lacks spotter_heap_bytes{state=\"in_use\"} above 1 MB"
 if ! promtool check metrics < "$tmp/scrape.txt" > "$tmp/promtool.out" 2>&1; then
   cat "$tmp/promtool.out"; fail "promtool check metrics found problems"
 fi

@@ -180,5 +180,13 @@ TEST_F(RunMetricsTest, StoreLatencyIsAHistogramByOperation) {
   EXPECT_EQ(m.at("spotter_store_duration_seconds_bucket{operation=\"commit\",le=\"0.0025\"}"), 0);
 }
 
+TEST_F(RunMetricsTest, HeapBytesByState) {
+  ServerMetrics server(registry_, Options(absl::Minutes(1), 10));
+  server.SetHeap(3.0e6, 5.0e6);
+  const auto m = Scrape();
+  EXPECT_EQ(m.at("spotter_heap_bytes{state=\"in_use\"}"), 3.0e6);
+  EXPECT_EQ(m.at("spotter_heap_bytes{state=\"free\"}"), 5.0e6);
+}
+
 }  // namespace
 }  // namespace spotter
