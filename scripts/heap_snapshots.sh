@@ -6,7 +6,8 @@
 # the script prints one line per minute: RSS, the arenas' mapped bytes, what
 # of it is free (freed, kept by the allocator) and what is in use.
 #   scripts/heap_snapshots.sh [BUILD=build] [SECONDS=600] [OUT=heap.txt] [spotterd flags...]
-# Needs gdb. Writes OUT (the lines) and OUT.json (the load tool's report).
+# Needs gdb. Writes OUT: a first line naming the commit and command, then the
+# lines.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
@@ -23,7 +24,7 @@ echo "Commit $commit: \`scripts/heap_snapshots.sh $build $seconds $out $*\`" > "
 "$build/bench/spotter_load" --spotterd "$build/server/spotterd" \
   --spotterd_args "--state_file=$dir/state.db $*" \
   --streams 256 --runs 32 --seconds "$seconds" --rows 8 --dim 128 --window 32 \
-  --override_ms 500 --rss_limit_mb 4096 --report "$out.json" > "$dir/load.log" 2>&1 &
+  --override_ms 500 --rss_limit_mb 4096 --report "$dir/report.json" > "$dir/load.log" 2>&1 &
 load=$!
 for _ in $(seq 100); do
   pid=$(pgrep -P $load spotterd || true)
