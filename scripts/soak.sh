@@ -29,7 +29,7 @@ commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=
                         text=True).stdout.strip()
 dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
                        capture_output=True, text=True).stdout.strip()
-r.update({"git_commit": commit + ("-dirty" if dirty else ""),
+r.update({"commit": commit + ("-dirty" if dirty else ""),
           "command": "scripts/soak.sh " + args, "warmup_seconds": warmup,
           "rss_after_warmup_mb": base, "rss_end_mb": end, "rss_peak_after_warmup_mb": peak,
           "growth_after_warmup": round((end - base) / base, 4)})

@@ -22,8 +22,8 @@ bool TuneAllocator(int trim_threshold_mb = 256);
 // `in_use` is allocated and not yet freed (heap and mmapped blocks);
 // `mmapped` is the part of it served by mmap; `free` is freed but kept in
 // the arenas: resident once touched, reused by later allocations, not a
-// leak. Under the sketch math's churn, fragmentation keeps `free` near the
-// peak of `in_use` (docs/RELIABILITY.md, "Where spotterd's memory is").
+// leak. Under the soak's load fragmentation keeps `free` at one to three
+// times `in_use` (docs/RELIABILITY.md, "Where spotterd's memory is").
 struct HeapUsage {
   unsigned long long in_use = 0;
   unsigned long long mmapped = 0;
