@@ -170,6 +170,9 @@ class BackupReactor final : public QueuedStream<grpc::ServerWriteReactor<grpc::B
     } else {
       std::cerr << "spotterd: backup failed: " << status.message() << "\n";
     }
+    // The slot is free before the client can hear the outcome: a client that
+    // backs up again as soon as this call returns must not be refused.
+    runner_->Release();
     FinishAfterWrites(ToGrpcStatus(status));
     Unref();
   }
@@ -229,13 +232,15 @@ bool BackupRunner::Acquire() {
 
 void BackupRunner::Launch(std::function<void()> work) {
   absl::MutexLock l(&mu_);
-  // The previous backup's thread gave the slot back as its last step.
+  // The previous backup's thread gave the slot back (Release) and has at
+  // most its call's Finish left to do.
   if (thread_.joinable()) thread_.join();
-  thread_ = std::thread([this, work = std::move(work)] {
-    work();
-    absl::MutexLock l(&mu_);
-    running_ = false;
-  });
+  thread_ = std::thread(std::move(work));
+}
+
+void BackupRunner::Release() {
+  absl::MutexLock l(&mu_);
+  running_ = false;
 }
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* BackupRunner::Start(StreamHost* host,

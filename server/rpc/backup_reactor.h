@@ -55,9 +55,10 @@ class BackupRunner {
   friend class BackupReactor;
   // Takes the one backup slot; false when a backup runs.
   bool Acquire();
-  // Runs `work` on the backup thread (after Acquire); the thread gives the
-  // slot back when `work` returns.
+  // Runs `work` on the backup thread (after Acquire); `work` calls Release
+  // before it finishes the call.
   void Launch(std::function<void()> work);
+  void Release();
 
   const BackupSettings settings_;
   absl::Mutex mu_;

@@ -318,5 +318,18 @@ TEST_F(BackupTest, OneBackupAtATimeAndACancelledOneLeavesNothing) {
   }));
 }
 
+// The slot is given back before the client hears the outcome, so a script
+// that backs up twice in a row never meets its own first backup.
+TEST_F(BackupTest, ASecondBackupRightAfterTheFirstSucceeds) {
+  ASSERT_NO_FATAL_FAILURE(StartServer(StateOptions(TempPath("sequential.db"))));
+  ASSERT_TRUE(Open("r", SmallConfig()).ok());
+  for (int i = 0; i < 40; ++i) {
+    const BackupOutcome got = Backup(stub_.get(), TempPath(absl::StrCat("seq-", i, ".db")));
+    ASSERT_TRUE(got.ok()) << "backup " << i << ": " << got.rpc.error_message() << got.local;
+  }
+  EXPECT_EQ(Rejects("backup_in_progress"), 0);
+  EXPECT_EQ(Counter(*server_, "spotter_backups_total{result=\"ok\"}"), 40);
+}
+
 }  // namespace
 }  // namespace spotter
