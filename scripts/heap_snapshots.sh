@@ -10,6 +10,7 @@
 # lines.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib/spotterd.sh
 build=${1:-build}
 seconds=${2:-600}
 out=${3:-heap.txt}
@@ -17,8 +18,7 @@ shift 3 2>/dev/null || shift $#
 command -v gdb > /dev/null || { echo "heap_snapshots.sh: needs gdb" >&2; exit 2; }
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
-commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-[ -z "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] || commit=$commit-dirty
+commit=$(spotter_commit)
 echo "Commit $commit: \`scripts/heap_snapshots.sh $build $seconds $out $*\`" > "$out"
 
 "$build/bench/spotter_load" --spotterd "$build/server/spotterd" \

@@ -18,12 +18,10 @@
 # Usage: scripts/quadratic_bowl.sh [BUILD_DIR] [extra quadratic_bowl flags...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib/spotterd.sh
 command="scripts/quadratic_bowl.sh${*:+ $*}"
 # The commit the results come from, read before anything is written.
-commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [ "$commit" != unknown ] && [ -n "$(git status --porcelain --untracked-files=no)" ]; then
-  commit=$commit-dirty
-fi
+commit=$(spotter_commit)
 build=${1:-build}
 shift || true
 data=$build/quadratic_bowl_out
@@ -32,22 +30,15 @@ docs=docs/experiments/quadratic_bowl
 cmake --build "$build" -j"${JOBS:-2}" --target spotterd spotterctl quadratic_bowl
 
 tmp=$(mktemp -d)
-"$build/server/spotterd" --listen 127.0.0.1:0 --metrics_listen 127.0.0.1:0 \
-  --port_file "$tmp/ports" 2>"$tmp/spotterd.log" &
-pid=$!
-trap 'kill -TERM $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$tmp"' EXIT
-for _ in $(seq 300); do
-  [ -s "$tmp/ports" ] && break
-  kill -0 $pid 2>/dev/null || { cat "$tmp/spotterd.log"; exit 1; }
-  sleep 0.1
-done
-grpc=$(sed -n 's/^grpc=//p' "$tmp/ports")
+trap 'stop_spotterd || true; rm -rf "$tmp"' EXIT
+start_spotterd "$build/server/spotterd" "$tmp"
+server=$spotterd_grpc
 
 start=$(date +%s)
-"$build/examples/quadratic_bowl/quadratic_bowl" --server "127.0.0.1:$grpc" --out "$data" \
+"$build/examples/quadratic_bowl/quadratic_bowl" --server "$server" --out "$data" \
   --run_prefix bowl --commit "$commit" "$@"
 # Ablation: the three-phase arm with a third of the warm-up (re-tuned).
-"$build/examples/quadratic_bowl/quadratic_bowl" --server "127.0.0.1:$grpc" \
+"$build/examples/quadratic_bowl/quadratic_bowl" --server "$server" \
   --out "$data/warmup_0.05" --run_prefix bowl-w005 --arms three_phase \
   --three_phase_warmup 0.05 --commit "$commit" "$@"
 /usr/bin/python3 examples/quadratic_bowl/plot.py "$data" "$docs"
@@ -78,13 +69,13 @@ PY
 # the oracle preconditioner and the estimated one (which rolls back).
 show() {  # show RUN_PATTERN FILE
   local run
-  run=$("$build/client/cpp/spotterctl" --server "127.0.0.1:$grpc" runs |
+  run=$("$build/client/cpp/spotterctl" --server "$server" runs |
     awk -v pat="$1" '$1 ~ pat && !found {print $1; found = 1}')
   [ -n "$run" ] || return 0
   {
     echo "Commit $commit: \`$command\` (spotterctl show $run)"
     echo
-    "$build/client/cpp/spotterctl" --server "127.0.0.1:$grpc" show "$run"
+    "$build/client/cpp/spotterctl" --server "$server" show "$run"
   } > "$2"
 }
 show '^bowl-3ph-.*-s1$' "$docs/show_seed1.txt"

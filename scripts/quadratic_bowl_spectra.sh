@@ -12,11 +12,9 @@
 # Usage: scripts/quadratic_bowl_spectra.sh [BUILD_DIR] [SEEDS]   (~1 min)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib/spotterd.sh
 command="scripts/quadratic_bowl_spectra.sh${*:+ $*}"
-commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [ "$commit" != unknown ] && [ -n "$(git status --porcelain --untracked-files=no)" ]; then
-  commit=$commit-dirty
-fi
+commit=$(spotter_commit)
 build=${1:-build}
 seeds=${2:-10}
 docs=docs/experiments/quadratic_bowl
@@ -27,16 +25,9 @@ print(next(a["lr"] for a in arms if a["arm"] == "three_phase"))' "$docs/summary.
 cmake --build "$build" -j"${JOBS:-2}" --target spotterd spotterctl quadratic_bowl >/dev/null
 
 tmp=$(mktemp -d)
-"$build/server/spotterd" --listen 127.0.0.1:0 --metrics_listen 127.0.0.1:0 \
-  --port_file "$tmp/ports" 2>"$tmp/spotterd.log" &
-pid=$!
-trap 'kill -TERM $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$tmp"' EXIT
-for _ in $(seq 300); do
-  [ -s "$tmp/ports" ] && break
-  kill -0 $pid 2>/dev/null || { cat "$tmp/spotterd.log"; exit 1; }
-  sleep 0.1
-done
-server=127.0.0.1:$(sed -n 's/^grpc=//p' "$tmp/ports")
+trap 'stop_spotterd || true; rm -rf "$tmp"' EXIT
+start_spotterd "$build/server/spotterd" "$tmp"
+server=$spotterd_grpc
 
 "$build/examples/quadratic_bowl/quadratic_bowl" --server "$server" --out "$tmp/out" \
   --arms three_phase --lr "three_phase=$lr" --seeds "$seeds" --run_prefix spectra \

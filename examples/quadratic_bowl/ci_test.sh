@@ -8,25 +8,19 @@
 # rollback; every three_phase run (the exact Fisher) must reach the target.
 # Usage: ci_test.sh SPOTTERD QUADRATIC_BOWL OUT_DIR
 set -euo pipefail
+# shellcheck source=../../scripts/lib/spotterd.sh
+. "$(dirname "$0")/../../scripts/lib/spotterd.sh"
 spotterd=$1
 bowl=$2
 out=$3
 rm -rf "$out"
 mkdir -p "$out"
-"$spotterd" --listen 127.0.0.1:0 --metrics_listen 127.0.0.1:0 --port_file "$out/ports" \
-  2>"$out/spotterd.log" &
-pid=$!
-trap 'kill -TERM $pid 2>/dev/null || true; wait $pid 2>/dev/null || true' EXIT
-for _ in $(seq 300); do
-  [ -s "$out/ports" ] && break
-  kill -0 $pid 2>/dev/null || { cat "$out/spotterd.log"; exit 1; }
-  sleep 0.1
-done
-grpc=$(sed -n 's/^grpc=//p' "$out/ports")
+trap stop_spotterd EXIT
+start_spotterd "$spotterd" "$out"
 # A generous delivery budget: CI machines are loaded, and this checks the
 # closed loop, not how small the margin can be.
 # Two runs at once: the three-phase runs spend their time in their 4 ms pacing,
 # so the two three-phase arms take about as long as one did alone.
-"$bowl" --server "127.0.0.1:$grpc" --seeds 3 --parallel 2 --out "$out" --check \
+"$bowl" --server "$spotterd_grpc" --seeds 3 --parallel 2 --out "$out" --check \
   --delivery_budget 1.0 \
   --lr constant=0.1,two_step=0.3,natural_gradient=0.005,ng_estimated=0.001,three_phase=0.01,three_phase_estimated=0.3

@@ -8,16 +8,14 @@
 set -euo pipefail
 build=$1
 tmp=$(mktemp -d)
-trap 'kill -TERM "${pid:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$tmp"' EXIT
+# shellcheck source=../../scripts/lib/spotterd.sh
+. "$(dirname "$0")/../../scripts/lib/spotterd.sh"
+trap 'stop_spotterd || true; wait 2>/dev/null || true; rm -rf "$tmp"' EXIT
 fail() { echo "FAIL: $*"; exit 1; }
 
-"$build/server/spotterd" --listen 127.0.0.1:0 --metrics_listen 127.0.0.1:0 \
-  --port_file "$tmp/ports" 2>"$tmp/spotterd.log" &
-pid=$!
-for _ in $(seq 200); do [ -s "$tmp/ports" ] && break; sleep 0.05; done
-[ -s "$tmp/ports" ] || fail "spotterd did not start: $(cat "$tmp/spotterd.log")"
-server=127.0.0.1:$(sed -n 's/^grpc=//p' "$tmp/ports")
-metrics=$(sed -n 's/^metrics=//p' "$tmp/ports")
+start_spotterd "$build/server/spotterd" "$tmp" || fail "spotterd did not start"
+server=$spotterd_grpc
+metrics=$spotterd_metrics
 ctl() { "$build/client/cpp/spotterctl" --server "$server" "$@"; }
 
 [ "$(ctl health)" = SERVING ] || fail "health is not SERVING"
@@ -79,16 +77,15 @@ ctl override smoke --release > "$tmp/release.txt"
 grep -q "released" "$tmp/release.txt" || fail "release"
 ctl show nope > /dev/null 2>&1 && fail "show of an unknown run succeeded"
 
-curl -sf "http://127.0.0.1:$metrics/metrics" > "$tmp/metrics.txt" || fail "no /metrics"
+curl -sf "http://$metrics/metrics" > "$tmp/metrics.txt" || fail "no /metrics"
 grep -q '^spotter_run_effective_rank{run="smoke"}' "$tmp/metrics.txt" || fail "no run gauge"
 awk '$1 == "spotter_uploads_total" && $2 > 1000 {ok=1} END {exit !ok}' "$tmp/metrics.txt" \
   || fail "uploads not counted"
 ctl finish smoke > "$tmp/finish.txt"
 grep -q finished "$tmp/finish.txt" || fail "finish"
-curl -sf "http://127.0.0.1:$metrics/metrics" > "$tmp/metrics2.txt"
+curl -sf "http://$metrics/metrics" > "$tmp/metrics2.txt"
 grep -q 'run="smoke"' "$tmp/metrics2.txt" && fail "series kept after finish"
 
-kill -TERM $pid
-wait $pid || fail "spotterd exited with an error"
+stop_spotterd || fail "spotterd exited with an error"
 grep -q "stopped" "$tmp/spotterd.log" || fail "no clean shutdown"
 echo "PASS"
