@@ -12,6 +12,7 @@
 #include "absl/strings/str_format.h"
 #include "server/rpc/connect_reactor.h"
 #include "server/rpc/messages.h"
+#include "server/rpc/move_reactors.h"
 #include "server/rpc/page_token.h"
 #include "server/rpc/watch_reactor.h"
 #include "server/runs/rejection.h"
@@ -27,9 +28,6 @@ struct UnaryResult {
   bool after_commit = false;
   // Fills the response (after the commit when after_commit).
   std::function<void(Resp*)> fill;
-  // Instead of `fill`, for responses read after the commit that may fail
-  // (ExportRun reads the store): its error is the call's.
-  std::function<absl::Status(Resp*)> fill_checked;
 };
 
 }  // namespace
@@ -223,21 +221,14 @@ grpc::ServerUnaryReactor* SpotterServiceImpl::Unary(grpc::CallbackServerContext*
     finish(absl::OkStatus(), &resp);
     return reactor;
   }
-  committer().Enqueue({}, [finish, fill = std::move(r.fill),
-                           fill_checked = std::move(r.fill_checked)](const absl::Status& cs) {
+  committer().Enqueue({}, [finish, fill = std::move(r.fill)](const absl::Status& cs) {
     if (!cs.ok()) {
-      finish(WithReason(absl::UnavailableError(absl::StrFormat(
-                            "the server cannot persist its state (%s); the change may be "
-                            "lost: retry after the server restarts",
-                            cs.message())),
-                        "store_failed"),
-             nullptr);
+      finish(StoreFailed(cs), nullptr);
       return;
     }
     Resp resp;
     if (fill) fill(&resp);
-    absl::Status filled = fill_checked ? fill_checked(&resp) : absl::OkStatus();
-    finish(filled, filled.ok() ? &resp : nullptr);
+    finish(absl::OkStatus(), &resp);
   });
   return reactor;
 }
@@ -491,97 +482,16 @@ void SpotterServiceImpl::AddReplicaHeader(grpc::CallbackServerContext* ctx) {
   if (!replica_id_.empty()) ctx->AddInitialMetadata(kReplicaHeader, replica_id_);
 }
 
-grpc::ServerUnaryReactor* SpotterServiceImpl::ExportRun(grpc::CallbackServerContext* ctx,
-                                                        const grpc::ByteBuffer* raw,
-                                                        grpc::ByteBuffer* out) {
-  return Unary<v1::ExportRunRequest, v1::ExportRunResponse>(
-      ctx, Rpc::kExportRun, raw, out, [this](const Principal*, const v1::ExportRunRequest& req) {
-        UnaryResult<v1::ExportRunResponse> r;
-        if (req.moved_to().empty()) {
-          r.status = WithReason(
-              absl::InvalidArgumentError("moved_to is empty: name the replica (host:port) the run "
-                                         "moves to; the tombstone left here names it"),
-              "export_without_target");
-          return r;
-        }
-        if (!options_.deps.persistent || options_.deps.store == nullptr) {
-          r.status = WithReason(absl::FailedPreconditionError(
-                                    "this spotterd keeps no state (no --state_file): there are "
-                                    "no stored rows to export"),
-                                "export_without_store");
-          return r;
-        }
-        absl::StatusOr<std::shared_ptr<Run>> run = runs_.Get(req.name());
-        r.status = run.status();
-        if (!run.ok()) return r;
-        r.status = (*run)->Freeze(req.moved_to());
-        if (!r.status.ok()) return r;
-        // Read after the barrier: every change the run acknowledged, and its
-        // tombstone record, are in the store by then. This runs on the
-        // committer thread, holding commits for one run's indexed read.
-        r.after_commit = true;
-        r.fill_checked = [this, name = req.name()](v1::ExportRunResponse* resp) {
-          int64_t bytes = 0;
-          absl::Status s = options_.deps.store->ScanRun(name, [&](StoredRow&& row) {
-            bytes += static_cast<int64_t>(row.value.size()) + 32;
-            v1::RunRow* out = resp->add_rows();
-            out->set_table(static_cast<uint32_t>(row.table));
-            out->set_k1(row.k1);
-            out->set_k2(row.k2);
-            out->set_value(std::move(row.value));
-            return absl::OkStatus();
-          });
-          if (s.ok() && bytes > options_.deps.limits.max_message_bytes) {
-            s = WithReason(absl::ResourceExhaustedError(absl::StrFormat(
-                               "run %s's stored rows take %d bytes, more than one message may "
-                               "(--max_message_bytes %d on both replicas); raise it on both and "
-                               "export again (the run stays frozen here)",
-                               name, bytes, options_.deps.limits.max_message_bytes)),
-                           "export_too_large");
-          }
-          return s;
-        };
-        return r;
-      });
+grpc::ServerWriteReactor<grpc::ByteBuffer>* SpotterServiceImpl::ExportRun(
+    grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* raw) {
+  AddReplicaHeader(ctx);
+  return StartExport(this, ctx, raw);
 }
 
-grpc::ServerUnaryReactor* SpotterServiceImpl::ImportRun(grpc::CallbackServerContext* ctx,
-                                                        const grpc::ByteBuffer* raw,
-                                                        grpc::ByteBuffer* out) {
-  return Unary<v1::ImportRunRequest, v1::ImportRunResponse>(
-      ctx, Rpc::kImportRun, raw, out, [this](const Principal*, const v1::ImportRunRequest& req) {
-        UnaryResult<v1::ImportRunResponse> r;
-        if (req.rows_size() == 0) {
-          r.status = WithReason(absl::InvalidArgumentError(absl::StrFormat(
-                                    "ImportRun of run %s carries no rows: expected the rows "
-                                    "ExportRun returned for it",
-                                    req.name())),
-                                "import_bad_rows");
-          return r;
-        }
-        std::vector<StoredRow> rows;
-        rows.reserve(req.rows_size());
-        for (const v1::RunRow& row : req.rows()) {
-          if (row.table() < static_cast<uint32_t>(Table::kRuns) ||
-              row.table() > static_cast<uint32_t>(Table::kDirectives)) {
-            r.status = WithReason(
-                absl::InvalidArgumentError(absl::StrFormat(
-                    "row %d of run %s names table %d: expected 1 (runs) to 8 (directives), "
-                    "as ExportRun returns them",
-                    rows.size(), req.name(), row.table())),
-                "import_bad_rows");
-            return r;
-          }
-          rows.push_back(
-              {static_cast<Table>(row.table()), req.name(), row.k1(), row.k2(), row.value()});
-        }
-        absl::StatusOr<std::shared_ptr<Run>> run = runs_.Import(req.name(), std::move(rows));
-        r.status = run.status();
-        if (!run.ok()) return r;
-        r.after_commit = true;
-        r.fill = [run = *run](v1::ImportRunResponse* resp) { *resp->mutable_run() = run->Info(); };
-        return r;
-      });
+grpc::ServerReadReactor<grpc::ByteBuffer>* SpotterServiceImpl::ImportRun(
+    grpc::CallbackServerContext* ctx, grpc::ByteBuffer* response) {
+  AddReplicaHeader(ctx);
+  return StartImport(this, ctx, response);
 }
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* SpotterServiceImpl::Backup(

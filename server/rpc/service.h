@@ -98,10 +98,11 @@ class SpotterServiceImpl final : public RawSpotterService, public StreamHost {
                                       grpc::ByteBuffer* resp) override;
   grpc::ServerWriteReactor<grpc::ByteBuffer>* Backup(grpc::CallbackServerContext* ctx,
                                                      const grpc::ByteBuffer* req) override;
-  grpc::ServerUnaryReactor* ExportRun(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
-                                      grpc::ByteBuffer* resp) override;
-  grpc::ServerUnaryReactor* ImportRun(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
-                                      grpc::ByteBuffer* resp) override;
+  // server/rpc/move_reactors.h
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* ExportRun(grpc::CallbackServerContext* ctx,
+                                                        const grpc::ByteBuffer* req) override;
+  grpc::ServerReadReactor<grpc::ByteBuffer>* ImportRun(grpc::CallbackServerContext* ctx,
+                                                       grpc::ByteBuffer* resp) override;
 
   // The name sent as kReplicaHeader with every response from now on.
   void SetReplicaId(const std::string& id);

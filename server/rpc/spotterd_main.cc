@@ -39,6 +39,8 @@ ABSL_FLAG(absl::Duration, metrics_run_ttl, absl::Minutes(30),
           "remove a run's per-run metric series after this long without an update (0: only "
           "when the run ends)");
 ABSL_FLAG(uint32_t, metrics_max_runs, 1000, "most runs exported on /metrics at once (0: no cap)");
+ABSL_FLAG(int64_t, max_import_bytes, int64_t{512} << 20,
+          "most bytes of rows one ImportRun (a run moved here) may hold in memory");
 ABSL_FLAG(uint32_t, max_runs_per_principal, 0,
           "most runs one token's principal may hold (0: no cap; only with --tokens_file)");
 ABSL_FLAG(uint32_t, max_streams, 4096, "most Connect + WatchRun streams open at once");
@@ -138,6 +140,7 @@ int main(int argc, char** argv) {
   options.limits.max_abs_value = absl::GetFlag(FLAGS_max_abs_value);
   options.limits.memory_budget_bytes = absl::GetFlag(FLAGS_memory_budget_bytes);
   options.limits.grpc_memory_quota_bytes = absl::GetFlag(FLAGS_grpc_memory_quota_bytes);
+  options.limits.max_import_bytes = absl::GetFlag(FLAGS_max_import_bytes);
   options.idle_timeout = absl::GetFlag(FLAGS_idle_timeout);
   options.finished_run_ttl = absl::GetFlag(FLAGS_finished_run_ttl);
   options.require_run_header = absl::GetFlag(FLAGS_require_run_header);

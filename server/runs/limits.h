@@ -41,6 +41,9 @@ struct Limits {
   // Messages a Connect stream may have awaiting their commit before the
   // server stops reading from it (backpressure, no error).
   uint32_t max_unacked_per_stream = 256;
+  // Bytes of rows one ImportRun may hold (they are all in memory until the
+  // run is restored; docs/SCALING.md, "Moving runs").
+  int64_t max_import_bytes = int64_t{512} << 20;
 };
 
 }  // namespace spotter

@@ -43,12 +43,16 @@ struct Replica {
   std::unique_ptr<v1::SpotterService::Stub> stub;
   std::string state_file;
   std::string id;
+  int64_t max_message_bytes = 0;  // 0: TestOptions'
+  int64_t max_import_bytes = 0;   // 0: TestOptions'
 
   void Start() {
     ServerOptions o = TestOptions();
     o.state_file = state_file;
     o.replica_id = id;
     o.require_run_header = true;
+    if (max_message_bytes > 0) o.limits.max_message_bytes = max_message_bytes;
+    if (max_import_bytes > 0) o.limits.max_import_bytes = max_import_bytes;
     absl::StatusOr<std::unique_ptr<Server>> s = Server::BuildAndStart(o);
     ASSERT_THAT(s, testing::IsOk());
     server = *std::move(s);
@@ -89,25 +93,49 @@ class MoveTest : public ::testing::Test {
     v1::OpenRunResponse resp;
     return r.stub->OpenRun(&ctx, req, &resp);
   }
+  // The whole export in `resp` (the rows of every message, in order);
+  // `messages` (if set) counts the messages they came in.
   static grpc::Status Export(Replica& r, const std::string& run, const std::string& to,
-                             v1::ExportRunResponse* resp) {
+                             v1::ExportRunResponse* resp, int* messages = nullptr) {
     grpc::ClientContext ctx;
     AddRunHeader(&ctx, run);
     v1::ExportRunRequest req;
     req.set_name(run);
     req.set_moved_to(to);
-    return r.stub->ExportRun(&ctx, req, resp);
+    resp->Clear();
+    auto reader = r.stub->ExportRun(&ctx, req);
+    v1::ExportRunResponse part;
+    int n = 0;
+    while (reader->Read(&part)) {
+      ++n;
+      for (v1::RunRow& row : *part.mutable_rows()) *resp->add_rows() = std::move(row);
+    }
+    if (messages != nullptr) *messages = n;
+    return reader->Finish();
   }
+  // Sends `rows` in messages of `per_message` rows (all in one when 0), the
+  // first naming `run`, and marks the last one unless `mark_last` is false.
   static grpc::Status Import(Replica& r, const std::string& run,
                              const google::protobuf::RepeatedPtrField<v1::RunRow>& rows,
-                             v1::ImportRunResponse* resp = nullptr) {
+                             v1::ImportRunResponse* resp = nullptr, int per_message = 0,
+                             bool mark_last = true) {
     grpc::ClientContext ctx;
     AddRunHeader(&ctx, run);
+    v1::ImportRunResponse local;
+    auto writer = r.stub->ImportRun(&ctx, resp ? resp : &local);
     v1::ImportRunRequest req;
     req.set_name(run);
-    *req.mutable_rows() = rows;
-    v1::ImportRunResponse local;
-    return r.stub->ImportRun(&ctx, req, resp ? resp : &local);
+    for (int i = 0; i < rows.size(); ++i) {
+      *req.add_rows() = rows[i];
+      if (per_message > 0 && req.rows_size() == per_message && i + 1 < rows.size()) {
+        if (!writer->Write(req)) break;
+        req.Clear();
+      }
+    }
+    req.set_last(mark_last);
+    writer->Write(req);
+    writer->WritesDone();
+    return writer->Finish();
   }
   static v1::RunInfo Info(Replica& r, const std::string& run) {
     grpc::ClientContext ctx;
@@ -367,6 +395,95 @@ TEST_F(MoveTest, BadExportsAndImportsAreRefusedWithWhatWasWrong) {
   EXPECT_GE(Counter(*ref_.server, RejectSeries("import_bad_rows")), 3);
   // None of those left anything behind: the whole run imports.
   EXPECT_TRUE(Import(ref_, "src", exported.rows()).ok());
+}
+
+TEST_F(MoveTest, ARunLargerThanOneMessageMovesInParts) {
+  // Replicas that accept 64 KiB messages at most: the run's rows take more
+  // than that, so one message could not carry them.
+  for (Replica* r : {&a_, &b_}) {
+    r->stub.reset();
+    r->server.reset();
+    r->max_message_bytes = 64 << 10;
+    ASSERT_NO_FATAL_FAILURE(r->Start());
+  }
+  const std::string run = "big";
+  ASSERT_TRUE(Open(a_, run).ok());
+  Job job;
+  ASSERT_NO_FATAL_FAILURE(Join(a_, run, &job));
+  ASSERT_NO_FATAL_FAILURE(Steps(a_, run, &job, 1, 60));
+  Leave(&job);
+  const v1::GetTrajectoryResponse before = History(a_, run);
+  v1::ExportRunResponse exported;
+  int messages = 0;
+  ASSERT_TRUE(Export(a_, run, b_.address(), &exported, &messages).ok());
+  EXPECT_GT(static_cast<int64_t>(exported.ByteSizeLong()), a_.max_message_bytes);
+  EXPECT_GT(messages, 2);
+  // Re-sent in parts of 7 rows: how the client parts them is its business.
+  v1::ImportRunResponse imported;
+  ASSERT_TRUE(Import(b_, run, exported.rows(), &imported, 7).ok());
+  EXPECT_TRUE(Same(History(b_, run), before));
+  EXPECT_EQ(Info(b_, run).ranks(0).last_seq(), Info(a_, run).ranks(0).last_seq());
+}
+
+TEST_F(MoveTest, AnUnfinishedOrOversizedImportImportsNothing) {
+  ASSERT_TRUE(Open(a_, "src").ok());
+  Job job;
+  ASSERT_NO_FATAL_FAILURE(Join(a_, "src", &job));
+  ASSERT_NO_FATAL_FAILURE(Steps(a_, "src", &job, 1, 10));
+  Leave(&job);
+  v1::ExportRunResponse exported;
+  ASSERT_TRUE(Export(a_, "src", b_.address(), &exported).ok());
+  auto absent = [&](Replica& r) {
+    grpc::ClientContext ctx;
+    AddRunHeader(&ctx, "src");
+    v1::GetRunRequest req;
+    req.set_name("src");
+    v1::GetRunResponse resp;
+    return r.stub->GetRun(&ctx, req, &resp).error_code() == grpc::StatusCode::NOT_FOUND;
+  };
+  // Every row sent, but the stream ends without the message marked last (a
+  // client that died half way): nothing is imported.
+  grpc::Status s = Import(b_, "src", exported.rows(), nullptr, 3, /*mark_last=*/false);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("without one marked last"));
+  EXPECT_TRUE(absent(b_));
+  // A later message naming another run.
+  {
+    grpc::ClientContext ctx;
+    AddRunHeader(&ctx, "src");
+    v1::ImportRunResponse resp;
+    auto writer = b_.stub->ImportRun(&ctx, &resp);
+    v1::ImportRunRequest req;
+    req.set_name("src");
+    *req.add_rows() = exported.rows(0);
+    writer->Write(req);
+    req.set_name("other");
+    req.set_last(true);
+    writer->Write(req);
+    writer->WritesDone();
+    s = writer->Finish();
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(s.error_message(), HasSubstr("one call imports one run"));
+  }
+  EXPECT_TRUE(absent(b_));
+  EXPECT_EQ(Counter(*b_.server, RejectSeries("import_bad_rows")), 2);
+  // More rows than --max_import_bytes allows.
+  b_.stub.reset();
+  b_.server.reset();
+  b_.max_import_bytes = 4 << 10;
+  ASSERT_NO_FATAL_FAILURE(b_.Start());
+  s = Import(b_, "src", exported.rows(), nullptr, 3);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(s.error_message(), HasSubstr("--max_import_bytes"));
+  EXPECT_EQ(Counter(*b_.server, RejectSeries("import_too_large")), 1);
+  EXPECT_TRUE(absent(b_));
+  // The same rows, whole and marked last, import.
+  b_.stub.reset();
+  b_.server.reset();
+  b_.max_import_bytes = 0;
+  ASSERT_NO_FATAL_FAILURE(b_.Start());
+  EXPECT_TRUE(Import(b_, "src", exported.rows()).ok());
+  EXPECT_FALSE(absent(b_));
 }
 
 TEST_F(MoveTest, EveryAnswerNamesTheReplica) {

@@ -176,14 +176,21 @@ class RoleMatrixTest : public ServerFixture, public ::testing::WithParamInterfac
       case Rpc::kExportRun: {
         v1::ExportRunRequest req;
         req.set_name(run);
-        v1::ExportRunResponse resp;
-        return stub_->ExportRun(&ctx, req, &resp);
+        auto reader = stub_->ExportRun(&ctx, req);
+        v1::ExportRunResponse part;
+        while (reader->Read(&part)) {
+        }
+        return reader->Finish();
       }
       case Rpc::kImportRun: {
         v1::ImportRunRequest req;
         req.set_name(run);
+        req.set_last(true);
         v1::ImportRunResponse resp;
-        return stub_->ImportRun(&ctx, req, &resp);
+        auto writer = stub_->ImportRun(&ctx, &resp);
+        writer->Write(req);
+        writer->WritesDone();
+        return writer->Finish();
       }
     }
     return grpc::Status(grpc::StatusCode::INTERNAL, "unknown rpc");

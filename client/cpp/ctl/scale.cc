@@ -41,8 +41,9 @@ namespace v1 = spotter::v1;
 
 // The metadata naming the replica that answered (spotterd --replica_id).
 constexpr char kReplicaHeader[] = "x-spotter-replica";
-// ExportRun answers with a whole run in one message: accept up to 1 GiB
-// (the server's --max_message_bytes bounds it first).
+// ExportRun streams a run in messages of about 1 MiB, but a single row
+// (a rank's checkpoint at a large sketch dimension) may be larger: accept up
+// to 1 GiB (the server's --max_message_bytes bounds it first).
 constexpr int kMaxMessage = 1 << 30;
 
 std::shared_ptr<grpc::Channel> Channel(const CtlEnv& env, const std::string& address,
@@ -322,34 +323,46 @@ int Move(const CtlEnv& env, const std::string& run, const std::string& from,
     std::cerr << "spotterctl: " << error << "\n";
     return kExitUsageError;
   }
-  v1::ExportRunResponse exported;
-  {
-    grpc::ClientContext ctx;
-    Prepare(env, &ctx, run);
-    v1::ExportRunRequest req;
-    req.set_name(run);
-    req.set_moved_to(to);
-    if (grpc::Status s = v1::SpotterService::NewStub(src)->ExportRun(&ctx, req, &exported);
-        !s.ok()) {
-      return env.fail(Prefixed("export of " + run + " from " + from, s));
-    }
-  }
-  size_t bytes = 0;
-  for (const v1::RunRow& row : exported.rows()) bytes += row.value().size();
+  // The export's messages are passed on to the import as they arrive, so
+  // spotterctl holds one message of rows at a time. The import is marked
+  // last only once the export ended OK: an export that fails half way
+  // imports nothing.
+  grpc::ClientContext export_ctx;
+  Prepare(env, &export_ctx, run);
+  v1::ExportRunRequest export_req;
+  export_req.set_name(run);
+  export_req.set_moved_to(to);
+  std::unique_ptr<grpc::ClientReader<v1::ExportRunResponse>> exporter =
+      v1::SpotterService::NewStub(src)->ExportRun(&export_ctx, export_req);
+  grpc::ClientContext import_ctx;
+  Prepare(env, &import_ctx, run);
   v1::ImportRunResponse imported;
-  {
-    grpc::ClientContext ctx;
-    Prepare(env, &ctx, run);
-    v1::ImportRunRequest req;
-    req.set_name(run);
-    *req.mutable_rows() = std::move(*exported.mutable_rows());
-    if (grpc::Status s = v1::SpotterService::NewStub(dst)->ImportRun(&ctx, req, &imported);
-        !s.ok()) {
-      return env.fail(Prefixed(absl::StrFormat("import of %s into %s (the run stays frozen on "
-                                               "%s; fix the cause and run the move again)",
-                                               run, to, from),
-                               s));
-    }
+  std::unique_ptr<grpc::ClientWriter<v1::ImportRunRequest>> importer =
+      v1::SpotterService::NewStub(dst)->ImportRun(&import_ctx, &imported);
+  v1::ExportRunResponse part;
+  v1::ImportRunRequest next;
+  next.set_name(run);
+  size_t bytes = 0;
+  bool writing = true;
+  while (exporter->Read(&part)) {
+    for (const v1::RunRow& row : part.rows()) bytes += row.value().size();
+    *next.mutable_rows() = std::move(*part.mutable_rows());
+    if (writing && !importer->Write(next)) writing = false;  // the import failed: see Finish
+    next.Clear();
+  }
+  if (grpc::Status s = exporter->Finish(); !s.ok()) {
+    import_ctx.TryCancel();
+    importer->Finish();
+    return env.fail(Prefixed("export of " + run + " from " + from, s));
+  }
+  next.set_last(true);
+  if (writing) importer->Write(next);
+  importer->WritesDone();
+  if (grpc::Status s = importer->Finish(); !s.ok()) {
+    return env.fail(Prefixed(absl::StrFormat("import of %s into %s (the run stays frozen on "
+                                             "%s; fix the cause and run the move again)",
+                                             run, to, from),
+                             s));
   }
   if (env.json) {
     absl::PrintF("{\"moved\": %s, \"from\": %s, \"to\": %s, \"bytes\": %d}\n", JsonString(run),
