@@ -126,9 +126,10 @@ TEST_F(BackupTest, BackupUnderLoadRestoresEveryRunUpToTheBackupPoint) {
   const std::string original = TempPath("original.db");
   const std::string backup = TempPath("backup.db");
   ServerOptions o = StateOptions(original);
-  // One page per step with a pause: the copy spans many commits.
+  // One page per step with a pause: the copy spans many commits (dozens of
+  // steps, most of a second).
   o.backup.pages_per_step = 1;
-  o.backup.step_pause = absl::Milliseconds(3);
+  o.backup.step_pause = absl::Milliseconds(10);
   ASSERT_NO_FATAL_FAILURE(StartServer(o));
   for (int r = 0; r < kRuns; ++r) ASSERT_TRUE(Open(RunName(r), SmallConfig(kRanks, 1000000)).ok());
 
@@ -158,8 +159,11 @@ TEST_F(BackupTest, BackupUnderLoadRestoresEveryRunUpToTheBackupPoint) {
   EXPECT_EQ(got.summary.bytes(), std::filesystem::file_size(backup));
   EXPECT_EQ(got.summary.sha256().size(), 64u);
   EXPECT_GE(got.summary.steps(), 10u) << "the copy should take many steps";
-  // The server kept acknowledging uploads while the copy ran.
-  EXPECT_GE(acks_during, 100) << "copy took " << got.summary.copy_seconds() << " s";
+  // The server kept acknowledging uploads while the copy ran. A copy that
+  // held the store would allow none; the trainers' few hundred per second,
+  // even under a sanitizer on a loaded machine (98 in 0.15 s seen), leave a
+  // wide margin above 20.
+  EXPECT_GE(acks_during, 20) << "copy took " << got.summary.copy_seconds() << " s";
 
   // ... and after it (not in the backup).
   std::vector<uint64_t> after(trainers.size());
